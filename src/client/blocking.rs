@@ -1,0 +1,174 @@
+//! Blocking wrappers for threaded workers: the same shape as the async client.
+//!
+//! A [`Client`] owns a small Tokio runtime (one I/O thread) that drives the shared
+//! connection; each call blocks the calling thread only. Clones share the runtime and the
+//! connection. Do not call these from inside an async runtime: use [`crate::Client`] there
+//! (such a call returns [`Error::InvalidArgument`] rather than panicking).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::{Error, Result};
+use super::knobs::{Knobs, KnobsUpdate};
+use super::token_bucket::{Decision, FailMode, retry_delay};
+use super::{ClientBuilder, ThrottleState};
+
+/// A blocking handle to Redis. Cheap to clone; shareable across threads.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: crate::Client,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+/// A blocking token bucket; see [`crate::TokenBucket`].
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    inner: crate::TokenBucket,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, fut: F) -> Result<F::Output> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::InvalidArgument(
+            "regulator::blocking called from inside an async runtime; use regulator::Client"
+                .to_owned(),
+        ));
+    }
+    Ok(runtime.block_on(fut))
+}
+
+impl Client {
+    /// Connects with the default options; see [`crate::Client::connect`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::connect`]; [`Error::Unreachable`] if the I/O thread cannot start.
+    pub fn connect(url: &str) -> Result<Self> {
+        Self::from_builder(crate::Client::builder(url))
+    }
+
+    /// Connects with the given options.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn from_builder(builder: ClientBuilder) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("regulator-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the I/O thread: {e}")))?;
+        let inner = block_on(&runtime, builder.connect())??;
+        Ok(Self {
+            inner,
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// See [`crate::Client::token_bucket`].
+    #[must_use]
+    pub fn token_bucket(&self, name: impl Into<String>, defaults: Knobs) -> TokenBucket {
+        TokenBucket {
+            inner: self.inner.token_bucket(name, defaults),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// The async client this one wraps.
+    #[must_use]
+    pub fn as_async(&self) -> &crate::Client {
+        &self.inner
+    }
+
+    /// See [`crate::Client::get`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::get`].
+    pub fn get(&self, name: &str) -> Result<ThrottleState> {
+        block_on(&self.runtime, self.inner.get(name))?
+    }
+
+    /// See [`crate::Client::set_knobs`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::set_knobs`].
+    pub fn set_knobs(
+        &self,
+        name: &str,
+        knobs: impl Into<KnobsUpdate>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        block_on(&self.runtime, self.inner.set_knobs(name, knobs, ttl))?
+    }
+
+    /// See [`crate::Client::reset_knobs`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::reset_knobs`].
+    pub fn reset_knobs(&self, name: &str) -> Result<()> {
+        block_on(&self.runtime, self.inner.reset_knobs(name))?
+    }
+
+    /// See [`crate::Client::delete`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::delete`].
+    pub fn delete(&self, name: &str) -> Result<()> {
+        block_on(&self.runtime, self.inner.delete(name))?
+    }
+}
+
+impl TokenBucket {
+    /// See [`crate::TokenBucket::with_knobs_ttl`].
+    #[must_use]
+    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
+        self.inner = self.inner.with_knobs_ttl(ttl);
+        self
+    }
+
+    /// The throttle's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// See [`crate::TokenBucket::consume`].
+    ///
+    /// # Errors
+    /// As [`crate::TokenBucket::consume`].
+    pub fn consume(&self, tokens: f64) -> Result<Decision> {
+        block_on(&self.runtime, self.inner.consume(tokens))?
+    }
+
+    /// See [`crate::TokenBucket::consume_or`].
+    ///
+    /// # Errors
+    /// As [`crate::TokenBucket::consume_or`].
+    pub fn consume_or(&self, tokens: f64, mode: FailMode) -> Result<Decision> {
+        block_on(&self.runtime, self.inner.consume_or(tokens, mode))?
+    }
+
+    /// See [`crate::TokenBucket::wait`]; sleeps the calling thread.
+    ///
+    /// # Errors
+    /// As [`crate::TokenBucket::wait`].
+    pub fn wait(&self, tokens: f64, max_wait: Duration) -> Result<Decision> {
+        let start = Instant::now();
+        let deadline = start + max_wait;
+        loop {
+            let d = self.consume(tokens)?;
+            if d.allowed {
+                return Ok(d);
+            }
+            let now = Instant::now();
+            let delay = retry_delay(d.sleep);
+            if now + delay > deadline {
+                return Err(Error::MaxWaitExceeded {
+                    waited: now - start,
+                    retry_after: d.sleep,
+                });
+            }
+            std::thread::sleep(delay);
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! [`Client`]: one multiplexed, auto-reconnecting Redis connection shared by every limiter.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::error::{Error, Result};
+use super::keys::KeyLayout;
+use super::knobs::Knobs;
+use super::scripts::Scripts;
+use super::token_bucket::TokenBucket;
+
+/// Default bound on one Redis call, reconnect included. A rate-limit decision that takes
+/// longer than this is worth less than a quick, typed error the caller can fail open or
+/// closed on.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Default bound on establishing a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A handle to Redis for workers and tools. Cheap to clone; clones share one connection.
+///
+/// The connection is multiplexed (concurrent calls are pipelined on it) and reconnects on its
+/// own after a failure. Every call is bounded by the call timeout.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    conn: ConnectionManager,
+    pub(crate) scripts: Scripts,
+    pub(crate) keys: KeyLayout,
+    pub(crate) timeout: Duration,
+    target: String,
+    degraded: AtomicBool,
+    fallbacks: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("redis", &self.inner.target)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for [`Client`]; start from [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    call_timeout: Duration,
+    connect_timeout: Duration,
+    tls_root_ca: Option<Vec<u8>>,
+    frozen_time: bool,
+}
+
+impl ClientBuilder {
+    /// Bound on each call, including any reconnect it waits for (default 250 ms).
+    #[must_use]
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Bound on establishing a connection (default 1 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Trust this PEM-encoded CA for `rediss://` instead of the built-in web PKI roots,
+    /// for servers with certificates from a private CA.
+    #[must_use]
+    pub fn tls_root_ca(mut self, pem: Vec<u8>) -> Self {
+        self.tls_root_ca = Some(pem);
+        self
+    }
+
+    /// Test support: run the frozen-clock variant of the scripts, which read time from the
+    /// keys `frozen_second`/`frozen_microsecond` while they exist (as limitlion's
+    /// `throttle_configure(testing=True)` does).
+    #[cfg(feature = "test-util")]
+    #[must_use]
+    pub fn frozen_time(mut self, frozen: bool) -> Self {
+        self.frozen_time = frozen;
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad URL, [`Error::Unreachable`] or [`Error::Timeout`]
+    /// when Redis cannot be reached within the connect timeout, [`Error::Auth`] when it
+    /// refuses the credentials.
+    pub async fn connect(self) -> Result<Client> {
+        let client = match self.tls_root_ca {
+            None => redis::Client::open(self.url.as_str()),
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+        }
+        .map_err(|e| Error::InvalidArgument(format!("redis URL {}: {e}", redact(&self.url))))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.call_timeout))
+            // Fail fast and let the next call try again: a limiter that waits seconds for
+            // Redis to come back blocks the work it is meant to pace.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100));
+        let connect = ConnectionManager::new_with_config(client, config);
+        let conn = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(Error::from_redis(e, false, self.connect_timeout)),
+            Err(_) => return Err(Error::Timeout(self.connect_timeout)),
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                conn,
+                scripts: Scripts::new(self.frozen_time),
+                keys: KeyLayout::default(),
+                timeout: self.call_timeout,
+                target: redact(&self.url),
+                degraded: AtomicBool::new(false),
+                fallbacks: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// Connects with the default options.
+    ///
+    /// `url` is `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+
+    /// Options for a connection to `url`.
+    #[must_use]
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.to_owned(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls_root_ca: None,
+            frozen_time: false,
+        }
+    }
+
+    /// A limitlion-compatible token bucket named `name`. `defaults` apply while the throttle
+    /// has no knobs in Redis (or its knobs are unusable).
+    #[must_use]
+    pub fn token_bucket(&self, name: impl Into<String>, defaults: Knobs) -> TokenBucket {
+        TokenBucket::new(self.clone(), name.into(), defaults)
+    }
+
+    /// How key names are laid out for this connection.
+    #[must_use]
+    pub fn keys(&self) -> KeyLayout {
+        self.inner.keys
+    }
+
+    /// How many decisions were made by a fail-open/fail-closed fallback because Redis was
+    /// unavailable, since the client connected.
+    #[must_use]
+    pub fn fallbacks(&self) -> u64 {
+        self.inner.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// A clone of the connection for one call.
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// Runs one Redis call under the call timeout and classifies its error.
+    pub(crate) async fn call<T>(
+        &self,
+        script: bool,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        let timeout = self.inner.timeout;
+        let result = match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::from_redis(e, script, timeout)),
+            Err(_) => Err(Error::Timeout(timeout)),
+        };
+        self.note_availability(&result);
+        result
+    }
+
+    /// Logs the moment Redis becomes unavailable and the moment it is back, once each, rather
+    /// than once per failed call.
+    fn note_availability<T>(&self, result: &Result<T>) {
+        match result {
+            Err(e) if e.is_unavailable() => {
+                if !self.inner.degraded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(redis = %self.inner.target, error = %e, "redis unavailable");
+                }
+            }
+            _ => {
+                if self.inner.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!(redis = %self.inner.target, "redis available again");
+                }
+            }
+        }
+    }
+
+    pub(crate) fn count_fallback(&self) {
+        self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The URL with any password replaced, for logs and errors.
+#[must_use]
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact("redis://alice:s3cret@db:6379/0"),
+            "redis://alice:***@db:6379/0"
+        );
+        assert_eq!(redact("rediss://:pw@db/1"), "rediss://:***@db/1");
+        assert_eq!(redact("redis://db:6379"), "redis://db:6379");
+    }
+}

@@ -1,0 +1,90 @@
+//! Key naming: limitlion's `throttle:<name>` layout, with a hash tag in cluster mode.
+
+/// How throttle keys are named.
+///
+/// Standalone Redis uses limitlion's keys unchanged. On Redis Cluster a throttle's keys must
+/// share a slot, so the name is wrapped in a hash tag `{<name>}` unless it already has one;
+/// the daemon and every client must agree on the mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLayout {
+    /// Wrap names in a hash tag for Redis Cluster.
+    pub cluster: bool,
+}
+
+impl KeyLayout {
+    fn base(self, name: &str) -> String {
+        if self.cluster && !has_hash_tag(name) {
+            format!("throttle:{{{name}}}")
+        } else {
+            format!("throttle:{name}")
+        }
+    }
+
+    /// The bucket hash: `throttle:<name>` (fields `tokens`, `refreshed`).
+    #[must_use]
+    pub fn bucket(self, name: &str) -> String {
+        self.base(name)
+    }
+
+    /// The knobs hash: `throttle:<name>:knobs` (fields `rps`, `burst`, `window`).
+    #[must_use]
+    pub fn knobs(self, name: &str) -> String {
+        self.base(name) + ":knobs"
+    }
+
+    /// The daemon's change log: `throttle:<name>:history`, a capped stream.
+    #[must_use]
+    pub fn history(self, name: &str) -> String {
+        self.base(name) + ":history"
+    }
+}
+
+/// Whether Redis Cluster would hash only part of `name`: a `{` followed later by a `}` with at
+/// least one byte between them (the first such pair counts).
+#[must_use]
+pub fn has_hash_tag(name: &str) -> bool {
+    name.find('{')
+        .is_some_and(|open| name[open + 1..].find('}').is_some_and(|len| len > 0))
+}
+
+/// Checks a throttle name: any bytes are allowed (limitlion allows them) but it must not be
+/// empty.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("throttle name must not be empty".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_keys_are_limitlions() {
+        let k = KeyLayout::default();
+        assert_eq!(k.bucket("orders-db"), "throttle:orders-db");
+        assert_eq!(k.knobs("orders-db"), "throttle:orders-db:knobs");
+        assert_eq!(k.history("a b"), "throttle:a b:history");
+    }
+
+    #[test]
+    fn cluster_keys_share_a_slot() {
+        let k = KeyLayout { cluster: true };
+        assert_eq!(k.bucket("orders"), "throttle:{orders}");
+        assert_eq!(k.knobs("orders"), "throttle:{orders}:knobs");
+        assert_eq!(k.knobs("t:{tenant}"), "throttle:t:{tenant}:knobs");
+        // `{}` is not a hash tag: Redis hashes the whole key, so we still wrap.
+        assert_eq!(k.knobs("a{}b"), "throttle:{a{}b}:knobs");
+    }
+
+    #[test]
+    fn hash_tag_rule_matches_redis() {
+        assert!(has_hash_tag("{a}"));
+        assert!(has_hash_tag("x{a}y{b}"));
+        assert!(!has_hash_tag("{}"));
+        assert!(!has_hash_tag("{}a}"));
+        assert!(!has_hash_tag("a{b"));
+        assert!(!has_hash_tag("a}b{"));
+    }
+}

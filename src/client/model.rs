@@ -1,0 +1,150 @@
+//! The token bucket's arithmetic in pure Rust, step for step as `lua/token_bucket.lua` does it.
+//!
+//! The script is the authority; this model predicts it. It lets `regulator status` show how
+//! many tokens a bucket holds *now* without consuming one, and the property tests check the
+//! script against it for random sequences of time, requests and knob changes.
+
+use super::knobs::Knobs;
+
+/// A bucket hash as stored: either field may be absent (a new or partly written bucket).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bucket {
+    /// `tokens` field.
+    pub tokens: Option<f64>,
+    /// `refreshed` field: the whole second the current window started at.
+    pub refreshed: Option<f64>,
+}
+
+/// The script's verdict for one call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    /// Whether the request is allowed.
+    pub allowed: bool,
+    /// Tokens left after the call.
+    pub tokens: f64,
+    /// Seconds to the next window boundary (the retry hint).
+    pub sleep: f64,
+    /// `ceil(rps * burst * window)`; 0 for `rps == 0`, infinite for `rps == -1`.
+    pub capacity: f64,
+    /// The bucket as the script writes it back; `None` when it is not touched (`rps` 0 or -1).
+    pub bucket: Option<Bucket>,
+    /// The bucket's TTL in seconds as the script sets it.
+    pub ttl: u64,
+}
+
+/// One call of the script: `knobs` are the effective ones (stored or defaults), `now` and
+/// `usec` the Redis `TIME`.
+#[must_use]
+pub fn consume(bucket: Bucket, knobs: Knobs, now: i64, usec: u32, requested: f64) -> Outcome {
+    let Knobs { rps, burst, window } = knobs;
+    if rps == 0.0 {
+        return untouched(false, 0.0, window, 0.0);
+    }
+    if rps == -1.0 {
+        return untouched(true, 1.0, 0.0, f64::INFINITY);
+    }
+    let now = now as f64;
+    let capacity = knobs.capacity();
+    let (filled, refreshed) = refill(bucket, knobs, now);
+    let allowed = filled >= requested;
+    let tokens = if allowed {
+        (filled - requested).max(0.0)
+    } else {
+        filled
+    };
+    let sleep = (window - (now - refreshed).max(0.0) - 1.0) + f64::from(1_000_000 - usec) / 1e6;
+    Outcome {
+        allowed,
+        tokens,
+        sleep,
+        capacity,
+        bucket: Some(Bucket {
+            tokens: Some(tokens),
+            refreshed: Some(refreshed),
+        }),
+        ttl: (burst * window * 2.0).floor().max(1.0) as u64,
+    }
+}
+
+/// Tokens the bucket would hold at `now` (whole seconds) and the window anchor it would have,
+/// without consuming anything.
+#[must_use]
+pub fn refill(bucket: Bucket, knobs: Knobs, now: f64) -> (f64, f64) {
+    let Knobs { rps, window, .. } = knobs;
+    let capacity = knobs.capacity();
+    let tokens = bucket.tokens.unwrap_or(capacity);
+    let last = bucket.refreshed.unwrap_or(0.0);
+    let elapsed = ((now - last).max(0.0) / window).floor();
+    let add = (elapsed * rps * window).ceil();
+    let filled = capacity.min(tokens + add);
+    let refreshed = if add > 0.0 {
+        if last == 0.0 { now } else { last + elapsed * window }
+    } else {
+        last
+    };
+    (filled, refreshed)
+}
+
+fn untouched(allowed: bool, tokens: f64, sleep: f64, capacity: f64) -> Outcome {
+    Outcome {
+        allowed,
+        tokens,
+        sleep,
+        capacity,
+        bucket: None,
+        ttl: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000;
+
+    fn k(rps: f64, burst: f64, window: f64) -> Knobs {
+        Knobs { rps, burst, window }
+    }
+
+    #[test]
+    fn new_bucket_starts_full_and_anchors_now() {
+        let o = consume(Bucket::default(), k(5.0, 1.0, 5.0), T0, 0, 1.0);
+        assert!(o.allowed);
+        assert_eq!(o.tokens, 24.0);
+        assert_eq!(o.bucket.unwrap().refreshed, Some(T0 as f64));
+        assert!((o.sleep - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn refill_is_a_whole_window_at_a_time() {
+        let b = Bucket {
+            tokens: Some(0.0),
+            refreshed: Some(T0 as f64),
+        };
+        let knobs = k(2.0, 1.0, 5.0);
+        assert_eq!(refill(b, knobs, (T0 + 4) as f64), (0.0, T0 as f64));
+        assert_eq!(refill(b, knobs, (T0 + 5) as f64), (10.0, (T0 + 5) as f64));
+        assert_eq!(refill(b, knobs, (T0 + 12) as f64), (10.0, (T0 + 10) as f64));
+    }
+
+    #[test]
+    fn over_capacity_is_denied_and_consumes_nothing() {
+        let o = consume(Bucket::default(), k(1.0, 1.0, 1.0), T0, 0, 2.0);
+        assert!(!o.allowed);
+        assert_eq!(o.tokens, 1.0);
+    }
+
+    #[test]
+    fn zero_and_minus_one_leave_the_bucket_alone() {
+        let z = consume(Bucket::default(), k(0.0, 1.0, 5.0), T0, 0, 1.0);
+        assert!(!z.allowed && z.bucket.is_none() && (z.sleep - 5.0).abs() < 1e-9);
+        let m = consume(Bucket::default(), k(-1.0, 1.0, 5.0), T0, 0, 1e9);
+        assert!(m.allowed && m.bucket.is_none() && m.sleep == 0.0);
+    }
+
+    #[test]
+    fn ttl_is_never_zero() {
+        let o = consume(Bucket::default(), k(100.0, 0.1, 1.0), T0, 0, 1.0);
+        assert_eq!(o.ttl, 1);
+    }
+}

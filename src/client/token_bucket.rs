@@ -1,0 +1,234 @@
+//! [`TokenBucket`]: the limitlion-compatible limiter workers call before each unit of work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::connection::Client;
+use super::error::{Error, Result};
+use super::keys::check_name;
+use super::knobs::Knobs;
+
+/// limitlion's default knobs TTL: 7 days, refreshed by every call that uses the knobs.
+pub const DEFAULT_KNOBS_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Which knobs a decision was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// The throttle has no knobs in Redis; the caller's defaults applied.
+    Defaults,
+    /// The knobs stored in Redis applied.
+    Knobs,
+    /// Knobs are stored but unusable (a non-numeric or missing field, a negative rate...);
+    /// the caller's defaults applied. `regulator status` shows what is wrong.
+    InvalidKnobs,
+    /// Redis was unavailable and the decision is the caller's fail-open or fail-closed
+    /// choice (see [`TokenBucket::consume_or`]).
+    Unavailable,
+}
+
+/// What to decide when Redis cannot be reached in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Allow the work: availability matters more than the limit.
+    Open,
+    /// Deny the work: the protected system matters more than the work.
+    Closed,
+}
+
+/// The outcome of one [`TokenBucket::consume`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// Whether the work may go ahead.
+    pub allowed: bool,
+    /// Tokens left in the bucket after this call.
+    pub tokens: f64,
+    /// Time until the next window starts: how long to sleep before retrying when denied.
+    pub sleep: Duration,
+    /// Which knobs applied.
+    pub source: Source,
+    /// The bucket's capacity under those knobs (`0` when `rps == 0`, infinite when
+    /// `rps == -1`).
+    pub capacity: f64,
+}
+
+/// A named token bucket shared through Redis with every worker, Python or Rust, that uses the
+/// same name. Cheap to clone.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), regulator::Error> {
+/// use std::time::Duration;
+/// let client = regulator::Client::connect("redis://127.0.0.1:6379/0").await?;
+/// let orders = client.token_bucket("orders-db", regulator::Knobs { rps: 200.0, burst: 1.0, window: 5.0 });
+/// let d = orders.consume(1.0).await?;
+/// if !d.allowed {
+///     tokio::time::sleep(d.sleep).await;
+/// }
+/// orders.wait(1.0, Duration::from_secs(2)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    client: Client,
+    name: Arc<str>,
+    bucket_key: Arc<str>,
+    knobs_key: Arc<str>,
+    defaults: Knobs,
+    knobs_ttl: u64,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(client: Client, name: String, defaults: Knobs) -> Self {
+        let keys = client.keys();
+        Self {
+            bucket_key: keys.bucket(&name).into(),
+            knobs_key: keys.knobs(&name).into(),
+            name: name.into(),
+            client,
+            defaults,
+            knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
+        }
+    }
+
+    /// Sets the TTL each call gives the knobs hash (whole seconds; zero leaves the TTL alone,
+    /// as limitlion's `knobs_ttl=0`).
+    #[must_use]
+    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
+        self.knobs_ttl = ttl.as_secs();
+        self
+    }
+
+    /// The throttle's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The knobs used while Redis holds none.
+    #[must_use]
+    pub fn defaults(&self) -> Knobs {
+        self.defaults
+    }
+
+    /// Takes `tokens` from the bucket if it holds that many; one atomic script call.
+    ///
+    /// A request above the bucket's capacity is always denied and takes nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] before any call for `tokens` that is not a finite number
+    /// above 0, invalid defaults or an empty name; otherwise the connection's errors.
+    pub async fn consume(&self, tokens: f64) -> Result<Decision> {
+        self.check(tokens)?;
+        let d = self.defaults;
+        let mut invocation = self.client.inner.scripts.token_bucket.key(&*self.bucket_key);
+        invocation
+            .key(&*self.knobs_key)
+            .arg(d.rps)
+            .arg(d.burst)
+            .arg(d.window)
+            .arg(tokens)
+            .arg(self.knobs_ttl);
+        let mut conn = self.client.conn();
+        let reply: (i64, String, String, i64, String) = self
+            .client
+            .call(true, invocation.invoke_async(&mut conn))
+            .await?;
+        parse_reply(reply)
+    }
+
+    /// As [`consume`](Self::consume), but when Redis is unreachable or times out, decides
+    /// by `mode` instead of failing. Such decisions have [`Source::Unavailable`]; the
+    /// client counts them ([`Client::fallbacks`]) and logs when Redis goes and comes back.
+    ///
+    /// # Errors
+    /// Errors other than unavailability still surface: invalid arguments, auth, scripts.
+    pub async fn consume_or(&self, tokens: f64, mode: FailMode) -> Result<Decision> {
+        match self.consume(tokens).await {
+            Err(e) if e.is_unavailable() => {
+                self.client.count_fallback();
+                Ok(fallback(mode, self.defaults))
+            }
+            other => other,
+        }
+    }
+
+    /// Takes `tokens`, sleeping on the bucket's hint and retrying until allowed.
+    ///
+    /// Never sleeps past `max_wait`: when the next chance lies beyond it, returns
+    /// [`Error::MaxWaitExceeded`] at once.
+    ///
+    /// # Errors
+    /// [`Error::MaxWaitExceeded`], or any error of [`consume`](Self::consume).
+    pub async fn wait(&self, tokens: f64, max_wait: Duration) -> Result<Decision> {
+        let start = tokio::time::Instant::now();
+        let deadline = start + max_wait;
+        loop {
+            let d = self.consume(tokens).await?;
+            if d.allowed {
+                return Ok(d);
+            }
+            let now = tokio::time::Instant::now();
+            let wake = now + retry_delay(d.sleep);
+            if wake > deadline {
+                return Err(Error::MaxWaitExceeded {
+                    waited: now - start,
+                    retry_after: d.sleep,
+                });
+            }
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    pub(crate) fn check(&self, tokens: f64) -> Result<()> {
+        if !(tokens > 0.0 && tokens.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "tokens must be a finite number above 0; got {tokens}"
+            )));
+        }
+        check_name(&self.name).map_err(Error::InvalidArgument)?;
+        self.defaults
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("defaults of {:?}: {e}", self.name)))
+    }
+}
+
+/// A floor under the retry hint so a zero hint (possible with fractional windows) never
+/// turns a waiting loop into a busy one.
+pub(crate) fn retry_delay(sleep: Duration) -> Duration {
+    sleep.max(Duration::from_millis(1))
+}
+
+pub(crate) fn fallback(mode: FailMode, defaults: Knobs) -> Decision {
+    let allowed = mode == FailMode::Open;
+    Decision {
+        allowed,
+        tokens: 0.0,
+        sleep: if allowed {
+            Duration::ZERO
+        } else {
+            Duration::try_from_secs_f64(defaults.window).unwrap_or(Duration::from_secs(1))
+        },
+        source: Source::Unavailable,
+        capacity: 0.0,
+    }
+}
+
+fn parse_reply(
+    (allowed, tokens, sleep, source, capacity): (i64, String, String, i64, String),
+) -> Result<Decision> {
+    let bad = |what: &str, v: &str| Error::Script(format!("unexpected {what} in reply: {v:?}"));
+    let number = |what: &str, v: &str| v.parse::<f64>().map_err(|_| bad(what, v));
+    let sleep_secs = number("sleep", &sleep)?;
+    Ok(Decision {
+        allowed: allowed == 1,
+        tokens: number("tokens", &tokens)?,
+        sleep: Duration::try_from_secs_f64(sleep_secs.max(0.0)).map_err(|_| bad("sleep", &sleep))?,
+        source: match source {
+            0 => Source::Defaults,
+            1 => Source::Knobs,
+            2 => Source::InvalidKnobs,
+            other => return Err(bad("source", &other.to_string())),
+        },
+        capacity: number("capacity", &capacity)?,
+    })
+}

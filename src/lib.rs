@@ -1,0 +1,44 @@
+//! # regulator
+//!
+//! An adaptive throttle controller. A daemon reads signals from Prometheus, runs a control loop
+//! per named throttle and writes each throttle's limits (`rps`, `burst`, `window`) into the
+//! Redis hash `throttle:<name>:knobs`. Workers take tokens from Redis-backed limiters that read
+//! those knobs on every call, so the whole fleet slows down when the protected system hurts
+//! and speeds up when it has headroom. Keys and arithmetic are wire-compatible with the Python
+//! library limitlion: Python and Rust workers share buckets and obey the same daemon.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), regulator::Error> {
+//! let client = regulator::Client::connect("redis://127.0.0.1:6379/0").await?;
+//! let orders = client.token_bucket("orders-db", regulator::Knobs { rps: 200.0, burst: 1.0, window: 5.0 });
+//! let d = orders.consume(1.0).await?;
+//! println!("allowed={} tokens={} retry in {:?}", d.allowed, d.tokens, d.sleep);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`client`]: the worker library, available without default features.
+//!   - `connection`: [`Client`], one multiplexed auto-reconnecting connection, call timeouts.
+//!   - `token_bucket`: [`TokenBucket`], the limitlion-compatible limiter (`lua/token_bucket.lua`).
+//!   - `admin`: `get`, `set_knobs`, `reset_knobs`, `delete` on [`Client`].
+//!   - `knobs`: [`Knobs`], their validation and how stored values parse.
+//!   - [`client::keys`]: key naming (`throttle:<name>`, hash tags for cluster).
+//!   - [`client::model`]: the bucket arithmetic in pure Rust, as the script does it.
+//!   - [`blocking`]: the same API for threaded workers.
+//!   - `error`: [`Error`], one variant per thing a caller can act on.
+//! - `daemon` (feature `daemon`, default): the controller; grows with the daemon work.
+//! - `testing` (feature `test-util`): real `redis-server`, Redis Cluster and `prometheus`
+//!   fixtures on free loopback ports, and the Python venv with limitlion.
+
+pub mod client;
+#[cfg(feature = "daemon")]
+pub mod daemon;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use client::blocking;
+pub use client::{
+    Client, ClientBuilder, Decision, Error, FailMode, Knobs, KnobsUpdate, Result, Source,
+    StoredKnobs, ThrottleState, TokenBucket,
+};

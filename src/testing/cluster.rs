@@ -1,0 +1,104 @@
+//! A three-master Redis Cluster on loopback, made with `redis-cli --cluster create`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::RedisServer;
+use super::process::{FixtureError, find};
+
+const INSTALL: &str = "apt-get install -y --no-install-recommends redis-server redis-tools";
+
+/// Three `redis-server` masters in cluster mode, slots assigned, killed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes and joins them into a cluster; returns once every node reports
+    /// `cluster_state:ok`.
+    ///
+    /// # Errors
+    /// [`FixtureError::Missing`] when `redis-server` or `redis-cli` is not installed;
+    /// [`FixtureError::NotReady`] when the cluster does not form in time.
+    pub fn start() -> Result<Self, FixtureError> {
+        let cli = find("redis-cli", INSTALL)?;
+        let mut nodes = Vec::with_capacity(3);
+        while nodes.len() < 3 {
+            let node = RedisServer::with_args(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ])?;
+            // The cluster bus listens on port + 10000; a node whose bus port is taken would
+            // never join, so try another.
+            if node.port() < 55_535
+                && std::net::TcpListener::bind(("127.0.0.1", node.port() + 10_000)).is_err()
+            {
+                continue;
+            }
+            nodes.push(node);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new(cli)
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(FixtureError::NotReady {
+                what: "redis cluster".into(),
+                timeout: Duration::ZERO,
+                detail: String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            });
+        }
+        let cluster = Self { nodes };
+        cluster.wait_ok(Duration::from_secs(15))?;
+        Ok(cluster)
+    }
+
+    fn wait_ok(&self, timeout: Duration) -> Result<(), FixtureError> {
+        let start = Instant::now();
+        loop {
+            let states: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| n.cmd::<String>(&["CLUSTER", "INFO"]))
+                .collect();
+            if states.iter().all(|s| s.contains("cluster_state:ok")) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(FixtureError::NotReady {
+                    what: "redis cluster".into(),
+                    timeout,
+                    detail: states.join("\n"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Seed URLs, one per node (`redis://127.0.0.1:<port>`).
+    #[must_use]
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port()))
+            .collect()
+    }
+
+    /// The nodes, to stop or inspect one.
+    #[must_use]
+    pub fn nodes(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+}

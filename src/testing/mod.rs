@@ -1,0 +1,18 @@
+//! Test support: real servers on free loopback ports, killed on drop.
+//!
+//! Every fixture starts the real program (`redis-server`, `prometheus`, `redis-cli --cluster`)
+//! in a temporary directory, waits until it answers, and kills it when dropped. None touches
+//! the default ports. A missing program is an error that names the command installing it,
+//! never a skip.
+
+mod cluster;
+mod process;
+mod prometheus;
+mod python;
+mod redis_server;
+
+pub use cluster::RedisCluster;
+pub use process::{FixtureError, free_port};
+pub use prometheus::PrometheusServer;
+pub use python::{LimitlionDriver, python};
+pub use redis_server::RedisServer;

@@ -1,0 +1,189 @@
+//! A private `redis-server` on a free loopback port.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::process::{FixtureError, find, free_port, kill, tail, wait_until};
+
+const INSTALL: &str = "apt-get install -y --no-install-recommends redis-server";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` started for one test, with persistence off, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    extra: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port.
+    ///
+    /// # Errors
+    /// [`FixtureError::Missing`] when `redis-server` is not installed, or when it does not
+    /// answer `PING` in time.
+    pub fn start() -> Result<Self, FixtureError> {
+        Self::with_args(&[])
+    }
+
+    /// Starts a server with extra command-line arguments (`["--maxmemory", "1mb"]`, TLS...).
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn with_args(args: &[&str]) -> Result<Self, FixtureError> {
+        let dir = tempfile::Builder::new().prefix("regulator-redis-").tempdir()?;
+        let mut server = Self {
+            child: None,
+            port: 0,
+            extra: args.iter().map(|s| (*s).to_owned()).collect(),
+            dir,
+        };
+        let mut last = None;
+        for _ in 0..5 {
+            server.port = free_port();
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e @ FixtureError::Missing { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn spawn(&mut self) -> Result<(), FixtureError> {
+        let bin = find("redis-server", INSTALL)?;
+        let port = self.port.to_string();
+        let tls = self.extra.iter().any(|a| a == "--tls-port");
+        let mut cmd = Command::new(bin);
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", if tls { "0" } else { &port }])
+            .args(["--dir".as_ref(), self.dir.path().as_os_str()])
+            .args(["--logfile".as_ref(), self.log_path().as_os_str()])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if tls {
+            // The TLS port is given in `extra`; the plain port is off.
+            cmd.args(["--tls-port", &port]);
+        }
+        let mut child = cmd.spawn()?;
+        let url = self.admin_url();
+        let ready = wait_until("redis-server", &mut child, READY_TIMEOUT, || ping(&url));
+        if let Err(e) = ready {
+            kill(&mut child);
+            return Err(match e {
+                FixtureError::NotReady { what, timeout, detail } => FixtureError::NotReady {
+                    what,
+                    timeout,
+                    detail: format!("{detail}\n{}", tail(&self.log_path())),
+                },
+                other => other,
+            });
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The server's port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn admin_url(&self) -> String {
+        if self.extra.iter().any(|a| a == "--tls-port") {
+            // Readiness over TLS is checked by the TCP accept alone.
+            format!("tcp://127.0.0.1:{}", self.port)
+        } else {
+            self.url()
+        }
+    }
+
+    /// A plain synchronous connection, for tests to arrange and inspect state directly.
+    ///
+    /// # Panics
+    /// When the server does not accept a connection.
+    #[must_use]
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test redis-server")
+    }
+
+    /// Runs a command on a fresh connection and returns its reply.
+    ///
+    /// # Panics
+    /// When the command fails.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut self.connection())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Freezes the scripts' clock (frozen-time variant only) at `second`.`usec`.
+    pub fn freeze_time(&self, second: i64, usec: u32) {
+        let _: () = redis::cmd("MSET")
+            .arg("frozen_second")
+            .arg(second)
+            .arg("frozen_microsecond")
+            .arg(usec)
+            .query(&mut self.connection())
+            .expect("freeze time");
+    }
+
+    /// Stops the server (as a crash would: SIGKILL). [`restart`](Self::restart) brings it
+    /// back on the same port with an empty dataset and script cache.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+
+    /// Starts the server again on the same port.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn restart(&mut self) -> Result<(), FixtureError> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `PING` over a plain connection; for a `tcp://` URL, a TCP connect.
+pub(crate) fn ping(url: &str) -> Result<(), String> {
+    if let Some(addr) = url.strip_prefix("tcp://") {
+        return std::net::TcpStream::connect(addr)
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .map_err(|e| e.to_string())?;
+    redis::cmd("PING")
+        .query::<String>(&mut conn)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
