@@ -43,6 +43,8 @@ def handle(req, state):
         # A worker: consume until `stop_key` exists in Redis, counting what was allowed.
         allowed = calls = 0
         r = state["redis"]
+        if req.get("started_key"):
+            r.set(req["started_key"], 1)
         while not r.exists(req["stop_key"]):
             ok, _, _ = limitlion.throttle(
                 req["name"], req["rps"], req.get("burst", 1), req.get("window", 5))

@@ -1,0 +1,24 @@
+# regulator: the targets a newcomer needs. `make help` lists them.
+.DEFAULT_GOAL := help
+.PHONY: help deps demo test lint bench
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+deps: ## Install redis-server, prometheus, cargo-nextest and the Python venv (limitlion) if missing
+	@scripts/deps.sh
+
+demo: deps ## Start a private Redis, run workers on one throttle, change its knobs live
+	cargo run --release --example demo
+
+test: deps ## Run every test against real redis-server, prometheus and limitlion
+	cargo test --doc --quiet
+	cargo nextest run --no-fail-fast
+
+lint: ## cargo fmt --check, clippy -D warnings, and the client-only dependency check
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	scripts/check-client-deps.sh
+
+bench: deps ## Criterion benches; see BENCHMARKS.md for the load-generator runs
+	cargo bench
