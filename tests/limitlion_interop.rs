@@ -1,4 +1,4 @@
-//! Interop with the real limitlion from PyPI: Python and Rust workers share one bucket and one
+//! Interop with the real limitlion package: Python and Rust workers share one bucket and one
 //! set of knobs. Python runs in the venv made by `make deps`, driven over stdin/stdout.
 
 mod common;
@@ -31,14 +31,20 @@ fn alternating_calls_see_one_continuous_token_count() {
     for i in 0..10 {
         expected -= 1.0;
         let left = if i % 2 == 0 {
-            py_throttle(&mut py, "shared", 2.0, 1.0, 5.0)["tokens"].as_f64().unwrap()
+            py_throttle(&mut py, "shared", 2.0, 1.0, 5.0)["tokens"]
+                .as_f64()
+                .unwrap()
         } else {
             rust.consume(1.0).unwrap().tokens
         };
         assert_eq!(left, expected, "call {i}");
     }
     let d = py_throttle(&mut py, "shared", 2.0, 1.0, 5.0);
-    assert_eq!(d["allowed"], json!(false), "Python sees the bucket Rust emptied");
+    assert_eq!(
+        d["allowed"],
+        json!(false),
+        "Python sees the bucket Rust emptied"
+    );
     assert!(!rust.consume(1.0).unwrap().allowed);
 
     // Across a window boundary both refill the same way, from the same anchor.
@@ -69,7 +75,11 @@ fn knobs_set_by_either_side_are_honoured_by_both() {
         .set_knobs("rust-set", knobs(3.0, 2.0, 5.0), None)
         .unwrap();
     let d = py_throttle(&mut py, "rust-set", 1.0, 1.0, 1.0);
-    assert_eq!(d["tokens"], json!(29), "Python uses the knobs Rust wrote (C = 30)");
+    assert_eq!(
+        d["tokens"],
+        json!(29),
+        "Python uses the knobs Rust wrote (C = 30)"
+    );
 
     // A partial update from Python keeps the fields Rust wrote.
     py.call(&json!({"op": "set", "name": "rust-set", "rps": 6.0}));
@@ -143,7 +153,10 @@ async fn concurrent_python_and_rust_workers_share_the_budget_exactly() {
 
     let start = Instant::now();
     while server.cmd::<i64>(&["EXISTS", "py-started"]) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(20), "limitlion worker never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "limitlion worker never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 
@@ -187,8 +200,15 @@ async fn concurrent_python_and_rust_workers_share_the_budget_exactly() {
     let capacity = (rps * burst * window).ceil() as u64;
     let refill = (rps * window).ceil() as u64;
     let budget = capacity + windows as u64 * refill;
-    assert_eq!(py_allowed + rust_allowed, budget, "python {py_allowed} + rust {rust_allowed}");
-    assert!(py_allowed > 0 && rust_allowed > 0, "both sides worked: python {py_allowed}, rust {rust_allowed}");
+    assert_eq!(
+        py_allowed + rust_allowed,
+        budget,
+        "python {py_allowed} + rust {rust_allowed}"
+    );
+    assert!(
+        py_allowed > 0 && rust_allowed > 0,
+        "both sides worked: python {py_allowed}, rust {rust_allowed}"
+    );
 }
 
 /// Waits until the workers have taken the refill of the window anchored at `anchor`.
@@ -199,7 +219,10 @@ async fn wait_for_empty(client: &regulator::Client, name: &str, anchor: i64) {
         if s.tokens.as_deref() == Some("0") && s.refreshed == Some(anchor.to_string()) {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "bucket never drained: {s:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "bucket never drained: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -25,11 +25,18 @@ fn bursting_over_the_grid() {
         assert_eq!(d.tokens, c - 1.0, "first call leaves C-1 for {k:?}");
         assert_eq!(d.capacity, c);
         assert_eq!(d.source, Source::Defaults);
-        assert!((secs(d.sleep) - k.window).abs() < 1e-6, "{k:?}: {:?}", d.sleep);
+        assert!(
+            (secs(d.sleep) - k.window).abs() < 1e-6,
+            "{k:?}: {:?}",
+            d.sleep
+        );
 
         server.freeze_time(T0 + k.window as i64, 500_000);
         let d = bucket.consume(c).unwrap();
-        assert!(d.allowed, "a full bucket's worth after one window for {k:?}");
+        assert!(
+            d.allowed,
+            "a full bucket's worth after one window for {k:?}"
+        );
         assert_eq!(d.tokens, 0.0);
         assert!((secs(d.sleep) - (k.window - 0.5)).abs() < 1e-6, "{k:?}");
 
@@ -84,7 +91,10 @@ fn changing_settings_takes_effect_on_the_next_call() {
         .set_knobs("changing", knobs(10.0, 1.0, 5.0), None)
         .unwrap();
     let d = bucket.consume(1.0).unwrap();
-    assert_eq!(d.tokens, 23.0, "caller's defaults are ignored once knobs exist");
+    assert_eq!(
+        d.tokens, 23.0,
+        "caller's defaults are ignored once knobs exist"
+    );
     assert_eq!(d.source, Source::Knobs);
 
     server.freeze_time(T0 + 6, 0);
@@ -112,7 +122,9 @@ fn knobs_ttl_is_refreshed_by_each_call_and_zero_keeps_it() {
     let ttl: i64 = server.cmd(&["TTL", "throttle:ttl:knobs"]);
     assert!((604_790..=604_800).contains(&ttl), "ttl {ttl}");
 
-    client.set_knobs("ttl0", knobs(5.0, 2.0, 6.0), None).unwrap();
+    client
+        .set_knobs("ttl0", knobs(5.0, 2.0, 6.0), None)
+        .unwrap();
     let d = client
         .token_bucket("ttl0", knobs(1.0, 1.0, 5.0))
         .with_knobs_ttl(Duration::ZERO)
@@ -129,10 +141,22 @@ fn a_smaller_capacity_truncates_at_once_a_larger_fills_at_the_boundary() {
     let client = frozen_client(&server);
     let bucket = client.token_bucket("resize", knobs(10.0, 1.0, 5.0));
     assert_eq!(bucket.consume(1.0).unwrap().tokens, 49.0);
-    client.set_knobs("resize", knobs(2.0, 1.0, 5.0), None).unwrap();
-    assert_eq!(bucket.consume(1.0).unwrap().tokens, 9.0, "truncated to 10, minus 1");
-    client.set_knobs("resize", knobs(20.0, 1.0, 5.0), None).unwrap();
-    assert_eq!(bucket.consume(1.0).unwrap().tokens, 8.0, "no fill before the boundary");
+    client
+        .set_knobs("resize", knobs(2.0, 1.0, 5.0), None)
+        .unwrap();
+    assert_eq!(
+        bucket.consume(1.0).unwrap().tokens,
+        9.0,
+        "truncated to 10, minus 1"
+    );
+    client
+        .set_knobs("resize", knobs(20.0, 1.0, 5.0), None)
+        .unwrap();
+    assert_eq!(
+        bucket.consume(1.0).unwrap().tokens,
+        8.0,
+        "no fill before the boundary"
+    );
     server.freeze_time(T0 + 5, 0);
     assert_eq!(bucket.consume(1.0).unwrap().tokens, 99.0);
 }
@@ -185,10 +209,7 @@ fn stored_numbers_are_read_as_lua_reads_them() {
         &format!("{}.0", T0 - 1),
     ]);
     let state = client.get("typed").unwrap();
-    assert_eq!(
-        state.knobs(),
-        StoredKnobs::Valid(knobs(0.9999, 10.0, 5.0))
-    );
+    assert_eq!(state.knobs(), StoredKnobs::Valid(knobs(0.9999, 10.0, 5.0)));
     let d = client
         .token_bucket("typed", knobs(1.0, 1.0, 1.0))
         .consume(1.0)
@@ -214,7 +235,10 @@ fn get_reads_what_consume_and_set_wrote() {
     assert_eq!(s.refreshed.as_deref(), Some(T0.to_string().as_str()));
     assert_eq!(s.knobs(), StoredKnobs::Valid(knobs(4.0, 2.0, 5.0)));
     let ttl = s.bucket_ttl.expect("bucket has a TTL");
-    assert!(ttl > Duration::from_secs(9) && ttl <= Duration::from_secs(10), "{ttl:?}");
+    assert!(
+        ttl > Duration::from_secs(9) && ttl <= Duration::from_secs(10),
+        "{ttl:?}"
+    );
     assert!(s.knobs_ttl.is_some_and(|t| t <= Duration::from_secs(60)));
 
     client.reset_knobs("get").unwrap();
@@ -223,7 +247,10 @@ fn get_reads_what_consume_and_set_wrote() {
     assert!(s.tokens.is_some(), "reset leaves the bucket");
 
     client.delete("get").unwrap();
-    assert_eq!(client.get("get").unwrap(), regulator::ThrottleState::default());
+    assert_eq!(
+        client.get("get").unwrap(),
+        regulator::ThrottleState::default()
+    );
 }
 
 #[test]

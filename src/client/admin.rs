@@ -49,6 +49,32 @@ impl ThrottleState {
     }
 }
 
+/// `HMGET bucket`, `HMGET knobs`, `PTTL bucket`, `PTTL knobs`.
+type GetReply = (
+    (Option<String>, Option<String>),
+    (Option<String>, Option<String>, Option<String>),
+    i64,
+    i64,
+);
+
+/// The throttle a key belongs to: `throttle:<name>[:knobs|:history]`, with the hash tag
+/// that cluster mode adds unwrapped.
+fn throttle_name(key: &str, cluster: bool) -> Option<String> {
+    let rest = key.strip_prefix("throttle:")?;
+    let name = rest
+        .strip_suffix(":knobs")
+        .or_else(|| rest.strip_suffix(":history"))
+        .unwrap_or(rest);
+    let name = if cluster {
+        name.strip_prefix('{')
+            .and_then(|n| n.strip_suffix('}'))
+            .unwrap_or(name)
+    } else {
+        name
+    };
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 fn ttl(ms: i64) -> Option<Duration> {
     u64::try_from(ms).ok().map(Duration::from_millis)
 }
@@ -76,15 +102,12 @@ impl Client {
             .arg(&bucket)
             .cmd("PTTL")
             .arg(&knobs);
-        let mut conn = self.conn();
-        type Reply = (
-            (Option<String>, Option<String>),
-            (Option<String>, Option<String>, Option<String>),
-            i64,
-            i64,
-        );
-        let ((tokens, refreshed), (rps, burst, window), bucket_ttl, knobs_ttl): Reply =
-            self.call(false, pipe.query_async(&mut conn)).await?;
+        let ((tokens, refreshed), (rps, burst, window), bucket_ttl, knobs_ttl): GetReply = self
+            .call(false, |mut conn| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
         Ok(ThrottleState {
             tokens,
             refreshed,
@@ -118,8 +141,12 @@ impl Client {
         for (field, value) in fields {
             invocation.arg(field).arg(value);
         }
-        let mut conn = self.conn();
-        let missing: Vec<String> = self.call(true, invocation.invoke_async(&mut conn)).await?;
+        let invocation = &invocation;
+        let missing: Vec<String> = self
+            .call(true, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
         if missing.is_empty() {
             Ok(())
         } else {
@@ -137,12 +164,7 @@ impl Client {
     /// The connection's errors.
     pub async fn reset_knobs(&self, name: &str) -> Result<()> {
         check_name(name).map_err(Error::InvalidArgument)?;
-        let mut conn = self.conn();
-        let key = self.keys().knobs(name);
-        let _: i64 = self
-            .call(false, redis::cmd("DEL").arg(key).query_async(&mut conn))
-            .await?;
-        Ok(())
+        self.del(&[self.keys().knobs(name)]).await
     }
 
     /// Deletes a throttle's bucket and knobs (limitlion's `throttle_delete`).
@@ -152,12 +174,50 @@ impl Client {
     pub async fn delete(&self, name: &str) -> Result<()> {
         check_name(name).map_err(Error::InvalidArgument)?;
         let keys = self.keys();
-        let mut conn = self.conn();
-        let cmd = redis::cmd("DEL")
-            .arg(keys.bucket(name))
-            .arg(keys.knobs(name))
-            .to_owned();
-        let _: i64 = self.call(false, cmd.query_async(&mut conn)).await?;
+        self.del(&[keys.bucket(name), keys.knobs(name)]).await
+    }
+
+    /// Names of the throttles that have a bucket, knobs or history in Redis, found with
+    /// `SCAN` (which, unlike `KEYS`, does not block a busy server). Unsorted, may repeat.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn scan_throttles(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("throttle:*")
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned();
+            let cmd = &cmd;
+            let (next, keys): (u64, Vec<String>) = self
+                .call(
+                    false,
+                    |mut conn| async move { cmd.query_async(&mut conn).await },
+                )
+                .await?;
+            let cluster = self.keys().cluster;
+            names.extend(keys.iter().filter_map(|k| throttle_name(k, cluster)));
+            if next == 0 {
+                return Ok(names);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn del(&self, keys: &[String]) -> Result<()> {
+        let cmd = redis::cmd("DEL").arg(keys).to_owned();
+        let cmd = &cmd;
+        let _: i64 = self
+            .call(
+                false,
+                |mut conn| async move { cmd.query_async(&mut conn).await },
+            )
+            .await?;
         Ok(())
     }
 }

@@ -181,18 +181,35 @@ impl Client {
     }
 
     /// A clone of the connection for one call.
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }
 
     /// Runs one Redis call under the call timeout and classifies its error.
-    pub(crate) async fn call<T>(
+    ///
+    /// A call that fails because the connection had dropped (a restarted server, a reset
+    /// link) is made once more on the fresh connection, within the same timeout, so the
+    /// first call after Redis comes back succeeds. Repeating a token-bucket call is safe for
+    /// the limit: if the first attempt did reach Redis, the bucket lost a token to it and
+    /// allows less, never more.
+    pub(crate) async fn call<T, F>(
         &self,
         script: bool,
-        fut: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T> {
+        mut attempt: impl FnMut(ConnectionManager) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
         let timeout = self.inner.timeout;
-        let result = match tokio::time::timeout(timeout, fut).await {
+        let both = async {
+            match attempt(self.conn()).await {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    attempt(self.conn()).await
+                }
+                other => other,
+            }
+        };
+        let result = match tokio::time::timeout(timeout, both).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::from_redis(e, script, timeout)),
             Err(_) => Err(Error::Timeout(timeout)),

@@ -57,7 +57,9 @@ impl Knobs {
 /// The validity rule the script applies to a stored knobs hash, in Rust.
 pub(crate) fn usable(rps: f64, burst: f64, window: f64) -> Result<(), String> {
     if !(rps == -1.0 || (rps >= 0.0 && rps.is_finite())) {
-        return Err(format!("rps must be a finite number >= 0, or -1; got {rps}"));
+        return Err(format!(
+            "rps must be a finite number >= 0, or -1; got {rps}"
+        ));
     }
     if !(burst >= 0.0 && burst.is_finite()) {
         return Err(format!("burst must be a finite number >= 0; got {burst}"));
@@ -112,7 +114,11 @@ impl KnobsUpdate {
                 return Err(Error::InvalidArgument(format!(
                     "\"{v}\" is not a valid throttle value for {name}: throttle values must be \
                      finite floats >= 0{}",
-                    if name == "window" { " (window > 0)" } else { "" }
+                    if name == "window" {
+                        " (window > 0)"
+                    } else {
+                        ""
+                    }
                 )));
             }
             out.push((name, v));
@@ -227,7 +233,10 @@ mod tests {
             ("10", Some("-1"), Some("5")),
         ] {
             assert!(
-                matches!(StoredKnobs::from_fields(Some(rps), burst, window), Invalid(_)),
+                matches!(
+                    StoredKnobs::from_fields(Some(rps), burst, window),
+                    Invalid(_)
+                ),
                 "{rps} {burst:?} {window:?}"
             );
         }

@@ -78,7 +78,11 @@ pub fn refill(bucket: Bucket, knobs: Knobs, now: f64) -> (f64, f64) {
     let add = (elapsed * rps * window).ceil();
     let filled = capacity.min(tokens + add);
     let refreshed = if add > 0.0 {
-        if last == 0.0 { now } else { last + elapsed * window }
+        if last == 0.0 {
+            now
+        } else {
+            last + elapsed * window
+        }
     } else {
         last
     };

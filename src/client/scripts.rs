@@ -33,7 +33,10 @@ impl Scripts {
 /// `frozen_second` exists, `TIME` is read from `frozen_second` and `frozen_microsecond`
 /// instead. Production scripts never contain this code, so it costs them nothing.
 fn frozen(script: &str) -> String {
-    assert!(script.contains(TIME_LINE), "script has no TIME line to freeze");
+    assert!(
+        script.contains(TIME_LINE),
+        "script has no TIME line to freeze"
+    );
     script.replace(
         TIME_LINE,
         "local time = redis.call('MGET', 'frozen_second', 'frozen_microsecond')\n\

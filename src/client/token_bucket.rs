@@ -120,7 +120,12 @@ impl TokenBucket {
     pub async fn consume(&self, tokens: f64) -> Result<Decision> {
         self.check(tokens)?;
         let d = self.defaults;
-        let mut invocation = self.client.inner.scripts.token_bucket.key(&*self.bucket_key);
+        let mut invocation = self
+            .client
+            .inner
+            .scripts
+            .token_bucket
+            .key(&*self.bucket_key);
         invocation
             .key(&*self.knobs_key)
             .arg(d.rps)
@@ -128,10 +133,12 @@ impl TokenBucket {
             .arg(d.window)
             .arg(tokens)
             .arg(self.knobs_ttl);
-        let mut conn = self.client.conn();
+        let invocation = &invocation;
         let reply: (i64, String, String, i64, String) = self
             .client
-            .call(true, invocation.invoke_async(&mut conn))
+            .call(true, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
             .await?;
         parse_reply(reply)
     }
@@ -222,7 +229,8 @@ fn parse_reply(
     Ok(Decision {
         allowed: allowed == 1,
         tokens: number("tokens", &tokens)?,
-        sleep: Duration::try_from_secs_f64(sleep_secs.max(0.0)).map_err(|_| bad("sleep", &sleep))?,
+        sleep: Duration::try_from_secs_f64(sleep_secs.max(0.0))
+            .map_err(|_| bad("sleep", &sleep))?,
         source: match source {
             0 => Source::Defaults,
             1 => Source::Knobs,

@@ -1,3 +1,8 @@
-//! The controller daemon: YAML policies, Prometheus signals, control laws, the knob writer.
+//! The controller daemon and its command-line tools.
 //!
-//! It is built on the client library; this module grows as the daemon does.
+//! - `status`: `regulator status`, what Redis holds for each throttle.
+//!
+//! The control loop (YAML policies, Prometheus signals, control laws, the knob writer) grows
+//! here on top of the client library.
+
+pub mod status;

@@ -25,8 +25,13 @@ impl PrometheusServer {
     /// # Errors
     /// [`FixtureError::Missing`] when `prometheus` is not installed, or when it is not ready
     /// in time.
+    ///
+    /// # Panics
+    /// Never in practice: the retry loop runs at least once.
     pub fn start(targets: &[String]) -> Result<Self, FixtureError> {
-        let dir = tempfile::Builder::new().prefix("regulator-prom-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("regulator-prom-")
+            .tempdir()?;
         let mut server = Self {
             child: None,
             port: 0,
@@ -86,7 +91,11 @@ impl PrometheusServer {
         if let Err(e) = ready {
             kill(&mut child);
             return Err(match e {
-                FixtureError::NotReady { what, timeout, detail } => FixtureError::NotReady {
+                FixtureError::NotReady {
+                    what,
+                    timeout,
+                    detail,
+                } => FixtureError::NotReady {
                     what,
                     timeout,
                     detail: format!("{detail}\n{}", tail(&log)),
@@ -154,6 +163,9 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("no status line in {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Ok((status, body))
 }

@@ -50,6 +50,9 @@ impl LimitlionDriver {
     ///
     /// # Errors
     /// When the venv is missing or the driver cannot start.
+    ///
+    /// # Panics
+    /// Never in practice: stdin and stdout are piped just before they are taken.
     pub fn start(redis_url: &str, testing: bool) -> Result<Self, FixtureError> {
         let mut child = Command::new(python()?)
             .args(["-c", DRIVER])
@@ -93,10 +96,7 @@ impl LimitlionDriver {
     /// When the driver fails or replies with an error.
     pub fn call(&mut self, request: &Value) -> Value {
         let reply = self.send(request).expect("limitlion driver");
-        assert!(
-            reply.get("error").is_none(),
-            "limitlion {request}: {reply}"
-        );
+        assert!(reply.get("error").is_none(), "limitlion {request}: {reply}");
         reply
     }
 }

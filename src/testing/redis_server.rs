@@ -33,7 +33,42 @@ impl RedisServer {
     /// # Errors
     /// As [`RedisServer::start`].
     pub fn with_args(args: &[&str]) -> Result<Self, FixtureError> {
-        let dir = tempfile::Builder::new().prefix("regulator-redis-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("regulator-redis-")
+            .tempdir()?;
+        Self::start_in(dir, args)
+    }
+
+    /// Starts a TLS-only server (`rediss://`) with a certificate for `127.0.0.1` and
+    /// `localhost` from a fresh private CA; returns the server and the CA's PEM to trust.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`], or when the certificates cannot be made.
+    pub fn start_tls() -> Result<(Self, Vec<u8>), FixtureError> {
+        let dir = tempfile::Builder::new()
+            .prefix("regulator-redis-")
+            .tempdir()?;
+        let (ca, cert, key) = certificates().map_err(std::io::Error::other)?;
+        let path = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+        for (file, pem) in [("ca.crt", &ca), ("server.crt", &cert), ("server.key", &key)] {
+            std::fs::write(path(file), pem)?;
+        }
+        let args = [
+            "--tls-port".to_owned(),
+            "--tls-cert-file".to_owned(),
+            path("server.crt"),
+            "--tls-key-file".to_owned(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            path("ca.crt"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ok((Self::start_in(dir, &args)?, ca.into_bytes()))
+    }
+
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Result<Self, FixtureError> {
         let mut server = Self {
             child: None,
             port: 0,
@@ -59,13 +94,19 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), FixtureError> {
         let bin = find("redis-server", INSTALL)?;
         let port = self.port.to_string();
-        let tls = self.extra.iter().any(|a| a == "--tls-port");
+        let tls = self.is_tls();
+        let extra: Vec<&str> = self
+            .extra
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a != "--tls-port")
+            .collect();
         let mut cmd = Command::new(bin);
         cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--port", if tls { "0" } else { &port }])
             .args(["--dir".as_ref(), self.dir.path().as_os_str()])
             .args(["--logfile".as_ref(), self.log_path().as_os_str()])
-            .args(&self.extra)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -79,7 +120,11 @@ impl RedisServer {
         if let Err(e) = ready {
             kill(&mut child);
             return Err(match e {
-                FixtureError::NotReady { what, timeout, detail } => FixtureError::NotReady {
+                FixtureError::NotReady {
+                    what,
+                    timeout,
+                    detail,
+                } => FixtureError::NotReady {
                     what,
                     timeout,
                     detail: format!("{detail}\n{}", tail(&self.log_path())),
@@ -97,14 +142,19 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// `redis://127.0.0.1:<port>/0`, or `rediss://` for a TLS server.
     #[must_use]
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.is_tls() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    fn is_tls(&self) -> bool {
+        self.extra.iter().any(|a| a == "--tls-port")
     }
 
     fn admin_url(&self) -> String {
-        if self.extra.iter().any(|a| a == "--tls-port") {
+        if self.is_tls() {
             // Readiness over TLS is checked by the TCP accept alone.
             format!("tcp://127.0.0.1:{}", self.port)
         } else {
@@ -127,6 +177,7 @@ impl RedisServer {
     ///
     /// # Panics
     /// When the command fails.
+    #[must_use]
     pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
@@ -137,6 +188,9 @@ impl RedisServer {
     }
 
     /// Freezes the scripts' clock (frozen-time variant only) at `second`.`usec`.
+    ///
+    /// # Panics
+    /// When Redis does not accept the write.
     pub fn freeze_time(&self, second: i64, usec: u32) {
         let _: () = redis::cmd("MSET")
             .arg("frozen_second")
@@ -186,4 +240,18 @@ pub(crate) fn ping(url: &str) -> Result<(), String> {
         .query::<String>(&mut conn)
         .map(drop)
         .map_err(|e| e.to_string())
+}
+
+/// A private CA and a server certificate it signed: (CA PEM, certificate PEM, key PEM).
+fn certificates() -> Result<(String, String, String), rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
+        .signed_by(&key, &issuer)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
 }
