@@ -48,13 +48,13 @@ enum Command {
         /// Throttle name.
         name: String,
         /// Tokens per second (0 denies all).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         rps: Option<f64>,
         /// Burst multiplier.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         burst: Option<f64>,
         /// Refill window in seconds.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         window: Option<f64>,
         /// Expire the knobs after this many seconds (workers then use their defaults).
         #[arg(long)]

@@ -38,7 +38,7 @@ impl Knobs {
     }
 
     /// Tokens a full bucket holds: `ceil(rps * burst * window)`, in that order, as the script
-    /// computes it (so `2.2 * 1 * 5` gives 12, not 11).
+    /// computes it (so `0.1 * 3 * 10` gives 4, not 3: `0.1 * 3` is `0.30000000000000004`).
     #[must_use]
     pub fn capacity(&self) -> f64 {
         (self.rps * self.burst * self.window).ceil()
@@ -203,11 +203,11 @@ mod tests {
     #[test]
     fn capacity_multiplies_in_limitlion_order() {
         let k = Knobs {
-            rps: 2.2,
-            burst: 1.0,
-            window: 5.0,
+            rps: 0.1,
+            burst: 3.0,
+            window: 10.0,
         };
-        assert_eq!(k.capacity(), 12.0);
+        assert_eq!(k.capacity(), 4.0);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct Outcome {
 /// `usec` the Redis `TIME`.
 #[must_use]
 pub fn consume(bucket: Bucket, knobs: Knobs, now: i64, usec: u32, requested: f64) -> Outcome {
-    let Knobs { rps, burst, window } = knobs;
+    let Knobs { rps, window, .. } = knobs;
     if rps == 0.0 {
         return untouched(false, 0.0, window, 0.0);
     }
@@ -62,8 +62,20 @@ pub fn consume(bucket: Bucket, knobs: Knobs, now: i64, usec: u32, requested: f64
             tokens: Some(tokens),
             refreshed: Some(refreshed),
         }),
-        ttl: (burst * window * 2.0).floor().max(1.0) as u64,
+        ttl: bucket_ttl(knobs),
     }
+}
+
+/// The TTL the script gives a bucket (seconds): long enough to outlast the next window
+/// boundary and the `max(ceil(burst), 1)` windows after which an idle bucket is full again, so an
+/// expired bucket comes back exactly as a refill would have left it.
+#[must_use]
+pub fn bucket_ttl(knobs: Knobs) -> u64 {
+    let Knobs { burst, window, .. } = knobs;
+    (burst * window * 2.0)
+        .floor()
+        .max(((burst.ceil().max(1.0) + 1.0) * window).ceil())
+        .max(1.0) as u64
 }
 
 /// Tokens the bucket would hold at `now` (whole seconds) and the window anchor it would have,
@@ -147,8 +159,18 @@ mod tests {
     }
 
     #[test]
-    fn ttl_is_never_zero() {
-        let o = consume(Bucket::default(), k(100.0, 0.1, 1.0), T0, 0, 1.0);
-        assert_eq!(o.ttl, 1);
+    fn ttl_outlasts_the_next_refill_and_a_full_recharge() {
+        // limitlion's floor(2 * 0.1 * 1) = 0 would delete the bucket.
+        assert_eq!(bucket_ttl(k(100.0, 0.1, 1.0)), 2);
+        assert_eq!(bucket_ttl(k(5.0, 1.0, 5.0)), 10);
+        assert_eq!(bucket_ttl(k(5.0, 3.3, 10.0)), 66);
+        assert_eq!(bucket_ttl(k(5.0, 0.0, 0.5)), 1);
+        assert_eq!(bucket_ttl(k(5.0, 0.0, 5.0)), 10);
+        for b in [0.0, 0.1, 0.5, 1.0, 2.5, 10.0] {
+            for w in [0.5, 1.0, 2.5, 5.0, 60.0] {
+                let ttl = bucket_ttl(k(1.0, b, w)) as f64;
+                assert!(ttl > w && ttl >= b.ceil() * w, "b={b} w={w} ttl={ttl}");
+            }
+        }
     }
 }

@@ -134,7 +134,7 @@ impl TokenBucket {
             .arg(tokens)
             .arg(self.knobs_ttl);
         let invocation = &invocation;
-        let reply: (i64, String, String, i64, String) = self
+        let reply: (i64, redis::Value, i64, i64, redis::Value) = self
             .client
             .call(true, |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
@@ -221,22 +221,32 @@ pub(crate) fn fallback(mode: FailMode, defaults: Knobs) -> Decision {
 }
 
 fn parse_reply(
-    (allowed, tokens, sleep, source, capacity): (i64, String, String, i64, String),
+    (allowed, tokens, sleep_us, source, capacity): (i64, redis::Value, i64, i64, redis::Value),
 ) -> Result<Decision> {
-    let bad = |what: &str, v: &str| Error::Script(format!("unexpected {what} in reply: {v:?}"));
-    let number = |what: &str, v: &str| v.parse::<f64>().map_err(|_| bad(what, v));
-    let sleep_secs = number("sleep", &sleep)?;
+    let sleep = u64::try_from(sleep_us.max(0)).unwrap_or_default();
     Ok(Decision {
         allowed: allowed == 1,
         tokens: number("tokens", &tokens)?,
-        sleep: Duration::try_from_secs_f64(sleep_secs.max(0.0))
-            .map_err(|_| bad("sleep", &sleep))?,
+        sleep: Duration::from_micros(sleep),
         source: match source {
             0 => Source::Defaults,
             1 => Source::Knobs,
             2 => Source::InvalidKnobs,
-            other => return Err(bad("source", &other.to_string())),
+            other => return Err(Error::Script(format!("unexpected source {other} in reply"))),
         },
-        capacity: number("capacity", &capacity)?,
+        capacity: match number("capacity", &capacity)? {
+            -1.0 => f64::INFINITY,
+            c => c,
+        },
     })
+}
+
+/// A number the script returns as an integer, or as a `%.17g` string when it is not whole.
+fn number(what: &str, v: &redis::Value) -> Result<f64> {
+    let parsed = match v {
+        redis::Value::Int(i) => Some(*i as f64),
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
+        _ => None,
+    };
+    parsed.ok_or_else(|| Error::Script(format!("unexpected {what} in reply: {v:?}")))
 }

@@ -4,7 +4,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::RedisServer;
-use super::process::{FixtureError, find};
+use super::process::{FixtureError, find, free_port, kill, wait_exit};
+
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A free port whose cluster bus port (`port + 10000`) is free too.
+fn port_with_free_bus() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
 
 const INSTALL: &str = "apt-get install -y --no-install-recommends redis-server redis-tools";
 
@@ -24,38 +36,41 @@ impl RedisCluster {
     pub fn start() -> Result<Self, FixtureError> {
         let cli = find("redis-cli", INSTALL)?;
         let mut nodes = Vec::with_capacity(3);
-        while nodes.len() < 3 {
-            let node = RedisServer::with_args(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-            ])?;
-            // The cluster bus listens on port + 10000; a node whose bus port is taken would
-            // never join, so try another.
-            if node.port() < 55_535
-                && std::net::TcpListener::bind(("127.0.0.1", node.port() + 10_000)).is_err()
-            {
-                continue;
-            }
-            nodes.push(node);
+        for _ in 0..3 {
+            nodes.push(RedisServer::with_port(
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+                port_with_free_bus,
+            )?);
         }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        let out = Command::new(cli)
+        let mut create = Command::new(cli)
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // `redis-cli --cluster create` waits for the nodes to meet without a deadline of its own.
+        let status = wait_exit(&mut create, JOIN_TIMEOUT)?;
+        if status.is_none() {
+            kill(&mut create);
+        }
+        let out = create.wait_with_output()?;
+        if !status.is_some_and(|s| s.success()) {
             return Err(FixtureError::NotReady {
                 what: "redis cluster".into(),
-                timeout: Duration::ZERO,
+                timeout: JOIN_TIMEOUT,
                 detail: String::from_utf8_lossy(&out.stdout).into_owned()
                     + &String::from_utf8_lossy(&out.stderr),
             });

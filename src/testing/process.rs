@@ -83,6 +83,23 @@ pub(crate) fn wait_until(
     })
 }
 
+/// Waits for a child to exit, at most `timeout`; `None` when it is still running.
+pub(crate) fn wait_exit(
+    child: &mut Child,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if start.elapsed() > timeout {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Kills and reaps a child, ignoring one that has already gone.
 pub(crate) fn kill(child: &mut Child) {
     let _ = child.kill();

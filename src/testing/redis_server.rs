@@ -36,7 +36,15 @@ impl RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("regulator-redis-")
             .tempdir()?;
-        Self::start_in(dir, args)
+        Self::start_in(dir, args, free_port)
+    }
+
+    /// As [`RedisServer::with_args`], on a port chosen by `pick` (retried on a collision).
+    pub(crate) fn with_port(args: &[&str], pick: fn() -> u16) -> Result<Self, FixtureError> {
+        let dir = tempfile::Builder::new()
+            .prefix("regulator-redis-")
+            .tempdir()?;
+        Self::start_in(dir, args, pick)
     }
 
     /// Starts a TLS-only server (`rediss://`) with a certificate for `127.0.0.1` and
@@ -65,10 +73,14 @@ impl RedisServer {
             "no".to_owned(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Ok((Self::start_in(dir, &args)?, ca.into_bytes()))
+        Ok((Self::start_in(dir, &args, free_port)?, ca.into_bytes()))
     }
 
-    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Result<Self, FixtureError> {
+    fn start_in(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        pick: fn() -> u16,
+    ) -> Result<Self, FixtureError> {
         let mut server = Self {
             child: None,
             port: 0,
@@ -77,7 +89,7 @@ impl RedisServer {
         };
         let mut last = None;
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = pick();
             match server.spawn() {
                 Ok(()) => return Ok(server),
                 Err(e @ FixtureError::Missing { .. }) => return Err(e),
