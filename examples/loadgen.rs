@@ -29,18 +29,21 @@ struct Args {
     /// script's full path (refill, take, write) runs on every call.
     #[arg(long, default_value_t = 1e9)]
     rps: f64,
-    /// Tokio worker threads.
-    #[arg(long, default_value_t = 1)]
+    /// Tokio worker threads; 0 runs everything on the main thread (current-thread runtime).
+    #[arg(long, default_value_t = 0)]
     threads: usize,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+    let mut runtime = if args.threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    runtime.enable_all().build()?.block_on(run(args))
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  bucket hash  throttle:<name>        fields tokens, refreshed (+ ttl, see below)
 -- KEYS[2]  knobs hash   throttle:<name>:knobs  fields rps, burst, window
--- ARGV     default rps, default burst, default window, requested tokens, knobs ttl (s, 0 = keep)
+-- ARGV     default rps, default burst, default window, knobs ttl (s, 0 = keep), requested tokens
+--          (the per-call value last, so a client can prebuild the rest of the command)
 --
 -- Reply: { allowed 0|1, tokens, sleep in microseconds, source, capacity }
 --   tokens and capacity are integers when whole (they almost always are), else "%.17g" strings;
@@ -29,25 +30,22 @@
 -- re-arm, and on every call when it is shorter than that gap. Redis >= 5 replicates script
 -- effects, so redis.replicate_commands() is not needed.
 
-local function usable(rps, burst, window)
-  if not (rps and burst and window) then return false end
-  if rps ~= -1 and not (rps >= 0 and rps < math.huge) then return false end
-  if not (burst >= 0 and burst < math.huge) then return false end
-  if not (window > 0 and window < math.huge) then return false end
-  return rps * burst * window < math.huge
-end
-
 local rps, burst, window
 local source = 0
 local knobs = redis.call('HMGET', KEYS[2], 'rps', 'burst', 'window')
 if knobs[1] then
   rps, burst, window = tonumber(knobs[1]), tonumber(knobs[2]), tonumber(knobs[3])
-  source = usable(rps, burst, window) and 1 or 2
+  source = 2
+  if rps and burst and window and (rps == -1 or (rps >= 0 and rps < math.huge))
+      and burst >= 0 and burst < math.huge and window > 0 and window < math.huge
+      and rps * burst * window < math.huge then
+    source = 1
+  end
 end
 if source ~= 1 then
   rps, burst, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 end
-local knobs_ttl = tonumber(ARGV[5])
+local knobs_ttl = tonumber(ARGV[4])
 local refresh_knobs = source == 1 and knobs_ttl > 0
 
 local time = redis.call('TIME')
@@ -64,14 +62,7 @@ if rps == 0 or rps == -1 then
   return { 1, 1, 0, source, -1 }
 end
 
-local function num(x)
-  if x == math.floor(x) and x < 9007199254740992 then
-    return x
-  end
-  return string.format('%.17g', x)
-end
-
-local requested = tonumber(ARGV[4])
+local requested = tonumber(ARGV[5])
 local capacity = math.ceil(rps * burst * window)
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'refreshed', 'ttl')
 local stored = tonumber(bucket[1])
@@ -115,4 +106,11 @@ else
 end
 
 local sleep = (window - math.max(0, now - refreshed) - 1) + (1000000 - tonumber(time[2])) / 1000000
-return { allowed, num(tokens), math.floor(sleep * 1000000 + 0.5), source, num(capacity) }
+-- Whole numbers below 2^53 go back as integers; anything else as an exact string.
+if capacity >= 9007199254740992 then
+  capacity = string.format('%.17g', capacity)
+  tokens = string.format('%.17g', tokens)
+elseif tokens ~= math.floor(tokens) then
+  tokens = string.format('%.17g', tokens)
+end
+return { allowed, tokens, math.floor(sleep * 1000000 + 0.5), source, capacity }

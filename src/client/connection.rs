@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{TcpSettings, socket2};
 
 use super::error::{Error, Result};
 use super::keys::KeyLayout;
@@ -99,17 +101,26 @@ impl ClientBuilder {
     /// when Redis cannot be reached within the connect timeout, [`Error::Auth`] when it
     /// refuses the credentials.
     pub async fn connect(self) -> Result<Client> {
+        let bad_url = |e: redis::RedisError| {
+            Error::InvalidArgument(format!("redis URL {}: {e}", redact(&self.url)))
+        };
+        let info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(bad_url)?
+            .set_tcp_settings(tcp_settings());
         let client = match self.tls_root_ca {
-            None => redis::Client::open(self.url.as_str()),
+            None => redis::Client::open(info),
             Some(pem) => redis::Client::build_with_tls(
-                self.url.as_str(),
+                info,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem),
                 },
             ),
         }
-        .map_err(|e| Error::InvalidArgument(format!("redis URL {}: {e}", redact(&self.url))))?;
+        .map_err(bad_url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.call_timeout))
@@ -238,6 +249,18 @@ impl Client {
     pub(crate) fn count_fallback(&self) {
         self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Socket options for the connection. `TCP_NODELAY`: calls are small and pipelined, and
+/// Nagle's algorithm would hold each write back until the previous one is acknowledged
+/// (measured: it halves throughput on loopback). Keepalive: a connection whose peer vanished
+/// without a FIN (a partition, a crashed host) is noticed and replaced.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true).set_keepalive(
+        socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10)),
+    )
 }
 
 /// The URL with any password replaced, for logs and errors.

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::{ErrorKind, ServerErrorKind};
+
 use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
@@ -71,23 +73,39 @@ pub struct Decision {
 pub struct TokenBucket {
     client: Client,
     name: Arc<str>,
-    bucket_key: Arc<str>,
-    knobs_key: Arc<str>,
     defaults: Knobs,
     knobs_ttl: u64,
+    /// `EVALSHA <sha> 2 <bucket> <knobs> <rps> <burst> <window> <knobs ttl>`, built once; each
+    /// call clones it and appends the token count.
+    call: Arc<redis::Cmd>,
 }
 
 impl TokenBucket {
     pub(crate) fn new(client: Client, name: String, defaults: Knobs) -> Self {
-        let keys = client.keys();
-        Self {
-            bucket_key: keys.bucket(&name).into(),
-            knobs_key: keys.knobs(&name).into(),
+        let mut bucket = Self {
+            call: Arc::new(redis::Cmd::new()),
             name: name.into(),
             client,
             defaults,
             knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
-        }
+        };
+        bucket.prepare();
+        bucket
+    }
+
+    fn prepare(&mut self) {
+        let keys = self.client.keys();
+        let d = self.defaults;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.client.inner.scripts.token_bucket.get_hash())
+            .arg(2)
+            .arg(keys.bucket(&self.name))
+            .arg(keys.knobs(&self.name))
+            .arg(d.rps)
+            .arg(d.burst)
+            .arg(d.window)
+            .arg(self.knobs_ttl);
+        self.call = Arc::new(cmd);
     }
 
     /// Sets the TTL each call gives the knobs hash (whole seconds; zero leaves the TTL alone,
@@ -95,6 +113,7 @@ impl TokenBucket {
     #[must_use]
     pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
         self.knobs_ttl = ttl.as_secs();
+        self.prepare();
         self
     }
 
@@ -119,25 +138,21 @@ impl TokenBucket {
     /// above 0, invalid defaults or an empty name; otherwise the connection's errors.
     pub async fn consume(&self, tokens: f64) -> Result<Decision> {
         self.check(tokens)?;
-        let d = self.defaults;
-        let mut invocation = self
-            .client
-            .inner
-            .scripts
-            .token_bucket
-            .key(&*self.bucket_key);
-        invocation
-            .key(&*self.knobs_key)
-            .arg(d.rps)
-            .arg(d.burst)
-            .arg(d.window)
-            .arg(tokens)
-            .arg(self.knobs_ttl);
-        let invocation = &invocation;
+        let mut cmd = (*self.call).clone();
+        cmd.arg(tokens);
+        let script = &self.client.inner.scripts.token_bucket;
+        let cmd = &cmd;
         let reply: (i64, redis::Value, i64, i64, redis::Value) = self
             .client
             .call(true, |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
+                match cmd.query_async(&mut conn).await {
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        // A restarted or flushed server: load the script, run it again.
+                        script.load_async(&mut conn).await?;
+                        cmd.query_async(&mut conn).await
+                    }
+                    other => other,
+                }
             })
             .await?;
         parse_reply(reply)
