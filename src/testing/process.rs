@@ -54,7 +54,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `ready` every 20 ms until it succeeds, the child exits, or `timeout` passes.
-pub(crate) fn wait_until(
+fn wait_until(
     what: &str,
     child: &mut Child,
     timeout: Duration,
@@ -100,6 +100,74 @@ pub(crate) fn wait_exit(
     }
 }
 
+/// A started server process, killed and reaped when stopped or dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Running(Option<Child>);
+
+impl Running {
+    pub(crate) fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// Kills the process (SIGKILL, as a crash would) and reaps it.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            kill(&mut child);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `spawn` on ports from `pick` until one starts: a port can be taken by another test
+/// between choosing and binding it. A missing program ends the attempts at once.
+pub(crate) fn retry_ports(
+    pick: fn() -> u16,
+    mut spawn: impl FnMut(u16) -> Result<(), FixtureError>,
+) -> Result<(), FixtureError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match spawn(pick()) {
+            Err(e @ FixtureError::NotReady { .. }) if attempt < 5 => drop(e),
+            other => return other,
+        }
+    }
+}
+
+/// Waits for a freshly spawned child as [`wait_until`] does; on failure kills it and adds
+/// the tail of its log to the error.
+pub(crate) fn await_ready(
+    what: &str,
+    mut child: Child,
+    timeout: Duration,
+    log: &std::path::Path,
+    ready: impl FnMut() -> Result<(), String>,
+) -> Result<Running, FixtureError> {
+    match wait_until(what, &mut child, timeout, ready) {
+        Ok(()) => Ok(Running::new(child)),
+        Err(e) => {
+            kill(&mut child);
+            Err(match e {
+                FixtureError::NotReady {
+                    what,
+                    timeout,
+                    detail,
+                } => FixtureError::NotReady {
+                    what,
+                    timeout,
+                    detail: format!("{detail}\n{}", tail(log)),
+                },
+                other => other,
+            })
+        }
+    }
+}
+
 /// Kills and reaps a child, ignoring one that has already gone.
 pub(crate) fn kill(child: &mut Child) {
     let _ = child.kill();
@@ -107,7 +175,7 @@ pub(crate) fn kill(child: &mut Child) {
 }
 
 /// The last lines of a log file, for error messages.
-pub(crate) fn tail(path: &std::path::Path) -> String {
+fn tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(8)..].join("\n")

@@ -2,17 +2,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::process::{FixtureError, find, free_port, kill, tail, wait_until};
+use super::process::{FixtureError, Running, await_ready, find, free_port, retry_ports};
 
 const INSTALL: &str = "apt-get install -y --no-install-recommends prometheus";
 
 /// A `prometheus` server started for one test, killed on drop.
 #[derive(Debug)]
 pub struct PrometheusServer {
-    child: Option<Child>,
+    process: Running,
     port: u16,
     targets: Vec<String>,
     dir: tempfile::TempDir,
@@ -25,29 +25,21 @@ impl PrometheusServer {
     /// # Errors
     /// [`FixtureError::Missing`] when `prometheus` is not installed, or when it is not ready
     /// in time.
-    ///
-    /// # Panics
-    /// Never in practice: the retry loop runs at least once.
     pub fn start(targets: &[String]) -> Result<Self, FixtureError> {
         let dir = tempfile::Builder::new()
             .prefix("regulator-prom-")
             .tempdir()?;
         let mut server = Self {
-            child: None,
+            process: Running::default(),
             port: 0,
             targets: targets.to_vec(),
             dir,
         };
-        let mut last = None;
-        for _ in 0..5 {
-            server.port = free_port();
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                Err(e @ FixtureError::Missing { .. }) => return Err(e),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("at least one attempt"))
+        retry_ports(free_port, |port| {
+            server.port = port;
+            server.spawn()
+        })?;
+        Ok(server)
     }
 
     fn spawn(&mut self) -> Result<(), FixtureError> {
@@ -68,7 +60,7 @@ impl PrometheusServer {
             ),
         )?;
         let log = self.dir.path().join("prometheus.log");
-        let mut child = Command::new(bin)
+        let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -81,29 +73,13 @@ impl PrometheusServer {
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
         let port = self.port;
-        let ready = wait_until("prometheus", &mut child, Duration::from_secs(30), || {
+        self.process = await_ready("prometheus", child, Duration::from_secs(30), &log, || {
             http_get(port, "/-/ready").and_then(|(status, _)| {
                 (status == 200)
                     .then_some(())
                     .ok_or(format!("status {status}"))
             })
-        });
-        if let Err(e) = ready {
-            kill(&mut child);
-            return Err(match e {
-                FixtureError::NotReady {
-                    what,
-                    timeout,
-                    detail,
-                } => FixtureError::NotReady {
-                    what,
-                    timeout,
-                    detail: format!("{detail}\n{}", tail(&log)),
-                },
-                other => other,
-            });
-        }
-        self.child = Some(child);
+        })?;
         Ok(())
     }
 
@@ -121,9 +97,7 @@ impl PrometheusServer {
 
     /// Stops the server (SIGKILL).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+        self.process.stop();
     }
 
     /// Starts it again on the same port, with the same data directory.
@@ -141,12 +115,6 @@ impl PrometheusServer {
     /// A description of what failed.
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
         http_get(self.port, path)
-    }
-}
-
-impl Drop for PrometheusServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -1,10 +1,10 @@
 //! A private `redis-server` on a free loopback port.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::process::{FixtureError, find, free_port, kill, tail, wait_until};
+use super::process::{FixtureError, Running, await_ready, find, free_port, retry_ports};
 
 const INSTALL: &str = "apt-get install -y --no-install-recommends redis-server";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -12,7 +12,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A `redis-server` started for one test, with persistence off, killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
-    child: Option<Child>,
+    process: Running,
     port: u16,
     extra: Vec<String>,
     dir: tempfile::TempDir,
@@ -82,21 +82,16 @@ impl RedisServer {
         pick: fn() -> u16,
     ) -> Result<Self, FixtureError> {
         let mut server = Self {
-            child: None,
+            process: Running::default(),
             port: 0,
             extra: args.iter().map(|s| (*s).to_owned()).collect(),
             dir,
         };
-        let mut last = None;
-        for _ in 0..5 {
-            server.port = pick();
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                Err(e @ FixtureError::Missing { .. }) => return Err(e),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("at least one attempt"))
+        retry_ports(pick, |port| {
+            server.port = port;
+            server.spawn()
+        })?;
+        Ok(server)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -126,25 +121,14 @@ impl RedisServer {
             // The TLS port is given in `extra`; the plain port is off.
             cmd.args(["--tls-port", &port]);
         }
-        let mut child = cmd.spawn()?;
         let url = self.admin_url();
-        let ready = wait_until("redis-server", &mut child, READY_TIMEOUT, || ping(&url));
-        if let Err(e) = ready {
-            kill(&mut child);
-            return Err(match e {
-                FixtureError::NotReady {
-                    what,
-                    timeout,
-                    detail,
-                } => FixtureError::NotReady {
-                    what,
-                    timeout,
-                    detail: format!("{detail}\n{}", tail(&self.log_path())),
-                },
-                other => other,
-            });
-        }
-        self.child = Some(child);
+        self.process = await_ready(
+            "redis-server",
+            cmd.spawn()?,
+            READY_TIMEOUT,
+            &self.log_path(),
+            || ping(&url),
+        )?;
         Ok(())
     }
 
@@ -216,9 +200,7 @@ impl RedisServer {
     /// Stops the server (as a crash would: SIGKILL). [`restart`](Self::restart) brings it
     /// back on the same port with an empty dataset and script cache.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+        self.process.stop();
     }
 
     /// Starts the server again on the same port.
@@ -228,12 +210,6 @@ impl RedisServer {
     pub fn restart(&mut self) -> Result<(), FixtureError> {
         self.stop();
         self.spawn()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
