@@ -1,6 +1,7 @@
 //! `regulator`: the command-line entry point. Parses arguments, sets up logging and calls into
 //! the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,19 +18,42 @@ struct Cli {
     command: Command,
 }
 
+/// Where Redis is: `--redis`, else the `redis.url` of `--config`, else
+/// `$REGULATOR_REDIS_URL`, else `redis://127.0.0.1:6379/0`.
 #[derive(Args)]
 struct RedisArgs {
     /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS).
-    #[arg(
-        long,
-        env = "REGULATOR_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/0"
-    )]
-    redis: String,
+    #[arg(long)]
+    redis: Option<String>,
+    /// Take the Redis URL from this configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl RedisArgs {
+    fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.redis {
+            return Ok(url.clone());
+        }
+        if let Some(path) = &self.config {
+            let config =
+                regulator::daemon::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(config.redis.url);
+        }
+        Ok(std::env::var("REGULATOR_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned()))
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate a configuration: exit 0 with a summary line per throttle, or exit 64 with
+    /// every error and its line:column.
+    Check {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Show each throttle's knobs, bucket tokens and TTLs.
     Status {
         #[command(flatten)]
@@ -78,7 +102,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("regulator: {e:#}");
             ExitCode::FAILURE
@@ -86,8 +110,24 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Check { config } => match regulator::daemon::config::load(&config) {
+            Ok(c) => {
+                for t in &c.throttles {
+                    println!("{}", summary(t, c.interval));
+                }
+                println!(
+                    "{}: ok, {} throttle policies",
+                    config.display(),
+                    c.throttles.len()
+                );
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        },
         Command::Status { redis, json, names } => {
             let client = connect(&redis).await?;
             let names = if names.is_empty() {
@@ -127,11 +167,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             connect(&redis).await?.reset_knobs(&name).await?;
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `EX_USAGE`: the configuration is not usable as written.
+const EXIT_CONFIG: u8 = 64;
+
+/// One line about a throttle policy, for `check`.
+fn summary(t: &regulator::daemon::config::Throttle, interval: Duration) -> String {
+    let d = t.defaults;
+    let name = match &t.signal.name_label {
+        Some(label) => format!("{}<{label}>", t.name),
+        None => t.name.clone(),
+    };
+    format!(
+        "{name}: {} every {}, rps {} in [{}, {}] (burst {}, window {}s), target {} of `{}`, no data: {:?}",
+        t.control.law(),
+        humantime::format_duration(t.interval.unwrap_or(interval)),
+        d.rps,
+        t.bounds.min_rps,
+        t.bounds.max_rps,
+        d.burst,
+        d.window,
+        t.signal.target,
+        t.signal.query,
+        t.on_no_data,
+    )
 }
 
 async fn connect(args: &RedisArgs) -> anyhow::Result<Client> {
-    Client::connect(&args.redis)
+    Client::connect(&args.url()?)
         .await
         .context("connect to redis")
 }

@@ -1,0 +1,354 @@
+//! The daemon's configuration: YAML, parsed strictly, then validated once, reporting every
+//! problem with its line and column.
+//!
+//! - `types` (here): what a configuration holds, with its defaults.
+//! - [`load`]: text to [`Config`], collecting every structural error.
+//! - `validate`: the rules a parsed configuration must satisfy.
+//! - [`locate`]: paths in the document to lines and columns.
+
+mod duration;
+mod load;
+pub mod locate;
+mod validate;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use load::{ConfigError, ConfigErrors, load, parse};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the knobs live.
+    pub redis: RedisConfig,
+    /// Where the signals come from.
+    pub prometheus: PrometheusConfig,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: String,
+    /// Default control period.
+    pub interval: Duration,
+    /// The leader lease that elects the one replica that writes.
+    pub leader: LeaderConfig,
+    /// The per-throttle change log.
+    pub history: HistoryConfig,
+    /// The throttles to control.
+    pub throttles: Vec<Throttle>,
+}
+
+/// `redis:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
+    pub url: String,
+    /// Redis Cluster: names are wrapped in a hash tag so a throttle's keys share a slot.
+    pub cluster: bool,
+    /// Bound on each Redis call.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// TTL of the knobs the daemon writes; workers' calls refresh it too.
+    #[serde(with = "duration")]
+    pub knobs_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".to_owned(),
+            cluster: false,
+            timeout: Duration::from_millis(250),
+            knobs_ttl: crate::client::DEFAULT_KNOBS_TTL,
+        }
+    }
+}
+
+/// `prometheus:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// Base URL of the Prometheus HTTP API.
+    pub url: String,
+    /// Bound on each query, connection included.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// HTTP basic auth.
+    pub basic_auth: Option<BasicAuth>,
+    /// A file holding a bearer token (read at start and on reload; never logged).
+    pub bearer_token_file: Option<PathBuf>,
+    /// An environment variable holding a bearer token.
+    pub bearer_token_env: Option<String>,
+    /// A PEM CA bundle to trust for `https://`.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9090".to_owned(),
+            timeout: Duration::from_secs(5),
+            basic_auth: None,
+            bearer_token_file: None,
+            bearer_token_env: None,
+            ca_file: None,
+        }
+    }
+}
+
+/// `prometheus.basic_auth:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// A file holding the password.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+}
+
+/// `leader:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderConfig {
+    /// The lease key.
+    pub key: String,
+    /// How long a lease lasts without renewal: a dead leader is replaced within this.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        Self {
+            key: "regulator:leader".to_owned(),
+            lease: Duration::from_secs(15),
+        }
+    }
+}
+
+/// `history:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Approximate cap of each throttle's history stream (`XADD MAXLEN ~`).
+    pub max_len: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { max_len: 1000 }
+    }
+}
+
+/// One throttle policy (or, with `signal.name_label`, a template for one throttle per series).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    /// The throttle's name; with `signal.name_label`, the prefix of every generated name.
+    pub name: String,
+    /// Start values, and what workers use without knobs.
+    pub defaults: KnobValues,
+    /// The daemon never writes knobs outside these.
+    pub bounds: Bounds,
+    /// What to watch.
+    pub signal: Signal,
+    /// How to react.
+    #[serde(default)]
+    pub control: Control,
+    /// What to do when the signal is missing, stale or an error.
+    #[serde(default)]
+    pub on_no_data: OnNoData,
+    /// This throttle's control period (default: the top-level `interval`).
+    #[serde(default, with = "duration::option")]
+    pub interval: Option<Duration>,
+    /// Largest relative change of `rps` in one tick (0.5: at most ±50%).
+    #[serde(default = "default_max_step")]
+    pub max_step: f64,
+    /// After a decrease, no increase for this long.
+    #[serde(default, with = "duration")]
+    pub cooldown: Duration,
+    /// No change while the signal is within this fraction of the target (0.05: ±5%).
+    #[serde(default = "default_deadband")]
+    pub deadband: f64,
+}
+
+fn default_max_step() -> f64 {
+    0.5
+}
+
+fn default_deadband() -> f64 {
+    0.05
+}
+
+/// `defaults:` the knobs a throttle starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnobValues {
+    /// Tokens per second.
+    pub rps: f64,
+    /// Burst multiplier (default 1).
+    #[serde(default = "one")]
+    pub burst: f64,
+    /// Window in seconds (default 5).
+    #[serde(default = "five")]
+    pub window: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn five() -> f64 {
+    5.0
+}
+
+impl From<KnobValues> for crate::Knobs {
+    fn from(k: KnobValues) -> Self {
+        Self {
+            rps: k.rps,
+            burst: k.burst,
+            window: k.window,
+        }
+    }
+}
+
+/// `bounds:` the daemon never writes knobs outside these. Burst and window are controlled only
+/// when bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    /// Lowest `rps` written.
+    pub min_rps: f64,
+    /// Highest `rps` written.
+    pub max_rps: f64,
+    /// Lowest `burst` (the daemon shrinks burst toward it while overloaded).
+    pub min_burst: Option<f64>,
+    /// Highest `burst`.
+    pub max_burst: Option<f64>,
+    /// Lowest `window`.
+    pub min_window: Option<f64>,
+    /// Highest `window`.
+    pub max_window: Option<f64>,
+}
+
+/// `signal:` a PromQL query and its setpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signal {
+    /// PromQL; must return one sample (or, with `name_label`, one per throttle).
+    pub query: String,
+    /// The setpoint.
+    pub target: f64,
+    /// Which side of the target means overloaded.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Template: one throttle per series, named `<name><value of this label>`.
+    pub name_label: Option<String>,
+}
+
+/// Which side of the target means overloaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Latency, error rate, queue depth: above the target is overloaded.
+    #[default]
+    HigherIsWorse,
+    /// Free connections, success rate: below the target is overloaded.
+    LowerIsWorse,
+}
+
+/// What to do when the signal is unusable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNoData {
+    /// Keep the knobs as they are.
+    #[default]
+    Hold,
+    /// Go back to `defaults`.
+    Defaults,
+    /// Go to `bounds.min_rps`: fail safe for the protected system.
+    Min,
+}
+
+/// `control:` the law and its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(tag = "law", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Control {
+    /// Additive increase, multiplicative decrease.
+    Aimd {
+        /// rps added per tick while healthy (default: 5% of `max_rps`).
+        increase: Option<f64>,
+        /// Factor applied while overloaded (default 0.7).
+        #[serde(default = "default_decrease")]
+        decrease: f64,
+    },
+    /// PID on the relative error between target and signal.
+    Pid {
+        /// Proportional gain (default 0.5).
+        #[serde(default = "default_kp")]
+        kp: f64,
+        /// Integral gain per second (default 0.05).
+        #[serde(default = "default_ki")]
+        ki: f64,
+        /// Derivative gain, on the measurement (default 0).
+        #[serde(default)]
+        kd: f64,
+    },
+    /// `rps · clamp(target / signal, min_gradient, max_gradient) + headroom`, smoothed.
+    Gradient {
+        /// Lowest gradient (default 0.5).
+        #[serde(default = "default_min_gradient")]
+        min_gradient: f64,
+        /// Highest gradient (default 1.2).
+        #[serde(default = "default_max_gradient")]
+        max_gradient: f64,
+        /// rps added each tick so a healthy throttle probes upward (default 0).
+        #[serde(default)]
+        headroom: f64,
+        /// Weight of the new value in the exponential smoothing (default 0.5).
+        #[serde(default = "default_smoothing")]
+        smoothing: f64,
+    },
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self::Aimd {
+            increase: None,
+            decrease: default_decrease(),
+        }
+    }
+}
+
+impl Control {
+    /// The law's name, as in the config and in metrics.
+    #[must_use]
+    pub fn law(&self) -> &'static str {
+        match self {
+            Self::Aimd { .. } => "aimd",
+            Self::Pid { .. } => "pid",
+            Self::Gradient { .. } => "gradient",
+        }
+    }
+}
+
+fn default_decrease() -> f64 {
+    0.7
+}
+fn default_kp() -> f64 {
+    0.5
+}
+fn default_ki() -> f64 {
+    0.05
+}
+fn default_min_gradient() -> f64 {
+    0.5
+}
+fn default_max_gradient() -> f64 {
+    1.2
+}
+fn default_smoothing() -> f64 {
+    0.5
+}

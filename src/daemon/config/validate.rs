@@ -1,0 +1,272 @@
+//! The rules a parsed configuration must satisfy. Each broken rule is reported with the path
+//! of the value that breaks it; all are reported, not just the first.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::{Bounds, Config, Control, Throttle};
+
+type Problems = Vec<(String, String)>;
+
+/// Every broken rule, as (path, message). `indices[k]` is the position in the file of
+/// `c.throttles[k]` (throttles that did not parse are absent).
+pub(super) fn validate(c: &Config, indices: &[usize]) -> Problems {
+    let mut p = Problems::new();
+    let mut check = |ok: bool, path: &str, msg: String| {
+        if !ok {
+            p.push((path.to_owned(), msg));
+        }
+    };
+    check(
+        c.redis.url.starts_with("redis://") || c.redis.url.starts_with("rediss://"),
+        "redis.url",
+        format!("{:?} is not a redis:// or rediss:// URL", c.redis.url),
+    );
+    check(
+        !c.redis.timeout.is_zero(),
+        "redis.timeout",
+        "must be above 0".into(),
+    );
+    check(
+        c.redis.knobs_ttl.as_secs() >= 1,
+        "redis.knobs_ttl",
+        "must be at least 1s".into(),
+    );
+    check(
+        c.prometheus.url.starts_with("http://") || c.prometheus.url.starts_with("https://"),
+        "prometheus.url",
+        format!("{:?} is not an http:// or https:// URL", c.prometheus.url),
+    );
+    check(
+        !c.prometheus.timeout.is_zero(),
+        "prometheus.timeout",
+        "must be above 0".into(),
+    );
+    check(
+        c.listen.parse::<SocketAddr>().is_ok(),
+        "listen",
+        format!("{:?} is not an address like 127.0.0.1:9477", c.listen),
+    );
+    check(
+        c.interval.as_millis() >= 100,
+        "interval",
+        "must be at least 100ms".into(),
+    );
+    check(
+        c.leader.lease.as_millis() >= 1000,
+        "leader.lease",
+        "must be at least 1s".into(),
+    );
+    check(
+        c.history.max_len >= 1,
+        "history.max_len",
+        "must be at least 1".into(),
+    );
+
+    let mut seen: HashMap<(&str, bool), usize> = HashMap::new();
+    for (&i, t) in indices.iter().zip(&c.throttles) {
+        let at = format!("throttles[{i}]");
+        let templated = t.signal.name_label.is_some();
+        if let Some(first) = seen.insert((t.name.as_str(), templated), i) {
+            p.push((
+                format!("{at}.name"),
+                format!("{:?} is already used by throttles[{first}]", t.name),
+            ));
+        }
+        throttle(&mut p, &at, t);
+    }
+    p
+}
+
+fn throttle(p: &mut Problems, at: &str, t: &Throttle) {
+    let mut check = |ok: bool, path: &str, msg: String| {
+        if !ok {
+            p.push((format!("{at}.{path}"), msg));
+        }
+    };
+    check(
+        t.signal.name_label.is_some() || !t.name.is_empty(),
+        "name",
+        "must not be empty".into(),
+    );
+    let d = t.defaults;
+    check(
+        d.rps.is_finite() && d.rps > 0.0,
+        "defaults.rps",
+        format!("must be a number above 0, got {}", d.rps),
+    );
+    check(
+        d.burst.is_finite() && d.burst > 0.0,
+        "defaults.burst",
+        format!("must be a number above 0, got {}", d.burst),
+    );
+    check(
+        d.window.is_finite() && d.window > 0.0,
+        "defaults.window",
+        format!("must be a number above 0, got {}", d.window),
+    );
+    bounds(&mut check, t);
+    check(
+        !t.signal.query.trim().is_empty(),
+        "signal.query",
+        "must not be empty".into(),
+    );
+    check(
+        t.signal.target.is_finite(),
+        "signal.target",
+        format!("must be a finite number, got {}", t.signal.target),
+    );
+    check(
+        t.signal.name_label.as_ref().is_none_or(|l| !l.is_empty()),
+        "signal.name_label",
+        "must not be empty".into(),
+    );
+    check(
+        t.max_step > 0.0 && t.max_step <= 1.0,
+        "max_step",
+        format!("must be in (0, 1], got {}", t.max_step),
+    );
+    check(
+        (0.0..1.0).contains(&t.deadband),
+        "deadband",
+        format!("must be in [0, 1), got {}", t.deadband),
+    );
+    check(
+        t.interval.is_none_or(|i| i.as_millis() >= 100),
+        "interval",
+        "must be at least 100ms".into(),
+    );
+    law(&mut check, t);
+}
+
+fn bounds(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
+    let Bounds {
+        min_rps, max_rps, ..
+    } = t.bounds;
+    check(
+        min_rps.is_finite() && min_rps >= 0.0,
+        "bounds.min_rps",
+        format!("must be a number >= 0, got {min_rps}"),
+    );
+    check(
+        max_rps.is_finite() && max_rps > 0.0 && max_rps >= min_rps,
+        "bounds.max_rps",
+        format!("must be a number above 0 and >= min_rps ({min_rps}), got {max_rps}"),
+    );
+    check(
+        !(t.defaults.rps < min_rps || t.defaults.rps > max_rps),
+        "defaults.rps",
+        format!(
+            "{} is outside bounds [{min_rps}, {max_rps}]",
+            t.defaults.rps
+        ),
+    );
+    for (name, lo, hi, default) in [
+        (
+            "burst",
+            t.bounds.min_burst,
+            t.bounds.max_burst,
+            t.defaults.burst,
+        ),
+        (
+            "window",
+            t.bounds.min_window,
+            t.bounds.max_window,
+            t.defaults.window,
+        ),
+    ] {
+        let lo_v = lo.unwrap_or(default);
+        let hi_v = hi.unwrap_or(default);
+        check(
+            lo_v.is_finite() && lo_v > 0.0,
+            &format!("bounds.min_{name}"),
+            format!("must be a number above 0, got {lo_v}"),
+        );
+        check(
+            hi_v.is_finite() && hi_v >= lo_v,
+            &format!("bounds.max_{name}"),
+            format!("must be a number >= min_{name} ({lo_v}), got {hi_v}"),
+        );
+        check(
+            (lo_v..=hi_v).contains(&default),
+            &format!("defaults.{name}"),
+            format!("{default} is outside bounds [{lo_v}, {hi_v}]"),
+        );
+    }
+    // The smallest bucket the daemon may write must still hold one token (capacity is
+    // ceil(rps × burst × window), so any positive product will do).
+    let smallest = min_rps
+        * t.bounds.min_burst.unwrap_or(t.defaults.burst)
+        * t.bounds.min_window.unwrap_or(t.defaults.window);
+    check(
+        smallest.ceil() >= 1.0,
+        "bounds.min_rps",
+        format!(
+            "min_rps × min burst × min window = {smallest}: a bucket that small holds no \
+             token, so nothing would ever be allowed; raise a minimum"
+        ),
+    );
+}
+
+fn law(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
+    match t.control {
+        Control::Aimd { increase, decrease } => {
+            check(
+                increase.is_none_or(|i| i.is_finite() && i > 0.0),
+                "control.increase",
+                "must be a number above 0 (rps added per tick)".into(),
+            );
+            check(
+                decrease > 0.0 && decrease < 1.0,
+                "control.decrease",
+                format!("must be in (0, 1), got {decrease}"),
+            );
+        }
+        Control::Pid { kp, ki, kd } => {
+            for (name, v) in [("kp", kp), ("ki", ki), ("kd", kd)] {
+                check(
+                    v.is_finite() && v >= 0.0,
+                    &format!("control.{name}"),
+                    format!("must be a finite number >= 0, got {v}"),
+                );
+            }
+            check(
+                kp > 0.0 || ki > 0.0,
+                "control.kp",
+                "kp or ki must be above 0, or the law never acts".into(),
+            );
+        }
+        Control::Gradient {
+            min_gradient,
+            max_gradient,
+            headroom,
+            smoothing,
+        } => {
+            check(
+                min_gradient > 0.0 && min_gradient <= 1.0,
+                "control.min_gradient",
+                format!("must be in (0, 1], got {min_gradient}"),
+            );
+            check(
+                max_gradient >= 1.0 && max_gradient.is_finite(),
+                "control.max_gradient",
+                format!("must be a finite number >= 1, got {max_gradient}"),
+            );
+            check(
+                headroom.is_finite() && headroom >= 0.0,
+                "control.headroom",
+                format!("must be a finite number >= 0, got {headroom}"),
+            );
+            check(
+                smoothing > 0.0 && smoothing <= 1.0,
+                "control.smoothing",
+                format!("must be in (0, 1], got {smoothing}"),
+            );
+            check(
+                t.signal.target > 0.0,
+                "signal.target",
+                "the gradient law divides by the signal: target must be above 0".into(),
+            );
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The configuration: the shipped example, the design's core example, and broken files whose
+//! every error must be reported with its line and path.
+
+use std::process::Command;
+
+use regulator::daemon::config::{self, Control, Direction, OnNoData};
+
+fn errors(text: &str) -> Vec<(usize, String)> {
+    let e = config::parse(text, "test.yaml").expect_err("must not parse");
+    e.errors
+        .iter()
+        .map(|e| (e.location.expect("located").line, e.path.clone()))
+        .collect()
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_means_what_it_says() {
+    let c = config::load("config/regulator.yaml".as_ref()).unwrap();
+    assert_eq!(c.throttles.len(), 2);
+    let orders = &c.throttles[0];
+    assert_eq!(orders.name, "orders-db");
+    assert_eq!(
+        orders.control,
+        Control::Aimd {
+            increase: None,
+            decrease: 0.7
+        }
+    );
+    assert_eq!(orders.on_no_data, OnNoData::Hold);
+    assert_eq!(orders.signal.direction, Direction::HigherIsWorse);
+    assert_eq!(c.interval, std::time::Duration::from_secs(10));
+    assert_eq!(c.throttles[1].signal.name_label.as_deref(), Some("tenant"));
+}
+
+#[test]
+fn the_design_core_example_parses_verbatim() {
+    let text = r#"
+redis: { url: "redis://127.0.0.1:6379/0" }      # rediss:// for TLS; cluster: true for Redis Cluster
+prometheus: { url: "http://127.0.0.1:9090", timeout: 5s }
+listen: "127.0.0.1:9477"                         # /metrics, /healthz, /readyz
+interval: 10s                                    # default control period
+throttles:
+  - name: orders-db
+    defaults: { rps: 200, burst: 1, window: 5 }  # start values and what workers use without knobs
+    bounds: { min_rps: 10, max_rps: 2000 }       # the daemon never writes outside these
+    signal:
+      query: histogram_quantile(0.99, sum by (le) (rate(db_query_seconds_bucket{db="orders"}[1m])))
+      target: 0.25                               # setpoint; above it means overloaded
+    control: { law: aimd }                       # aimd | pid | gradient, each with its parameters
+    on_no_data: hold                             # hold | defaults | min
+"#;
+    let c = config::parse(text, "design").unwrap();
+    assert_eq!(c.throttles[0].bounds.max_rps, 2000.0);
+    assert_eq!(c.prometheus.timeout, std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_line() {
+    let text = std::fs::read_to_string("tests/configs/broken.yaml").unwrap();
+    let got = errors(&text);
+    let want = [
+        (1, "redis.url"),
+        (2, "prometheus.timeout"),
+        (3, "listen"),
+        (5, "colour"),
+        (8, "throttles[0].defaults.rps"),
+        (9, "throttles[0].bounds.max_rps"),
+        (11, "throttles[0].control.decrease"),
+        (15, "throttles[1].signal.direction"),
+        (21, "throttles[2].speed"),
+    ];
+    let want: Vec<(usize, String)> = want.iter().map(|(l, p)| (*l, (*p).to_owned())).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn rules_between_fields_are_checked() {
+    let text = r"
+throttles:
+  - name: a
+    defaults: { rps: 1, window: 1 }
+    bounds: { min_rps: 0, max_rps: 10 }
+    signal: { query: up, target: 0 }
+    control: { law: gradient, smoothing: 2 }
+  - name: a
+    defaults: { rps: 1, burst: 3 }
+    bounds: { min_rps: 1, max_rps: 10, min_burst: 0.5, max_burst: 2 }
+    signal: { query: ' ', target: 1 }
+    max_step: 0
+    deadband: 1
+";
+    let got = errors(text);
+    let paths: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
+    for want in [
+        "throttles[0].bounds.min_rps", // 0.1 × 1 × 1 holds no token
+        "throttles[0].signal.target",  // gradient divides by it
+        "throttles[0].control.smoothing",
+        "throttles[1].name",           // duplicate
+        "throttles[1].defaults.burst", // outside its bounds
+        "throttles[1].signal.query",
+        "throttles[1].max_step",
+        "throttles[1].deadband",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+}
+
+#[test]
+fn syntax_errors_give_a_location() {
+    let e = config::parse("throttles: [ { name: a\nredis: 1\n", "bad.yaml").unwrap_err();
+    assert_eq!(e.errors.len(), 1);
+    let loc = e.errors[0].location.expect("located");
+    assert!(loc.line >= 1, "{e}");
+    assert!(e.to_string().starts_with("bad.yaml: 1 error"), "{e}");
+}
+
+#[test]
+fn durations_need_units_and_unknown_laws_are_named() {
+    let text = "interval: 10\nthrottles:\n  - name: a\n    defaults: { rps: 1 }\n    bounds: { min_rps: 1, max_rps: 2 }\n    signal: { query: up, target: 1 }\n    control: { law: magic }\n";
+    let got = errors(text);
+    assert_eq!(got[0], (1, "interval".to_owned()));
+    assert_eq!(got[1].1, "throttles[0].control.law");
+}
+
+#[test]
+fn check_subcommand_exit_codes() {
+    let bin = env!("CARGO_BIN_EXE_regulator");
+    let ok = Command::new(bin)
+        .args(["check", "--config", "config/regulator.yaml"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.contains("orders-db: aimd every 10s"), "{out}");
+    assert!(out.contains("ok, 2 throttle policies"), "{out}");
+
+    let bad = Command::new(bin)
+        .args(["check", "--config", "tests/configs/broken.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("9 errors") && err.contains("broken.yaml:9:29: throttles[0].bounds.max_rps"),
+        "{err}"
+    );
+
+    let missing = Command::new(bin)
+        .args(["check", "--config", "tests/configs/nope.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+}
