@@ -1,0 +1,253 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::daemon::config::{Bounds, KnobValues, Signal};
+
+fn policy(control: Control) -> Throttle {
+    Throttle {
+        name: "t".into(),
+        defaults: KnobValues {
+            rps: 100.0,
+            burst: 2.0,
+            window: 5.0,
+        },
+        bounds: Bounds {
+            min_rps: 10.0,
+            max_rps: 1000.0,
+            min_burst: Some(0.5),
+            max_burst: None,
+            min_window: None,
+            max_window: None,
+        },
+        signal: Signal {
+            query: "q".into(),
+            target: 0.25,
+            direction: Direction::HigherIsWorse,
+            name_label: None,
+        },
+        control,
+        on_no_data: OnNoData::Hold,
+        interval: None,
+        max_step: 0.5,
+        cooldown: Duration::from_secs(30),
+        deadband: 0.05,
+    }
+}
+
+const AIMD: Control = Control::Aimd {
+    increase: Some(10.0),
+    decrease: 0.7,
+};
+const PID: Control = Control::Pid {
+    kp: 0.5,
+    ki: 0.05,
+    kd: 0.1,
+};
+const GRADIENT: Control = Control::Gradient {
+    min_gradient: 0.5,
+    max_gradient: 1.2,
+    headroom: 1.0,
+    smoothing: 0.5,
+};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn overload_lowers_rps_and_shrinks_burst() {
+    let mut c = Controller::new(&policy(AIMD), secs(10));
+    let start = c.initial();
+    let s = c.tick(start, 0.5, secs(10));
+    assert_eq!(s.change, Change::Down);
+    assert_eq!(s.knobs.rps, 70.0);
+    assert_eq!(s.knobs.burst, 1.0, "burst halves toward min_burst");
+    assert_eq!(s.reason, "overloaded");
+}
+
+#[test]
+fn headroom_raises_rps_and_restores_burst_after_the_cooldown() {
+    let mut c = Controller::new(&policy(AIMD), secs(10));
+    let down = c.tick(c.initial(), 0.5, secs(10)).knobs;
+    let held = c.tick(down, 0.1, secs(20));
+    assert_eq!((held.change, held.reason), (Change::Hold, "cooldown"));
+    let up = c.tick(held.knobs, 0.1, secs(41));
+    assert_eq!(up.change, Change::Up);
+    assert_eq!(up.knobs.rps, 80.0);
+    assert_eq!(up.knobs.burst, 1.5);
+}
+
+#[test]
+fn deadband_holds() {
+    let mut c = Controller::new(&policy(AIMD), secs(10));
+    let s = c.tick(c.initial(), 0.26, secs(10));
+    assert_eq!((s.change, s.reason), (Change::Hold, "within deadband"));
+}
+
+#[test]
+fn max_rps_is_never_passed() {
+    let mut c = Controller::new(&policy(GRADIENT), secs(10));
+    let mut k = c.initial();
+    for t in 1..200 {
+        k = c.tick(k, 0.01, secs(t * 10)).knobs;
+        assert!(k.rps <= 1000.0);
+    }
+    assert_eq!(k.rps, 1000.0);
+}
+
+#[test]
+fn lower_is_worse_inverts_the_sense() {
+    let mut p = policy(AIMD);
+    p.signal.direction = Direction::LowerIsWorse;
+    p.signal.target = 10.0;
+    let mut c = Controller::new(&p, secs(10));
+    assert_eq!(c.tick(c.initial(), 2.0, secs(10)).change, Change::Down);
+    let mut c = Controller::new(&p, secs(10));
+    assert_eq!(c.tick(c.initial(), 50.0, secs(10)).change, Change::Up);
+}
+
+#[test]
+fn no_data_follows_the_policy() {
+    let current = Knobs {
+        rps: 300.0,
+        burst: 2.0,
+        window: 5.0,
+    };
+    for (mode, rps) in [
+        (OnNoData::Hold, 300.0),
+        (OnNoData::Defaults, 100.0),
+        (OnNoData::Min, 10.0),
+    ] {
+        let mut p = policy(AIMD);
+        p.on_no_data = mode;
+        let s = Controller::new(&p, secs(10)).no_data(current);
+        assert_eq!(s.knobs.rps, rps, "{mode:?}");
+    }
+}
+
+#[test]
+fn knobs_outside_the_bounds_are_brought_inside() {
+    let mut c = Controller::new(&policy(AIMD), secs(10));
+    let wild = Knobs {
+        rps: 5000.0,
+        burst: 9.0,
+        window: 60.0,
+    };
+    let s = c.tick(wild, 0.25, secs(10));
+    assert_eq!(
+        s.knobs,
+        Knobs {
+            rps: 1000.0,
+            burst: 2.0,
+            window: 5.0
+        }
+    );
+}
+
+fn laws() -> impl Strategy<Value = Control> {
+    prop_oneof![
+        (0.1f64..100.0, 0.05f64..0.95).prop_map(|(i, d)| Control::Aimd {
+            increase: Some(i),
+            decrease: d
+        }),
+        (0.0f64..5.0, 0.0f64..1.0, 0.0f64..5.0).prop_map(|(kp, ki, kd)| Control::Pid {
+            kp: kp + 0.01,
+            ki,
+            kd
+        }),
+        (0.1f64..1.0, 1.0f64..3.0, 0.0f64..10.0, 0.05f64..1.0).prop_map(|(lo, hi, h, s)| {
+            Control::Gradient {
+                min_gradient: lo,
+                max_gradient: hi,
+                headroom: h,
+                smoothing: s,
+            }
+        }),
+    ]
+}
+
+proptest! {
+    /// Whatever the law, the signal sequence and the timing: the knobs are finite and inside
+    /// their bounds; rps never rises while the signal is above target + deadband and never
+    /// falls while below target - deadband; a tick moves rps by at most max_step.
+    #[test]
+    fn knobs_stay_finite_bounded_and_move_the_right_way(
+        law in laws(),
+        direction in prop_oneof![Just(Direction::HigherIsWorse), Just(Direction::LowerIsWorse)],
+        max_step in 0.05f64..1.0,
+        deadband in 0.0f64..0.5,
+        signals in prop::collection::vec((0.0f64..10.0, 1u64..120), 1..60),
+    ) {
+        let mut p = policy(law);
+        p.signal.direction = direction;
+        p.signal.target = 1.0;
+        p.max_step = max_step;
+        p.deadband = deadband;
+        let mut c = Controller::new(&p, secs(10));
+        let mut k = c.initial();
+        let mut now = Duration::ZERO;
+        for (signal, dt) in signals {
+            now += secs(dt);
+            let s = c.tick(k, signal, now);
+            let n = s.knobs;
+            prop_assert!(n.rps.is_finite() && n.burst.is_finite() && n.window.is_finite());
+            prop_assert!((10.0..=1000.0).contains(&n.rps), "rps {}", n.rps);
+            prop_assert!((0.5..=2.0).contains(&n.burst), "burst {}", n.burst);
+            prop_assert!(n.capacity() >= 1.0);
+            let headroom = Observation::new(signal, 1.0, direction, 1.0).headroom;
+            if headroom < -deadband {
+                prop_assert!(n.rps <= k.rps, "rose while overloaded: {} -> {}", k.rps, n.rps);
+            }
+            if headroom > deadband {
+                prop_assert!(n.rps >= k.rps, "fell while healthy: {} -> {}", k.rps, n.rps);
+            }
+            prop_assert!((n.rps - k.rps).abs() <= max_step * k.rps + 1e-9);
+            k = n;
+        }
+    }
+
+    /// Any finite or non-finite signal, even a garbage one, gives a writable knob.
+    #[test]
+    fn garbage_signals_never_give_a_bad_knob(
+        law in laws(),
+        signal in prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY), any::<f64>()],
+    ) {
+        let mut c = Controller::new(&policy(law), secs(10));
+        let s = c.tick(c.initial(), signal, secs(10));
+        prop_assert!(crate::Knobs::validate(&s.knobs).is_ok());
+        prop_assert!((10.0..=1000.0).contains(&s.knobs.rps));
+    }
+}
+
+/// A backend whose latency grows with load: 0.1 s at 300 rps, 0.25 s (the target) near 474.
+fn latency(rps: f64) -> f64 {
+    0.1 * (rps / 300.0).powi(2)
+}
+
+#[test]
+fn every_law_settles_a_simulated_backend_near_its_target() {
+    for law in [AIMD, PID, GRADIENT] {
+        let mut p = policy(law);
+        p.cooldown = Duration::ZERO;
+        let mut c = Controller::new(&p, secs(10));
+        let mut k = c.initial();
+        let mut tail = Vec::new();
+        for t in 1..=300u64 {
+            k = c.tick(k, latency(k.rps), secs(t * 10)).knobs;
+            if t > 250 {
+                tail.push(latency(k.rps));
+            }
+        }
+        let mean = tail.iter().sum::<f64>() / tail.len() as f64;
+        let worst = tail.iter().copied().fold(0.0, f64::max);
+        assert!(
+            (0.15..=0.27).contains(&mean),
+            "{}: mean latency {mean:.3} (rps {:.0})",
+            law.law(),
+            k.rps
+        );
+        assert!(worst < 0.4, "{}: worst latency {worst:.3}", law.law());
+    }
+}
