@@ -135,6 +135,7 @@ async fn concurrent_python_and_rust_workers_share_the_budget_exactly() {
     let (rps, burst, window) = (20.0, 2.0, 1.0);
     let client = regulator::Client::builder(&server.url())
         .frozen_time(true)
+        .call_timeout(Duration::from_secs(5))
         .connect()
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the YAML configuration, parsed strictly and validated with locations.
 //! - [`control`]: the control laws and the limits common to them (pure).
+//! - [`source`]: signals from Prometheus, and what makes an answer usable.
 //! - `status`: `regulator status`, what Redis holds for each throttle.
 //!
 //! The control loop (YAML policies, Prometheus signals, control laws, the knob writer) grows
@@ -9,4 +10,5 @@
 
 pub mod config;
 pub mod control;
+pub mod source;
 pub mod status;

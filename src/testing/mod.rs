@@ -6,12 +6,14 @@
 //! never a skip.
 
 mod cluster;
+mod http;
 mod process;
 mod prometheus;
 mod python;
 mod redis_server;
 
 pub use cluster::RedisCluster;
+pub use http::{Answer, Exporter, Scripted};
 pub use process::{FixtureError, free_port};
 pub use prometheus::PrometheusServer;
 pub use python::{LimitlionDriver, python};
