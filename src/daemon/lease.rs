@@ -1,0 +1,85 @@
+//! The leader lease: several replicas may run, one writes. A lease key taken with
+//! `SET NX PX` and renewed by a script that checks the owner's token; a leader that dies is
+//! replaced within one lease length.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Script;
+
+use crate::{Client, Result};
+
+const LEASE: &str = include_str!("../../lua/lease.lua");
+const RELEASE: &str = include_str!("../../lua/release.lua");
+
+/// One replica's claim on the lease.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    client: Client,
+    key: Arc<str>,
+    token: Arc<str>,
+    length: Duration,
+    scripts: Arc<(Script, Script)>,
+}
+
+impl Lease {
+    /// A claim on `key` lasting `length` unless renewed. The token names this replica
+    /// (host, process, start time) so the holder can be seen with `GET`.
+    #[must_use]
+    pub fn new(client: Client, key: &str, length: Duration) -> Self {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            client,
+            key: key.into(),
+            token: format!("{host}:{}:{nanos}", std::process::id()).into(),
+            length,
+            scripts: Arc::new((Script::new(LEASE), Script::new(RELEASE))),
+        }
+    }
+
+    /// This replica's token.
+    #[must_use]
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Takes the lease if it is free, renews it if this replica holds it.
+    ///
+    /// # Errors
+    /// The connection's errors: a replica that cannot reach Redis must assume it is not the
+    /// leader.
+    pub async fn acquire_or_renew(&self) -> Result<bool> {
+        let ms = u64::try_from(self.length.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = self.scripts.0.key(&*self.key);
+        invocation.arg(&*self.token).arg(ms);
+        let invocation = &invocation;
+        let held: i64 = self
+            .client
+            .call(true, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Gives the lease up if this replica holds it.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn release(&self) -> Result<()> {
+        let mut invocation = self.scripts.1.key(&*self.key);
+        invocation.arg(&*self.token);
+        let invocation = &invocation;
+        let _: i64 = self
+            .client
+            .call(true, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Where the daemon reads and writes knobs: the `KnobStore` trait, and Redis behind it.
+//!
+//! Every write of a tick goes in one pipeline: `HSET` of the fields that changed (never the
+//! others), `EXPIRE` with the knobs TTL, and an `XADD ... MAXLEN ~` history entry saying what
+//! changed and why.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::client::keys::KeyLayout;
+use crate::{Client, Knobs, Result, StoredKnobs};
+
+/// One knob change the daemon decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnobChange {
+    /// The throttle.
+    pub name: String,
+    /// The knobs in force before (`None`: none stored, or unusable).
+    pub old: Option<Knobs>,
+    /// The knobs to write.
+    pub new: Knobs,
+    /// The signal value that led here, if there was one.
+    pub signal: Option<f64>,
+    /// The control law.
+    pub law: &'static str,
+    /// Why: "overloaded", "headroom", "no data: min"...
+    pub reason: String,
+}
+
+/// Reads and writes knobs. Redis in production; in-memory in unit tests.
+pub trait KnobStore: Send + Sync {
+    /// The stored knobs of each throttle, in order.
+    fn read(&self, names: &[String]) -> impl Future<Output = Result<Vec<StoredKnobs>>> + Send;
+    /// Writes the changes of one tick, with their history.
+    fn write(&self, changes: &[KnobChange]) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The Redis knob store.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    client: Client,
+    keys: KeyLayout,
+    knobs_ttl: Duration,
+    history_len: u64,
+}
+
+impl RedisStore {
+    /// A store writing knobs with `knobs_ttl` and keeping about `history_len` entries of
+    /// history per throttle.
+    #[must_use]
+    pub fn new(client: Client, knobs_ttl: Duration, history_len: u64) -> Self {
+        Self {
+            keys: client.keys(),
+            client,
+            knobs_ttl,
+            history_len,
+        }
+    }
+}
+
+/// The fields whose values differ (all three when nothing valid was stored).
+fn changed_fields(old: Option<Knobs>, new: Knobs) -> Vec<(&'static str, f64)> {
+    let fields = [
+        ("rps", new.rps),
+        ("burst", new.burst),
+        ("window", new.window),
+    ];
+    match old {
+        None => fields.to_vec(),
+        Some(o) => fields
+            .into_iter()
+            .zip([o.rps, o.burst, o.window])
+            .filter(|((_, n), o)| n != o)
+            .map(|(f, _)| f)
+            .collect(),
+    }
+}
+
+impl KnobStore for RedisStore {
+    async fn read(&self, names: &[String]) -> Result<Vec<StoredKnobs>> {
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.cmd("HMGET")
+                .arg(self.keys.knobs(name))
+                .arg("rps")
+                .arg("burst")
+                .arg("window");
+        }
+        let pipe = &pipe;
+        let rows: Vec<(Option<String>, Option<String>, Option<String>)> = self
+            .client
+            .call(false, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|(r, b, w)| StoredKnobs::from_fields(r.as_deref(), b.as_deref(), w.as_deref()))
+            .collect())
+    }
+
+    async fn write(&self, changes: &[KnobChange]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut pipe = redis::pipe();
+        let mut written = 0;
+        for c in changes {
+            let fields = changed_fields(c.old, c.new);
+            if fields.is_empty() {
+                continue;
+            }
+            written += 1;
+            let knobs_key = self.keys.knobs(&c.name);
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&knobs_key);
+            for (field, value) in &fields {
+                hset.arg(*field).arg(*value);
+            }
+            pipe.add_command(hset).ignore();
+            pipe.cmd("EXPIRE")
+                .arg(&knobs_key)
+                .arg(self.knobs_ttl.as_secs().max(1))
+                .ignore();
+            let old =
+                |f: fn(&Knobs) -> f64| c.old.as_ref().map_or(String::new(), |k| f(k).to_string());
+            pipe.cmd("XADD")
+                .arg(self.keys.history(&c.name))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.history_len)
+                .arg("*")
+                .arg("ts_ms")
+                .arg(now_ms.to_string())
+                .arg("old_rps")
+                .arg(old(|k| k.rps))
+                .arg("old_burst")
+                .arg(old(|k| k.burst))
+                .arg("old_window")
+                .arg(old(|k| k.window))
+                .arg("rps")
+                .arg(c.new.rps.to_string())
+                .arg("burst")
+                .arg(c.new.burst.to_string())
+                .arg("window")
+                .arg(c.new.window.to_string())
+                .arg("signal")
+                .arg(c.signal.map_or(String::new(), |s| s.to_string()))
+                .arg("law")
+                .arg(c.law)
+                .arg("reason")
+                .arg(&c.reason)
+                .ignore();
+        }
+        if written == 0 {
+            return Ok(());
+        }
+        let pipe = &pipe;
+        self.client
+            .call(false, |mut conn| async move {
+                pipe.query_async::<()>(&mut conn).await
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_fields_are_written() {
+        let k = |rps, burst, window| Knobs { rps, burst, window };
+        assert_eq!(changed_fields(None, k(1.0, 2.0, 3.0)).len(), 3);
+        assert_eq!(
+            changed_fields(Some(k(1.0, 2.0, 3.0)), k(5.0, 2.0, 3.0)),
+            vec![("rps", 5.0)]
+        );
+        assert!(changed_fields(Some(k(1.0, 2.0, 3.0)), k(1.0, 2.0, 3.0)).is_empty());
+    }
+}

@@ -1,0 +1,136 @@
+//! The knob store and the leader lease against a real redis-server.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{knobs, redis};
+use regulator::daemon::lease::Lease;
+use regulator::daemon::store::{KnobChange, KnobStore, RedisStore};
+use regulator::{Client, StoredKnobs};
+
+fn change(name: &str, old: Option<regulator::Knobs>, new: regulator::Knobs) -> KnobChange {
+    KnobChange {
+        name: name.into(),
+        old,
+        new,
+        signal: Some(0.4),
+        law: "aimd",
+        reason: "overloaded".into(),
+    }
+}
+
+#[tokio::test]
+async fn writes_only_what_changed_with_ttl_and_history() {
+    let server = redis();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let store = RedisStore::new(client.clone(), Duration::from_secs(600), 10);
+
+    store
+        .write(&[change("orders", None, knobs(100.0, 2.0, 5.0))])
+        .await
+        .unwrap();
+    // An operator edits burst by hand; the daemon then changes only rps and must not undo it.
+    let _: () = server.cmd(&["HSET", "throttle:orders:knobs", "burst", "3"]);
+    store
+        .write(&[change(
+            "orders",
+            Some(knobs(100.0, 2.0, 5.0)),
+            knobs(70.0, 2.0, 5.0),
+        )])
+        .await
+        .unwrap();
+    let stored = store
+        .read(&["orders".into(), "absent".into()])
+        .await
+        .unwrap();
+    assert_eq!(stored[0], StoredKnobs::Valid(knobs(70.0, 3.0, 5.0)));
+    assert_eq!(stored[1], StoredKnobs::Absent);
+    let ttl: i64 = server.cmd(&["TTL", "throttle:orders:knobs"]);
+    assert!((590..=600).contains(&ttl), "{ttl}");
+
+    let entries: Vec<(String, HashMap<String, String>)> =
+        server.cmd(&["XRANGE", "throttle:orders:history", "-", "+"]);
+    assert_eq!(entries.len(), 2);
+    let last = &entries[1].1;
+    assert_eq!(last["old_rps"], "100");
+    assert_eq!(last["rps"], "70");
+    assert_eq!(last["signal"], "0.4");
+    assert_eq!(last["law"], "aimd");
+    assert_eq!(last["reason"], "overloaded");
+    assert_eq!(
+        entries[0].1["old_rps"], "",
+        "no knobs before the first write"
+    );
+
+    // Nothing changed: nothing written, no history entry.
+    store
+        .write(&[change(
+            "orders",
+            Some(knobs(70.0, 3.0, 5.0)),
+            knobs(70.0, 3.0, 5.0),
+        )])
+        .await
+        .unwrap();
+    let len: i64 = server.cmd(&["XLEN", "throttle:orders:history"]);
+    assert_eq!(len, 2);
+}
+
+#[tokio::test]
+async fn history_is_capped() {
+    let server = redis();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let store = RedisStore::new(client, Duration::from_secs(600), 10);
+    for i in 0..1000 {
+        let old = knobs(f64::from(i) + 1.0, 1.0, 5.0);
+        store
+            .write(&[change(
+                "capped",
+                Some(old),
+                knobs(f64::from(i) + 2.0, 1.0, 5.0),
+            )])
+            .await
+            .unwrap();
+    }
+    let len: i64 = server.cmd(&["XLEN", "throttle:capped:history"]);
+    // `MAXLEN ~` trims whole macro nodes (100 entries by default), never below the cap.
+    assert!((10..=110).contains(&len), "{len}");
+}
+
+#[tokio::test]
+async fn one_replica_holds_the_lease_and_another_takes_over_when_it_dies() {
+    let server = redis();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let a = Lease::new(
+        client.clone(),
+        "regulator:leader",
+        Duration::from_millis(600),
+    );
+    let b = Lease::new(
+        client.clone(),
+        "regulator:leader",
+        Duration::from_millis(600),
+    );
+    assert_ne!(a.token(), b.token());
+
+    assert!(a.acquire_or_renew().await.unwrap());
+    assert!(!b.acquire_or_renew().await.unwrap());
+    assert!(a.acquire_or_renew().await.unwrap(), "the holder renews");
+    let holder: String = server.cmd(&["GET", "regulator:leader"]);
+    assert_eq!(holder, a.token());
+
+    // A stops renewing (it died): B takes over within one lease length.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(b.acquire_or_renew().await.unwrap());
+    assert!(
+        !a.acquire_or_renew().await.unwrap(),
+        "a late renewal cannot steal it back"
+    );
+
+    // Releasing only works for the holder; then A can take it at once.
+    a.release().await.unwrap();
+    assert!(!a.acquire_or_renew().await.unwrap());
+    b.release().await.unwrap();
+    assert!(a.acquire_or_renew().await.unwrap());
+}
