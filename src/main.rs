@@ -14,8 +14,18 @@ use regulator::{Client, KnobsUpdate};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log format: `human` (default) or `json`, one object per line for log pipelines.
+    /// The level comes from `RUST_LOG` (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Where Redis is: `--redis`, else the `redis.url` of `--config`, else
@@ -47,6 +57,22 @@ impl RedisArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: keep every throttle's knobs right from its Prometheus signal.
+    ///
+    /// SIGHUP reloads the configuration, as does a change of the file (checked every 2 s);
+    /// a bad new configuration is logged and the running one stays. SIGTERM or SIGINT
+    /// finishes the ticks in flight and exits 0; a second one exits at once.
+    Run {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Compute and log every change, write nothing, never take the lease.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long a stop waits for ticks in flight.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        drain: Duration,
+    },
     /// Validate a configuration: exit 0 with a summary line per throttle, or exit 64 with
     /// every error and its line:column.
     Check {
@@ -95,13 +121,17 @@ enum Command {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()).await {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("regulator: {e:#}");
@@ -112,6 +142,11 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run {
+            config,
+            dry_run,
+            drain,
+        } => return daemon(config, dry_run, drain).await,
         Command::Check { config } => match regulator::daemon::config::load(&config) {
             Ok(c) => {
                 for t in &c.throttles {
@@ -167,6 +202,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             connect(&redis).await?.reset_knobs(&name).await?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `regulator run`: load the configuration (exit 64 on a bad one), route signals, run until
+/// stopped.
+async fn daemon(path: PathBuf, dry_run: bool, drain: Duration) -> anyhow::Result<ExitCode> {
+    let config = match regulator::daemon::config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let options = regulator::daemon::RunOptions {
+        config_path: Some(path),
+        dry_run,
+        drain,
+        ..Default::default()
+    };
+    let daemon = regulator::daemon::Daemon::start(config, options).await?;
+    regulator::daemon::signals::install(daemon.handle()).context("install signal handlers")?;
+    daemon.wait().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -206,12 +206,25 @@ impl Client {
     pub(crate) async fn call<T, F>(
         &self,
         script: bool,
+        attempt: impl FnMut(ConnectionManager) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        self.call_within(self.inner.timeout, script, attempt).await
+    }
+
+    /// [`Client::call`] with its own bound, for a large pipeline whose Redis time grows with
+    /// its length.
+    pub(crate) async fn call_within<T, F>(
+        &self,
+        timeout: Duration,
+        script: bool,
         mut attempt: impl FnMut(ConnectionManager) -> F,
     ) -> Result<T>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        let timeout = self.inner.timeout;
         let both = async {
             match attempt(self.conn()).await {
                 Err(e) if e.is_connection_dropped() || e.is_io_error() => {

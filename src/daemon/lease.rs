@@ -27,18 +27,37 @@ impl Lease {
     /// (host, process, start time) so the holder can be seen with `GET`.
     #[must_use]
     pub fn new(client: Client, key: &str, length: Duration) -> Self {
+        Self::with_token(client, key, length, &Self::new_token())
+    }
+
+    /// A claim on `key` under a given token: the same replica keeps its token across
+    /// reconnects and reloads, so it renews rather than competes with itself.
+    #[must_use]
+    pub fn with_token(client: Client, key: &str, length: Duration, token: &str) -> Self {
+        Self {
+            client,
+            key: key.into(),
+            token: token.into(),
+            length,
+            scripts: Arc::new((Script::new(LEASE), Script::new(RELEASE))),
+        }
+    }
+
+    /// A token naming this replica: host, process and start time.
+    #[must_use]
+    pub fn new_token() -> String {
         let host = std::fs::read_to_string("/etc/hostname")
             .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned());
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Self {
-            client,
-            key: key.into(),
-            token: format!("{host}:{}:{nanos}", std::process::id()).into(),
-            length,
-            scripts: Arc::new((Script::new(LEASE), Script::new(RELEASE))),
-        }
+        format!("{host}:{}:{nanos}", std::process::id())
+    }
+
+    /// The lease key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// This replica's token.

@@ -4,14 +4,30 @@
 //! - [`control`]: the control laws and the limits common to them (pure).
 //! - [`source`]: signals from Prometheus, and what makes an answer usable.
 //! - [`store`]: the knob store: changed fields only, TTL, history, one pipeline a tick.
-//! - [`lease`]: the leader lease that elects the one replica that writes.
-//! - `status`: `regulator status`, what Redis holds for each throttle.
-//!
-//! The reconcile loop that ties these together grows here, on top of the client library.
+//! - [`reconcile`]: one policy's tick: signal, stored knobs, controllers, writes, reasons.
+//! - [`schedule`]: when a policy ticks: jittered intervals, capped backoff after failures.
+//! - [`lease`], [`leader`]: the lease that elects the one replica that writes, and the
+//!   deadline past which a replica stops writing.
+//! - [`backend`]: the Redis and Prometheus connections of one configuration.
+//! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`run`]: the daemon: tasks, reload, drain. [`signals`]: SIGHUP, SIGTERM, SIGINT.
+//! - [`status`]: `regulator status`, what Redis holds for each throttle.
 
+pub mod backend;
 pub mod config;
 pub mod control;
+#[cfg(test)]
+mod fakes;
+pub mod http;
+pub mod leader;
 pub mod lease;
+pub mod metrics;
+pub mod reconcile;
+pub mod run;
+pub mod schedule;
+pub mod signals;
 pub mod source;
 pub mod status;
 pub mod store;
+
+pub use run::{Daemon, Handle, RunOptions, StartError, run};

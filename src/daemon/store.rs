@@ -58,6 +58,15 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The bound on a pipeline of `commands`: the call timeout, plus 50 µs a command (10,000
+    /// throttles add half a second), since Redis executes them one after the other.
+    fn bound(&self, commands: usize) -> Duration {
+        self.client.inner.timeout
+            + Duration::from_micros(50) * u32::try_from(commands).unwrap_or(u32::MAX)
+    }
+}
+
 /// The fields whose values differ (all three when nothing valid was stored).
 fn changed_fields(old: Option<Knobs>, new: Knobs) -> Vec<(&'static str, f64)> {
     let fields = [
@@ -89,7 +98,7 @@ impl KnobStore for RedisStore {
         let pipe = &pipe;
         let rows: Vec<(Option<String>, Option<String>, Option<String>)> = self
             .client
-            .call(false, |mut conn| async move {
+            .call_within(self.bound(names.len()), false, |mut conn| async move {
                 pipe.query_async(&mut conn).await
             })
             .await?;
@@ -160,7 +169,7 @@ impl KnobStore for RedisStore {
         }
         let pipe = &pipe;
         self.client
-            .call(false, |mut conn| async move {
+            .call_within(self.bound(written * 3), false, |mut conn| async move {
                 pipe.query_async::<()>(&mut conn).await
             })
             .await

@@ -1,0 +1,149 @@
+//! The daemon's connections, made once per configuration and swapped whole on a reload.
+//!
+//! Redis is connected lazily and again after a failed attempt, so a daemon started while
+//! Redis is down runs, reports not-ready and catches up when Redis arrives, instead of
+//! exiting and being restarted in a loop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::config::{Config, LeaderConfig, RedisConfig};
+use super::source::{Prometheus, SourceError};
+use super::store::{KnobChange, KnobStore, RedisStore};
+use crate::{Client, Error, Result, StoredKnobs};
+
+/// A Redis connection made on first use.
+#[derive(Debug)]
+pub struct Redis {
+    config: RedisConfig,
+    client: Mutex<Option<Client>>,
+    reachable: Arc<AtomicBool>,
+}
+
+impl Redis {
+    /// A connection to `config.url`, made on first use; every call's outcome is recorded in
+    /// `reachable`.
+    #[must_use]
+    pub fn new(config: RedisConfig, reachable: Arc<AtomicBool>) -> Self {
+        Self {
+            config,
+            client: Mutex::new(None),
+            reachable,
+        }
+    }
+
+    /// The connected client, connecting now if needed.
+    ///
+    /// # Errors
+    /// The connection's error; the next call tries again.
+    pub async fn client(&self) -> Result<Client> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = &*slot {
+            return Ok(client.clone());
+        }
+        let client = Client::builder(&self.config.url)
+            .call_timeout(self.config.timeout)
+            .connect_timeout(self.config.timeout.max(Duration::from_secs(1)))
+            .connect()
+            .await;
+        let client = self.note(client)?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Records whether Redis answered, for `/readyz`.
+    ///
+    /// # Errors
+    /// `result`'s own.
+    pub fn note<T>(&self, result: Result<T>) -> Result<T> {
+        match &result {
+            Ok(_) => self.reachable.store(true, Ordering::Relaxed),
+            Err(e) if e.is_unavailable() || matches!(e, Error::Auth { .. }) => {
+                self.reachable.store(false, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+}
+
+/// The knob store over the lazily connected Redis.
+#[derive(Debug, Clone)]
+pub struct Store {
+    redis: Arc<Redis>,
+    knobs_ttl: Duration,
+    history_len: u64,
+}
+
+impl Store {
+    async fn inner(&self) -> Result<RedisStore> {
+        let client = self.redis.client().await?;
+        Ok(RedisStore::new(client, self.knobs_ttl, self.history_len))
+    }
+}
+
+impl KnobStore for Store {
+    async fn read(&self, names: &[String]) -> Result<Vec<StoredKnobs>> {
+        let result = match self.inner().await {
+            Ok(store) => store.read(names).await,
+            Err(e) => Err(e),
+        };
+        self.redis.note(result)
+    }
+
+    async fn write(&self, changes: &[KnobChange]) -> Result<()> {
+        let result = match self.inner().await {
+            Ok(store) => store.write(changes).await,
+            Err(e) => Err(e),
+        };
+        self.redis.note(result)
+    }
+}
+
+/// Everything a tick and the lease talk to, for one configuration.
+#[derive(Debug)]
+pub struct Backends {
+    /// Signals.
+    pub source: Prometheus,
+    /// Knobs.
+    pub store: Store,
+    /// The connection behind the store, shared with the lease.
+    pub redis: Arc<Redis>,
+    /// The lease.
+    pub leader: LeaderConfig,
+    redis_config: RedisConfig,
+}
+
+impl Backends {
+    /// The backends of `config`. The Redis connection of `previous` is kept when the Redis
+    /// settings did not change (a reload must not drop a good connection); Prometheus is
+    /// rebuilt every time, so a rotated secret or CA file is read again.
+    ///
+    /// # Errors
+    /// A Prometheus secret or CA file that cannot be read.
+    pub fn new(
+        config: &Config,
+        previous: Option<&Backends>,
+        reachable: &Arc<AtomicBool>,
+    ) -> std::result::Result<Self, SourceError> {
+        let source = Prometheus::new(&config.prometheus)?;
+        let redis = match previous {
+            Some(p) if p.redis_config == config.redis => Arc::clone(&p.redis),
+            _ => Arc::new(Redis::new(config.redis.clone(), Arc::clone(reachable))),
+        };
+        Ok(Self {
+            source,
+            store: Store {
+                redis: Arc::clone(&redis),
+                knobs_ttl: config.redis.knobs_ttl,
+                history_len: config.history.max_len,
+            },
+            redis,
+            leader: config.leader.clone(),
+            redis_config: config.redis.clone(),
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! `/metrics` (OpenMetrics), `/healthz` (the process serves) and `/readyz` (the
+//! configuration is loaded, Redis answers and every policy of the first configuration has
+//! finished a tick).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Metrics;
+use super::schedule::Shared;
+
+/// What the endpoints read.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// The daemon's metrics.
+    pub metrics: Arc<Metrics>,
+    /// First ticks.
+    pub shared: Arc<Shared>,
+    /// Whether Redis answered last time it was asked.
+    pub redis: Arc<AtomicBool>,
+}
+
+impl Endpoints {
+    /// What keeps the daemon from being ready; empty when it is.
+    #[must_use]
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if !self.redis.load(Ordering::Relaxed) {
+            why.push("redis is not reachable".to_owned());
+        }
+        let pending = self.shared.first_ticks_pending.load(Ordering::Relaxed);
+        if pending > 0 {
+            why.push(format!("{pending} policies have not finished a first tick"));
+        }
+        why
+    }
+}
+
+/// Serves the endpoints on `listener` until `token` is cancelled.
+///
+/// # Errors
+/// The server's I/O errors.
+pub async fn serve(
+    listener: TcpListener,
+    endpoints: Endpoints,
+    token: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(endpoints);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+}
+
+async fn metrics(State(e): State<Endpoints>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        e.metrics.encode(),
+    )
+}
+
+async fn readyz(State(e): State<Endpoints>) -> impl IntoResponse {
+    let why = e.not_ready();
+    if why.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", why.join("; ")),
+        )
+    }
+}

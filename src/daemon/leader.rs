@@ -1,0 +1,121 @@
+//! Who writes: this replica while it holds the lease, and only until the lease it last
+//! renewed could have run out.
+//!
+//! The lease is renewed every third of its length. Leadership is not a flag set on success
+//! and cleared on failure: it is a deadline, `start of the last successful renewal + 90% of
+//! the lease`, so a replica cut off from Redis stops writing before another one can take the
+//! lease over, whatever its renewals are doing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backend::Backends;
+use super::lease::Lease;
+use super::metrics::Metrics;
+
+/// This replica's standing.
+#[derive(Debug, Default)]
+pub struct Leadership {
+    until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Leadership {
+    /// True while this replica may write.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.until().is_some_and(|u| Instant::now() < u)
+    }
+
+    fn until(&self) -> Option<Instant> {
+        *self
+            .until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self
+            .until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+    }
+}
+
+/// Takes and renews the lease until `token` is cancelled, then gives it up.
+pub async fn lead(
+    leadership: Arc<Leadership>,
+    backends: watch::Receiver<Arc<Backends>>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    let me = Lease::new_token();
+    let mut held: Option<Lease> = None;
+    let mut was_leader = false;
+    loop {
+        let b = Arc::clone(&backends.borrow());
+        let length = b.leader.lease;
+        let started = Instant::now();
+        let outcome = match b.redis.client().await {
+            Ok(client) => {
+                let lease = Lease::with_token(client, &b.leader.key, length, &me);
+                if let Some(old) = held.take().filter(|_| was_leader) {
+                    // The lease key changed with a reload: give the old one up.
+                    if old_key_differs(&old, &b) {
+                        let _ = old.release().await;
+                    }
+                }
+                let r = b.redis.note(lease.acquire_or_renew().await);
+                held = Some(lease);
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(true) => leadership.set(Some(started + length.mul_f64(0.9))),
+            Ok(false) => leadership.set(None),
+            Err(e) => {
+                // Keep the deadline: the lease may still be ours until it passes.
+                tracing::debug!(error = %e, "lease renewal failed");
+            }
+        }
+        let leader = leadership.is_leader();
+        metrics.leader(leader);
+        if leader != was_leader {
+            if leader {
+                tracing::info!(key = %b.leader.key, token = %me, "leader: writing knobs");
+            } else {
+                tracing::info!(key = %b.leader.key, "not the leader: computing in shadow");
+            }
+            was_leader = leader;
+        }
+        tokio::select! {
+            () = token.cancelled() => break,
+            () = tokio::time::sleep(renew_every(length)) => {}
+        }
+    }
+    if let Some(lease) = held.filter(|_| leadership.is_leader()) {
+        leadership.set(None);
+        metrics.leader(false);
+        match lease.release().await {
+            Ok(()) => tracing::info!("lease released"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the lease; it expires on its own")
+            }
+        }
+    }
+}
+
+fn old_key_differs(old: &Lease, now: &Backends) -> bool {
+    old.key() != now.leader.key
+}
+
+/// How often the lease is renewed: three times a lease, so two lost renewals in a row still
+/// leave it held.
+#[must_use]
+pub fn renew_every(length: Duration) -> Duration {
+    (length / 3).max(Duration::from_millis(100))
+}

@@ -1,0 +1,308 @@
+//! One policy's tick: query its signal, read the stored knobs, step each throttle's
+//! controller, write what changed (when this replica writes) and say why.
+//!
+//! A plain policy governs one throttle. A templated one (`signal.name_label`) governs one
+//! throttle per series of its answer, named `<name><label value>`, all from one query per
+//! tick. The stored knobs are the current ones: a value set by hand with `regulator set` is
+//! where the controller continues from.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::Throttle;
+use super::control::{Change, Controller};
+use super::metrics::Metrics;
+use super::source::{MetricSource, NoData, per_label, single};
+use super::store::{KnobChange, KnobStore};
+use crate::{Knobs, StoredKnobs};
+
+/// A templated throttle missing from this many answers in a row is forgotten: no longer
+/// ticked, its metrics dropped, its knobs left to expire.
+pub const FORGET_AFTER: u32 = 10;
+
+/// A throttle policy as it runs: the configured one with its effective interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// As configured.
+    pub throttle: Throttle,
+    /// Its control period (its own `interval`, else the top-level one).
+    pub interval: Duration,
+}
+
+impl Policy {
+    /// The policy's name (for a template, the prefix of its throttles' names).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.throttle.name
+    }
+
+    /// Samples older than this are stale: two intervals.
+    #[must_use]
+    pub fn max_age(&self) -> Duration {
+        self.interval * 2
+    }
+}
+
+/// Whether this tick's changes are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// This replica holds the lease: write.
+    Write,
+    /// Another replica writes: compute, expose in metrics, write nothing.
+    Shadow,
+    /// `--dry-run`: compute and log, write nothing.
+    DryRun,
+}
+
+/// What a tick needs from outside: the signal source, the knob store, the metrics, and who
+/// decides whether to write.
+pub struct Ctx<'a, S, K> {
+    /// Where signals come from.
+    pub source: &'a S,
+    /// Where knobs live.
+    pub store: &'a K,
+    /// Where to count.
+    pub metrics: &'a Metrics,
+    /// Asked right before writing.
+    pub mode: &'a (dyn Fn() -> Mode + Sync),
+    /// Monotonic time since any fixed origin, for the controllers.
+    pub now: Duration,
+    /// Wall-clock Unix seconds, for the freshness of samples.
+    pub wall: f64,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Throttles ticked.
+    pub throttles: usize,
+    /// Knob changes decided (written only in [`Mode::Write`]).
+    pub changes: usize,
+    /// Throttles without a usable signal.
+    pub no_data: usize,
+}
+
+struct Member {
+    controller: Controller,
+    absent: u32,
+}
+
+/// One policy's running state: a controller per throttle, kept across ticks and reloads
+/// that leave the policy unchanged.
+pub struct PolicyState {
+    policy: Arc<Policy>,
+    members: BTreeMap<String, Member>,
+    failing: Option<&'static str>,
+}
+
+impl PolicyState {
+    /// A fresh state for `policy`.
+    #[must_use]
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self {
+            policy,
+            members: BTreeMap::new(),
+            failing: None,
+        }
+    }
+
+    /// The policy.
+    #[must_use]
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// The throttles this policy currently governs.
+    pub fn throttles(&self) -> impl Iterator<Item = &str> {
+        self.members.keys().map(String::as_str)
+    }
+
+    /// One tick.
+    ///
+    /// # Errors
+    /// A Redis error reading or writing knobs: nothing was written, and the controllers of a
+    /// failed read were not stepped.
+    pub async fn reconcile<S: MetricSource, K: KnobStore>(
+        &mut self,
+        ctx: &Ctx<'_, S, K>,
+    ) -> crate::Result<Report> {
+        let policy = Arc::clone(&self.policy);
+        let answer = ctx.source.query(&policy.throttle.signal.query).await;
+        let signals = self.signals(answer, ctx);
+        let names: Vec<String> = signals.iter().map(|(n, _)| n.clone()).collect();
+        let stored = ctx.store.read(&names).await?;
+
+        let mut report = Report {
+            throttles: names.len(),
+            ..Report::default()
+        };
+        let mut directions = [0_u64; 3];
+        let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut changes = Vec::new();
+        for ((name, signal), stored) in signals.into_iter().zip(stored) {
+            let member = self.members.entry(name.clone()).or_insert_with(|| Member {
+                controller: Controller::new(&policy.throttle, policy.interval),
+                absent: 0,
+            });
+            let (current, old) = match stored {
+                StoredKnobs::Valid(k) => (k, Some(k)),
+                StoredKnobs::Absent => (member.controller.initial(), None),
+                StoredKnobs::Invalid(why) => {
+                    tracing::warn!(throttle = %name, problem = %why, "stored knobs unusable; writing the policy's");
+                    (member.controller.initial(), None)
+                }
+            };
+            let step = match &signal {
+                Ok(value) => member.controller.tick(current, *value, ctx.now),
+                Err(no_data) => {
+                    report.no_data += 1;
+                    *reasons.entry(no_data.reason()).or_default() += 1;
+                    member.controller.no_data(current)
+                }
+            };
+            // The controller keeps knobs inside validated bounds; this is the last guard
+            // before Redis, so a bug there can never reach the workers.
+            if let Err(e) = step.knobs.validate() {
+                ctx.metrics.error("invalid_knob");
+                tracing::error!(throttle = %name, error = %e, "computed knobs are invalid; not written");
+                continue;
+            }
+            ctx.metrics
+                .throttle(&name, step.knobs, signal.as_ref().ok().copied());
+            directions[match step.change {
+                Change::Up => 0,
+                Change::Down => 1,
+                Change::Hold => 2,
+            }] += 1;
+            if old != Some(step.knobs) {
+                changes.push(KnobChange {
+                    name,
+                    old,
+                    new: step.knobs,
+                    signal: signal.ok(),
+                    law: policy.throttle.control.law(),
+                    reason: step.reason.to_owned(),
+                });
+            }
+        }
+        let p = policy.name();
+        for (i, direction) in ["up", "down", "hold"].into_iter().enumerate() {
+            ctx.metrics.decisions(p, direction, directions[i]);
+        }
+        for (reason, n) in reasons {
+            ctx.metrics.no_data(p, reason, n);
+        }
+        ctx.metrics
+            .policy(p, policy.throttle.signal.target, self.members.len());
+        report.changes = changes.len();
+        let mode = (ctx.mode)();
+        if mode == Mode::Write && !changes.is_empty() {
+            ctx.store.write(&changes).await?;
+            ctx.metrics.writes(p, changes.len() as u64);
+        }
+        for c in &changes {
+            log_change(c, mode);
+        }
+        Ok(report)
+    }
+
+    /// Each throttle's signal (or why it has none) from the policy's answer.
+    fn signals<S, K>(
+        &mut self,
+        answer: Result<Vec<super::source::Series>, NoData>,
+        ctx: &Ctx<'_, S, K>,
+    ) -> Vec<(String, Result<f64, NoData>)> {
+        let policy = Arc::clone(&self.policy);
+        let name = policy.name();
+        let Some(label) = &policy.throttle.signal.name_label else {
+            let signal = answer.and_then(|series| single(&series, ctx.wall, policy.max_age()));
+            self.note_policy(signal.as_ref().err());
+            return vec![(name.to_owned(), signal)];
+        };
+        let series = match answer {
+            Ok(series) => series,
+            Err(e) => {
+                self.note_policy(Some(&e));
+                if self.members.is_empty() {
+                    ctx.metrics.no_data(name, e.reason(), 1);
+                }
+                return self
+                    .members
+                    .keys()
+                    .map(|m| (m.clone(), Err(e.clone())))
+                    .collect();
+            }
+        };
+        let found = per_label(&series, label, ctx.wall, policy.max_age());
+        if found.is_empty() && self.members.is_empty() {
+            self.note_policy(Some(&NoData::Empty));
+            ctx.metrics.no_data(name, NoData::Empty.reason(), 1);
+        } else {
+            self.note_policy(None);
+        }
+        let mut signals: BTreeMap<String, Result<f64, NoData>> = found
+            .into_iter()
+            .map(|(value, signal)| (format!("{name}{value}"), signal))
+            .collect();
+        self.members.retain(|member, state| {
+            if signals.contains_key(member) {
+                state.absent = 0;
+                return true;
+            }
+            state.absent += 1;
+            if state.absent > FORGET_AFTER {
+                tracing::info!(throttle = %member, policy = %name, "left the template's answer; no longer controlled");
+                ctx.metrics.forget_throttle(member);
+                return false;
+            }
+            signals.insert(member.clone(), Err(NoData::Empty));
+            true
+        });
+        signals.into_iter().collect()
+    }
+
+    /// Logs the moment a policy loses its signal and the moment it is back, once each.
+    fn note_policy(&mut self, problem: Option<&NoData>) {
+        let policy = self.policy.name();
+        match (problem, self.failing) {
+            (Some(e), was) if was != Some(e.reason()) => {
+                tracing::warn!(policy, reason = e.reason(), error = %e, on_no_data = ?self.policy.throttle.on_no_data, "no usable signal");
+                self.failing = Some(e.reason());
+            }
+            (None, Some(_)) => {
+                tracing::info!(policy, "signal usable again");
+                self.failing = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One event per knob change: INFO when written or in a dry run, DEBUG in shadow (the
+/// leader logs the same change).
+fn log_change(c: &KnobChange, mode: Mode) {
+    let from = c.old.map_or_else(|| "none".to_owned(), |k| show(&k));
+    let to = show(&c.new);
+    let signal = c
+        .signal
+        .map_or_else(|| "none".to_owned(), |s| s.to_string());
+    match mode {
+        Mode::Write => {
+            tracing::info!(throttle = %c.name, %from, %to, %signal, law = c.law, reason = %c.reason, "knobs changed");
+        }
+        Mode::DryRun => {
+            tracing::info!(throttle = %c.name, %from, %to, %signal, law = c.law, reason = %c.reason, "knobs would change (dry run)");
+        }
+        Mode::Shadow => {
+            tracing::debug!(throttle = %c.name, %from, %to, %signal, law = c.law, reason = %c.reason, "knobs would change (shadow)");
+        }
+    }
+}
+
+fn show(k: &Knobs) -> String {
+    format!("rps={} burst={} window={}", k.rps, k.burst, k.window)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+//! The tick against an in-memory source and store: what is written, in which mode, and what
+//! happens when a side fails.
+
+use super::*;
+use crate::daemon::config::parse;
+use crate::daemon::fakes::{FakeSource, MemStore};
+use crate::daemon::source::Series;
+
+const PLAIN: &str = r"
+throttles:
+  - name: orders-db
+    defaults: { rps: 100 }
+    bounds: { min_rps: 10, max_rps: 200 }
+    signal: { query: 'latency', target: 0.25 }
+    control: { law: aimd, increase: 10, decrease: 0.5 }
+    on_no_data: min
+";
+
+const TEMPLATE: &str = r"
+throttles:
+  - name: 'tenant-'
+    defaults: { rps: 100 }
+    bounds: { min_rps: 10, max_rps: 200 }
+    signal: { query: 'load', target: 1, name_label: tenant }
+    control: { law: aimd, increase: 10, decrease: 0.5 }
+    on_no_data: defaults
+";
+
+fn state(yaml: &str) -> PolicyState {
+    let config = parse(yaml, "test").expect("valid config");
+    let throttle = config.throttles[0].clone();
+    PolicyState::new(Arc::new(Policy {
+        throttle,
+        interval: Duration::from_secs(10),
+    }))
+}
+
+const NOW: f64 = 1_000_000.0;
+
+fn sample(value: f64, labels: &[(&str, &str)]) -> Series {
+    Series {
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        value,
+        timestamp: NOW,
+    }
+}
+
+struct World {
+    source: FakeSource,
+    store: MemStore,
+    metrics: Metrics,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            source: FakeSource::default(),
+            store: MemStore::default(),
+            metrics: Metrics::new(),
+        }
+    }
+
+    async fn tick(&self, state: &mut PolicyState, mode: Mode, tick: u64) -> crate::Result<Report> {
+        let mode = move || mode;
+        let ctx = Ctx {
+            source: &self.source,
+            store: &self.store,
+            metrics: &self.metrics,
+            mode: &mode,
+            now: Duration::from_secs(10 * tick),
+            wall: NOW,
+        };
+        state.reconcile(&ctx).await
+    }
+}
+
+#[tokio::test]
+async fn an_overloaded_signal_lowers_rps_and_explains_it() {
+    let w = World::new();
+    let mut s = state(PLAIN);
+    w.source.set(Ok(vec![sample(0.5, &[])]));
+    let report = w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(report.changes, 1);
+    assert_eq!(w.store.rps("orders-db"), Some(50.0));
+    let writes = w.store.writes.lock().unwrap().clone();
+    assert_eq!(writes[0].old, None, "nothing was stored before");
+    assert_eq!(writes[0].signal, Some(0.5));
+    assert_eq!(writes[0].law, "aimd");
+    assert_eq!(writes[0].reason, "overloaded");
+    let text = w.metrics.encode();
+    assert!(
+        text.contains(r#"regulator_knob{throttle="orders-db",knob="rps"} 50.0"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"regulator_decisions_total{policy="orders-db",direction="down"} 1"#));
+    assert!(text.contains(r#"regulator_knob_writes_total{policy="orders-db"} 1"#));
+}
+
+#[tokio::test]
+async fn a_knob_set_by_hand_is_where_control_continues() {
+    let w = World::new();
+    let mut s = state(PLAIN);
+    w.store.knobs.lock().unwrap().insert(
+        "orders-db".into(),
+        StoredKnobs::Valid(Knobs::with_rps(40.0)),
+    );
+    w.source.set(Ok(vec![sample(0.1, &[])]));
+    w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(w.store.rps("orders-db"), Some(50.0), "40 + 10");
+    let writes = w.store.writes.lock().unwrap().clone();
+    assert_eq!(writes[0].old, Some(Knobs::with_rps(40.0)));
+}
+
+#[tokio::test]
+async fn unchanged_knobs_are_not_rewritten() {
+    let w = World::new();
+    let mut s = state(PLAIN);
+    w.store.knobs.lock().unwrap().insert(
+        "orders-db".into(),
+        StoredKnobs::Valid(Knobs::with_rps(100.0)),
+    );
+    w.source.set(Ok(vec![sample(0.25, &[])]));
+    let report = w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(report.changes, 0, "within the deadband");
+    assert!(w.store.writes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn shadow_and_dry_run_compute_but_never_write() {
+    for mode in [Mode::Shadow, Mode::DryRun] {
+        let w = World::new();
+        let mut s = state(PLAIN);
+        w.source.set(Ok(vec![sample(0.5, &[])]));
+        let report = w.tick(&mut s, mode, 1).await.unwrap();
+        assert_eq!(report.changes, 1);
+        assert!(w.store.writes.lock().unwrap().is_empty(), "{mode:?}");
+        assert!(
+            w.metrics
+                .encode()
+                .contains(r#"regulator_knob{throttle="orders-db",knob="rps"} 50.0"#),
+            "{mode:?} exposes what it would write"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_data_applies_the_policy_and_counts_the_reason() {
+    let w = World::new();
+    let mut s = state(PLAIN);
+    w.source.set(Err(NoData::Timeout));
+    let report = w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(report.no_data, 1);
+    assert_eq!(w.store.rps("orders-db"), Some(10.0), "on_no_data: min");
+    assert_eq!(w.store.writes.lock().unwrap()[0].reason, "no data: min");
+    let text = w.metrics.encode();
+    assert!(text.contains(r#"regulator_no_data_total{policy="orders-db",reason="timeout"} 1"#));
+    assert!(
+        text.contains(r#"regulator_signal{throttle="orders-db"} NaN"#),
+        "{text}"
+    );
+
+    // A stale sample is no data too.
+    let mut old = sample(0.1, &[]);
+    old.timestamp = NOW - 60.0;
+    w.source.set(Ok(vec![old]));
+    w.tick(&mut s, Mode::Write, 2).await.unwrap();
+    assert!(
+        w.metrics
+            .encode()
+            .contains(r#"regulator_no_data_total{policy="orders-db",reason="stale"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_read_writes_nothing_and_keeps_the_controller() {
+    let w = World::new();
+    let mut s = state(PLAIN);
+    *w.store.down.lock().unwrap() = true;
+    w.source.set(Ok(vec![sample(0.5, &[])]));
+    let err = w.tick(&mut s, Mode::Write, 1).await.unwrap_err();
+    assert_eq!(err.kind(), "timeout");
+    assert!(w.store.writes.lock().unwrap().is_empty());
+    assert_eq!(s.throttles().count(), 0, "no controller was stepped");
+    *w.store.down.lock().unwrap() = false;
+    w.tick(&mut s, Mode::Write, 2).await.unwrap();
+    assert_eq!(w.store.rps("orders-db"), Some(50.0));
+}
+
+#[tokio::test]
+async fn unusable_stored_knobs_are_replaced() {
+    let w = World::new();
+    let mut s = state(PLAIN);
+    w.store.knobs.lock().unwrap().insert(
+        "orders-db".into(),
+        StoredKnobs::Invalid("rps is not a number".into()),
+    );
+    w.source.set(Ok(vec![sample(0.25, &[])]));
+    w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(
+        w.store.rps("orders-db"),
+        Some(100.0),
+        "the policy's defaults"
+    );
+}
+
+#[tokio::test]
+async fn a_template_governs_one_throttle_per_series() {
+    let w = World::new();
+    let mut s = state(TEMPLATE);
+    w.source.set(Ok(vec![
+        sample(2.0, &[("tenant", "acme")]),
+        sample(0.5, &[("tenant", "globex")]),
+        sample(0.5, &[("tenant", "initech")]),
+        sample(0.5, &[("tenant", "initech")]),
+        sample(0.5, &[("job", "other")]),
+    ]));
+    let report = w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(report.throttles, 3);
+    assert_eq!(w.store.rps("tenant-acme"), Some(50.0));
+    assert_eq!(w.store.rps("tenant-globex"), Some(110.0));
+    assert_eq!(
+        w.store.rps("tenant-initech"),
+        Some(100.0),
+        "ambiguous: defaults"
+    );
+
+    // A tenant that leaves the answer gets on_no_data, then is forgotten.
+    w.source.set(Ok(vec![sample(0.5, &[("tenant", "globex")])]));
+    for tick in 2..=u64::from(FORGET_AFTER) + 1 {
+        let report = w.tick(&mut s, Mode::Write, tick).await.unwrap();
+        assert_eq!(report.throttles, 3, "tick {tick}");
+    }
+    assert_eq!(
+        w.store.rps("tenant-acme"),
+        Some(100.0),
+        "on_no_data: defaults"
+    );
+    let report = w.tick(&mut s, Mode::Write, 20).await.unwrap();
+    assert_eq!(report.throttles, 1);
+    assert_eq!(s.throttles().collect::<Vec<_>>(), ["tenant-globex"]);
+    assert!(!w.metrics.encode().contains("tenant-acme"));
+}
+
+#[tokio::test]
+async fn a_failed_template_query_reaches_every_known_throttle() {
+    let w = World::new();
+    let mut s = state(TEMPLATE);
+    w.source.set(Ok(vec![
+        sample(2.0, &[("tenant", "a")]),
+        sample(2.0, &[("tenant", "b")]),
+    ]));
+    w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(w.store.rps("tenant-a"), Some(50.0));
+    w.source.set(Err(NoData::Http(502)));
+    let report = w.tick(&mut s, Mode::Write, 2).await.unwrap();
+    assert_eq!(report.no_data, 2);
+    assert_eq!(w.store.rps("tenant-a"), Some(100.0));
+    assert_eq!(w.store.rps("tenant-b"), Some(100.0));
+    assert!(
+        w.metrics
+            .encode()
+            .contains(r#"regulator_no_data_total{policy="tenant-",reason="http_error"} 2"#)
+    );
+}
