@@ -103,7 +103,7 @@ pub async fn lead(
         match lease.release().await {
             Ok(()) => tracing::info!("lease released"),
             Err(e) => {
-                tracing::warn!(error = %e, "could not release the lease; it expires on its own")
+                tracing::warn!(error = %e, "could not release the lease; it expires on its own");
             }
         }
     }
