@@ -45,13 +45,16 @@ impl Leadership {
     }
 }
 
-/// Takes and renews the lease until `token` is cancelled, then gives it up.
+/// Takes and renews the lease until `token` is cancelled, then gives it up. `first` is told
+/// when the first attempt is over, so a leader's first tick already writes.
 pub async fn lead(
     leadership: Arc<Leadership>,
     backends: watch::Receiver<Arc<Backends>>,
     metrics: Arc<Metrics>,
     token: CancellationToken,
+    first: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut first = Some(first);
     let me = Lease::new_token();
     let mut held: Option<Lease> = None;
     let mut was_leader = false;
@@ -91,6 +94,9 @@ pub async fn lead(
                 tracing::info!(key = %b.leader.key, "not the leader: computing in shadow");
             }
             was_leader = leader;
+        }
+        if let Some(first) = first.take() {
+            let _ = first.send(());
         }
         tokio::select! {
             () = token.cancelled() => break,

@@ -163,14 +163,20 @@ impl Daemon {
         let http = tokio::spawn(http::serve(listener, endpoints.clone(), http_token.clone()));
         let (backends_tx, backends_rx) = watch::channel(backends);
         let lease_token = CancellationToken::new();
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         let lease = (!options.dry_run).then(|| {
             tokio::spawn(leader::lead(
                 Arc::clone(&shared.leadership),
                 backends_rx,
                 Arc::clone(&metrics),
                 lease_token.clone(),
+                first_tx,
             ))
         });
+        if lease.is_some() {
+            // Bounded: a Redis that is down costs at most its connect timeout here.
+            let _ = tokio::time::timeout(Duration::from_secs(3), first_rx).await;
+        }
         let handle = Handle {
             reload: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),

@@ -36,3 +36,5 @@ pub fn grid() -> impl Iterator<Item = Knobs> {
 pub fn name(prefix: &str, k: Knobs) -> String {
     format!("{prefix}-{}-{}-{}", k.rps, k.burst, k.window)
 }
+
+pub mod stack;

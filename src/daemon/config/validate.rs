@@ -23,6 +23,11 @@ pub(super) fn validate(c: &Config, indices: &[usize]) -> Problems {
         format!("{:?} is not a redis:// or rediss:// URL", c.redis.url),
     );
     check(
+        !c.redis.cluster,
+        "redis.cluster",
+        "Redis Cluster is not supported by the daemon yet; point it at a standalone Redis".into(),
+    );
+    check(
         !c.redis.timeout.is_zero(),
         "redis.timeout",
         "must be above 0".into(),
