@@ -144,7 +144,7 @@ async fn prometheus_down_applies_on_no_data_and_control_resumes_when_it_returns(
     blocking(move || {
         s.lock()
             .unwrap()
-            .wait_rps("orders-db", Duration::from_secs(5), |r| r == 2.0)
+            .wait_rps("orders-db", Duration::from_secs(5), |r| r == 0.01)
     })
     .await;
     let text = daemon.handle().metrics();
@@ -165,7 +165,7 @@ async fn prometheus_down_applies_on_no_data_and_control_resumes_when_it_returns(
         let mut s = s.lock().unwrap();
         s.prometheus.restart().expect("restart prometheus");
         s.wait_scraped("db_latency", 1);
-        s.wait_rps("orders-db", Duration::from_secs(10), |r| r > 2.0);
+        s.wait_rps("orders-db", Duration::from_secs(10), |r| r > 0.01);
     })
     .await;
     daemon.handle().shutdown();
@@ -407,7 +407,9 @@ async fn a_limitlion_worker_obeys_the_knobs_the_daemon_writes() {
     stack.exporter.set("db_latency", 100.0);
     let s = stack.clone();
     blocking(move || s.wait_scraped("db_latency", 1)).await;
-    let daemon = start(&stack, &policy("orders-db", "db_latency", "hold"), quiet()).await;
+    let throttles =
+        policy("orders-db", "db_latency", "hold").replace("min_rps: 0.01", "min_rps: 2");
+    let daemon = start(&stack, &throttles, quiet()).await;
     // Halving from 100 each tick reaches the floor, 2 rps.
     let s = stack.clone();
     blocking(move || s.wait_rps("orders-db", Duration::from_secs(15), |r| r == 2.0)).await;

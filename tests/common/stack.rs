@@ -81,10 +81,11 @@ impl Stack {
     }
 }
 
-/// A throttle policy on gauge `series`, target 1, rps 100 in [2, 200], aimd +50 / ×0.5.
+/// A throttle policy on gauge `series`, target 1, rps 100 in [0.01, 200], aimd +50 / ×0.5
+/// (halving from 100 takes 14 ticks to reach the floor).
 pub fn policy(name: &str, series: &str, on_no_data: &str) -> String {
     format!(
-        "  - name: {name}\n    defaults: {{ rps: 100 }}\n    bounds: {{ min_rps: 2, max_rps: 200 }}\n    \
+        "  - name: {name}\n    defaults: {{ rps: 100 }}\n    bounds: {{ min_rps: 0.01, max_rps: 200 }}\n    \
          signal: {{ query: '{series}', target: 1 }}\n    \
          control: {{ law: aimd, increase: 50, decrease: 0.5 }}\n    on_no_data: {on_no_data}\n"
     )

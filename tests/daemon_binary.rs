@@ -1,0 +1,243 @@
+//! `regulator run` as the built binary, driven by Unix signals: SIGTERM drains and exits 0,
+//! a second signal forces, SIGHUP reloads (or keeps the running config), and a killed leader
+//! is replaced within its lease.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::stack::{Stack, policy};
+use regulator::testing::{Answer, Scripted, free_port};
+
+struct Regulator {
+    child: Child,
+    port: u16,
+}
+
+impl Regulator {
+    /// `regulator run --config FILE`, after rewriting `listen` to a free port.
+    fn start(config: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let text = std::fs::read_to_string(config).unwrap();
+        std::fs::write(
+            config,
+            text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_regulator"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start regulator");
+        let r = Self { child, port };
+        let start = Instant::now();
+        while r.get("/healthz").is_none() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no /healthz");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let status = out.get(9..12)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n")?.1.to_owned();
+        Some((status, body))
+    }
+
+    fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics")?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < within, "still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_metric(&self, series: &str, within: Duration, ok: impl Fn(f64) -> bool) {
+        let start = Instant::now();
+        while !self.metric(series).is_some_and(&ok) {
+            assert!(
+                start.elapsed() < within,
+                "{series} = {:?} after {within:?}",
+                self.metric(series)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Regulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn sigterm_exits_0_within_2_seconds_and_releases_the_lease() {
+    let stack = Stack::start();
+    stack.exporter.set("db_latency", 3.0);
+    stack.wait_scraped("db_latency", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "r.yaml",
+        &stack.config(&policy("db", "db_latency", "hold")),
+    );
+    let mut r = Regulator::start(&path, &["--log-format", "json"]);
+    r.wait_metric("regulator_leader", Duration::from_secs(5), |v| v == 1.0);
+    stack.wait_rps("db", Duration::from_secs(5), |v| v < 100.0);
+    assert_eq!(r.get("/readyz").map(|(s, _)| s), Some(200));
+
+    let sent = Instant::now();
+    r.signal("TERM");
+    let status = r.wait_exit(Duration::from_secs(2));
+    eprintln!("exited {status} {:?} after SIGTERM", sent.elapsed());
+    assert_eq!(status.code(), Some(0));
+    let lease: Option<String> = stack.redis.cmd(&["GET", "regulator:leader"]);
+    assert_eq!(lease, None, "released on the way out");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_while_a_tick_hangs() {
+    let stack = Stack::start();
+    let hang = Scripted::start(Answer::Hang).unwrap();
+    let text = stack
+        .config(&policy("db", "db_latency", "hold"))
+        .replace(&stack.prometheus.url(), &hang.url())
+        .replace("timeout: 1s", "timeout: 30s");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "r.yaml", &text);
+    let mut r = Regulator::start(&path, &["--drain", "60s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    r.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        r.child.try_wait().unwrap().is_none(),
+        "draining a tick in flight"
+    );
+    r.signal("INT");
+    let status = r.wait_exit(Duration::from_secs(2));
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn sighup_keeps_a_broken_config_out_and_takes_a_good_one() {
+    let stack = Stack::start();
+    stack.exporter.set("db_latency", 3.0);
+    stack.exporter.set("api_latency", 3.0);
+    stack.wait_scraped("api_latency", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "r.yaml",
+        &stack.config(&policy("db", "db_latency", "hold")),
+    );
+    let r = Regulator::start(&path, &[]);
+    stack.wait_rps("db", Duration::from_secs(5), |v| v < 100.0);
+    let good = std::fs::read_to_string(&path).unwrap();
+
+    // An atomic replace, as editors and config managers do, with a bound out of range.
+    let broken = good.replace("max_rps: 200", "max_rps: -5");
+    let tmp = write_config(dir.path(), "r.yaml.new", &broken);
+    std::fs::rename(&tmp, &path).unwrap();
+    r.signal("HUP");
+    r.wait_metric(
+        r#"regulator_reloads_total{result="error"}"#,
+        Duration::from_secs(5),
+        |v| v >= 1.0,
+    );
+    let before = stack.rps("db").unwrap();
+    stack.wait_rps("db", Duration::from_secs(5), |v| v < before);
+    assert_eq!(r.metric(r#"regulator_throttles{policy="db"}"#), Some(1.0));
+
+    let added = format!("{good}{}", policy("api", "api_latency", "hold"));
+    let tmp = write_config(dir.path(), "r.yaml.new", &added);
+    std::fs::rename(&tmp, &path).unwrap();
+    r.signal("HUP");
+    stack.wait_rps("api", Duration::from_secs(5), |v| v < 100.0);
+    r.wait_metric(
+        r#"regulator_reloads_total{result="ok"}"#,
+        Duration::from_secs(5),
+        |v| v >= 1.0,
+    );
+}
+
+#[test]
+fn a_killed_leader_is_replaced_within_its_lease() {
+    let stack = Stack::start();
+    stack.exporter.set("db_latency", 3.0);
+    stack.wait_scraped("db_latency", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let text = stack.config(&policy("db", "db_latency", "hold"));
+    let a = Regulator::start(&write_config(dir.path(), "a.yaml", &text), &[]);
+    a.wait_metric("regulator_leader", Duration::from_secs(5), |v| v == 1.0);
+    let mut b = Regulator::start(&write_config(dir.path(), "b.yaml", &text), &[]);
+    b.wait_metric("regulator_leader", Duration::from_secs(5), |v| v == 0.0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        a.metric("regulator_leader"),
+        Some(1.0),
+        "exactly one writer"
+    );
+    assert_eq!(b.metric("regulator_leader"), Some(0.0));
+    assert_eq!(
+        b.metric(r#"regulator_knob_writes_total{policy="db"}"#),
+        None
+    );
+
+    // SIGKILL: no release. The 3 s lease runs out and b takes over.
+    let mut a = a;
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(2));
+    let killed = Instant::now();
+    b.wait_metric("regulator_leader", Duration::from_secs(6), |v| v == 1.0);
+    eprintln!("takeover {:?} after the kill", killed.elapsed());
+    b.wait_metric(
+        r#"regulator_knob_writes_total{policy="db"}"#,
+        Duration::from_secs(5),
+        |v| v >= 1.0,
+    );
+    b.signal("TERM");
+    assert_eq!(b.wait_exit(Duration::from_secs(2)).code(), Some(0));
+}
