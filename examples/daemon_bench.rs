@@ -1,0 +1,151 @@
+//! The daemon at scale: one templated policy governing N throttles (10,000 by default) from
+//! one query, against a real `prometheus` and `redis-server`. Every throttle is overloaded,
+//! so every tick changes (and writes, and logs) every throttle: the worst case.
+//!
+//! Reports each tick's wall time (query, compute, write), the knob changes it wrote, and the
+//! daemon's resident memory (peak and current), read from `/proc`.
+//!
+//! ```text
+//! cargo build --release && cargo run --release --example daemon_bench -- [N] [TICKS]
+//! ```
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use regulator::testing::{Exporter, PrometheusServer, RedisServer};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map_or(10_000, |a| a.parse().expect("N"));
+    let ticks: usize = args.next().map_or(6, |a| a.parse().expect("TICKS"));
+    let binary = std::env::current_exe()
+        .expect("own path")
+        .parent()
+        .and_then(|examples| examples.parent())
+        .expect("target dir")
+        .join("regulator");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release` first",
+        binary.display()
+    );
+
+    let (redis, _exporter, prometheus) = stack(n);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &redis.url(), &prometheus.url());
+    let log = dir.path().join("daemon.log");
+    let mut child = Command::new(&binary)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,regulator::daemon::schedule=debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start regulator");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let log_path = log.clone();
+    std::thread::spawn(move || {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(log_path).expect("log"));
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            if line.contains(r#""message":"tick""#) {
+                let v: serde_json::Value = serde_json::from_str(&line).expect("json log");
+                let _ = tx.send((
+                    v["throttles"].as_u64().unwrap_or(0),
+                    v["changes"].as_u64().unwrap_or(0),
+                    v["seconds"].as_f64().unwrap_or(f64::NAN),
+                ));
+            }
+        }
+    });
+
+    println!("{n} throttles from one templated query; every tick changes every throttle");
+    println!("tick  throttles  changes  seconds  rss_mib");
+    let mut worst: f64 = 0.0;
+    let mut peak_rss: f64 = 0.0;
+    for tick in 1..=ticks {
+        let (throttles, changes, seconds) = loop {
+            peak_rss = peak_rss.max(rss_mib(pid, "VmRSS"));
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(t) => break t,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(e) => panic!("daemon log ended: {e}"),
+            }
+        };
+        worst = worst.max(seconds);
+        println!(
+            "{tick:>4}  {throttles:>9}  {changes:>7}  {seconds:>7.3}  {:>7.1}",
+            rss_mib(pid, "VmRSS")
+        );
+    }
+    let hwm = rss_mib(pid, "VmHWM");
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let status = child.wait().expect("wait");
+    println!("slowest tick: {worst:.3} s (target <= 1 s)");
+    println!("peak RSS: {hwm:.1} MiB (VmHWM; target <= 64 MiB); sampled max {peak_rss:.1} MiB");
+    println!(
+        "daemon exit: {status}; log: {} lines",
+        std::fs::read_to_string(&log).map_or(0, |l| l.lines().count())
+    );
+}
+
+/// Redis, an exporter with `n` tenant gauges, and a Prometheus that has scraped them all.
+fn stack(n: usize) -> (RedisServer, Exporter, PrometheusServer) {
+    let redis = RedisServer::start().expect("start redis-server");
+    let exporter = Exporter::start().expect("start exporter");
+    for i in 0..n {
+        exporter.set(&format!("tenant_load{{tenant=\"t{i:05}\"}}"), 3.0);
+    }
+    let prometheus = PrometheusServer::start(&[exporter.target()]).expect("start prometheus");
+    let scraped = Instant::now();
+    loop {
+        if let Ok((200, body)) = prometheus.get("/api/v1/query?query=count(tenant_load)") {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+            if v["data"]["result"][0]["value"][1].as_str() == Some(&n.to_string()) {
+                break;
+            }
+        }
+        assert!(scraped.elapsed() < Duration::from_secs(60), "never scraped");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    (redis, exporter, prometheus)
+}
+
+/// One templated policy over every tenant, ticking every 5 s.
+fn write_config(dir: &std::path::Path, redis: &str, prometheus: &str) -> std::path::PathBuf {
+    let config = dir.join("bench.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis: {{ url: \"{redis}\", timeout: 1s }}\n\
+             prometheus: {{ url: \"{prometheus}\", timeout: 10s }}\n\
+             listen: \"127.0.0.1:0\"\n\
+             interval: 5s\n\
+             throttles:\n\
+             \x20 - name: 'tenant-'\n\
+             \x20   defaults: {{ rps: 1000 }}\n\
+             \x20   bounds: {{ min_rps: 0.000001, max_rps: 2000 }}\n\
+             \x20   signal: {{ query: 'tenant_load', target: 1, name_label: tenant }}\n\
+             \x20   control: {{ law: aimd, decrease: 0.5 }}\n"
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// A memory figure of `pid` from `/proc/<pid>/status`, in MiB.
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
