@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use regulator::daemon::status::{ThrottleStatus, table};
+use regulator::daemon::status::{ThrottleStatus, last_change, table};
 use regulator::{Client, KnobsUpdate};
 
 /// Adaptive throttles for fleets of workers that share rate limits through Redis.
@@ -80,7 +80,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Show each throttle's knobs, bucket tokens and TTLs.
+    /// Show each throttle's knobs, bucket tokens, TTLs and the daemon's last change.
     Status {
         #[command(flatten)]
         redis: RedisArgs,
@@ -173,7 +173,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut rows = Vec::with_capacity(names.len());
             for name in names {
                 let state = client.get(&name).await?;
-                rows.push(ThrottleStatus { name, state });
+                let last_change = last_change(&client, &name).await?;
+                rows.push(ThrottleStatus {
+                    name,
+                    state,
+                    last_change,
+                });
             }
             if json {
                 for row in &rows {

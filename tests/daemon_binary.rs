@@ -128,6 +128,17 @@ fn sigterm_exits_0_within_2_seconds_and_releases_the_lease() {
     r.wait_metric("regulator_leader", Duration::from_secs(5), |v| v == 1.0);
     stack.wait_rps("db", Duration::from_secs(5), |v| v < 100.0);
     assert_eq!(r.get("/readyz").map(|(s, _)| s), Some(200));
+    let status = Command::new(env!("CARGO_BIN_EXE_regulator"))
+        .args(["status", "--redis", &stack.redis.url(), "db"])
+        .output()
+        .expect("regulator status");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.contains("LAST CHANGE")
+            && table.contains(" ago: rps ")
+            && table.contains("(overloaded, signal 3)"),
+        "{table}"
+    );
 
     let sent = Instant::now();
     r.signal("TERM");

@@ -6,13 +6,98 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::client::model;
 use crate::{StoredKnobs, ThrottleState};
 
-/// One throttle's state, read with [`crate::Client::get`].
+/// One throttle's state, read with [`crate::Client::get`] and [`last_change`].
 #[derive(Debug, Clone)]
 pub struct ThrottleStatus {
     /// The throttle's name.
     pub name: String,
     /// What Redis holds.
     pub state: ThrottleState,
+    /// The daemon's last change, from the history stream.
+    pub last_change: Option<LastChange>,
+}
+
+/// The newest entry of `throttle:<name>:history`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LastChange {
+    /// When, Unix milliseconds.
+    pub ts_ms: u64,
+    /// `rps` before (empty when nothing usable was stored).
+    pub old_rps: String,
+    /// `rps` after.
+    pub rps: String,
+    /// The signal value (empty without data).
+    pub signal: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl LastChange {
+    fn from_fields(fields: &[(String, String)]) -> Self {
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == k)
+                .map_or_else(String::new, |(_, v)| v.clone())
+        };
+        Self {
+            ts_ms: get("ts_ms").parse().unwrap_or(0),
+            old_rps: get("old_rps"),
+            rps: get("rps"),
+            signal: get("signal"),
+            reason: get("reason"),
+        }
+    }
+
+    /// `12s ago: rps 100 -> 50 (overloaded, signal 0.4)`.
+    #[must_use]
+    pub fn describe(&self, now_ms: u64) -> String {
+        let ago = Duration::from_secs(now_ms.saturating_sub(self.ts_ms) / 1000);
+        let old = if self.old_rps.is_empty() {
+            "none"
+        } else {
+            &self.old_rps
+        };
+        let signal = if self.signal.is_empty() {
+            String::new()
+        } else {
+            format!(", signal {}", self.signal)
+        };
+        format!(
+            "{} ago: rps {old} -> {} ({}{signal})",
+            humantime::format_duration(ago),
+            self.rps,
+            self.reason
+        )
+    }
+}
+
+/// The daemon's last change to `name`, if it made any that is still in the history.
+///
+/// # Errors
+/// The connection's errors.
+pub async fn last_change(client: &crate::Client, name: &str) -> crate::Result<Option<LastChange>> {
+    let key = client.keys().history(name);
+    let key = &key;
+    let entries: Vec<(String, Vec<(String, String)>)> = client
+        .call(false, |mut conn| async move {
+            redis::cmd("XREVRANGE")
+                .arg(key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await
+        })
+        .await?;
+    Ok(entries.first().map(|(_, f)| LastChange::from_fields(f)))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl ThrottleStatus {
@@ -45,8 +130,21 @@ impl ThrottleStatus {
             ),
             StoredKnobs::Invalid(why) => ("null".to_owned(), Some(why)),
         };
+        let last = self.last_change.as_ref().map_or_else(
+            || "null".to_owned(),
+            |c| {
+                format!(
+                    r#"{{"ts_ms":{},"old_rps":{},"rps":{},"signal":{},"reason":{}}}"#,
+                    c.ts_ms,
+                    json_str(Some(&c.old_rps)),
+                    json_str(Some(&c.rps)),
+                    json_str(Some(&c.signal)),
+                    json_str(Some(&c.reason)),
+                )
+            },
+        );
         format!(
-            r#"{{"name":{},"knobs":{},"knobs_invalid":{},"raw":{{"rps":{},"burst":{},"window":{}}},"tokens":{},"tokens_now":{},"refreshed":{},"knobs_ttl_s":{},"bucket_ttl_s":{}}}"#,
+            r#"{{"name":{},"knobs":{},"knobs_invalid":{},"raw":{{"rps":{},"burst":{},"window":{}}},"tokens":{},"tokens_now":{},"refreshed":{},"knobs_ttl_s":{},"bucket_ttl_s":{},"last_change":{}}}"#,
             json_str(Some(&self.name)),
             knobs,
             json_str(problem.as_deref()),
@@ -58,6 +156,7 @@ impl ThrottleStatus {
             json_num(s.bucket().refreshed),
             json_num(s.knobs_ttl.map(|d| d.as_secs_f64())),
             json_num(s.bucket_ttl.map(|d| d.as_secs_f64())),
+            last,
         )
     }
 }
@@ -66,9 +165,10 @@ impl ThrottleStatus {
 #[must_use]
 pub fn table(rows: &[ThrottleStatus]) -> String {
     let mut out = format!(
-        "{:<24} {:>10} {:>7} {:>7} {:>10} {:>12} {:>12}\n",
+        "{:<24} {:>10} {:>7} {:>7} {:>10} {:>12} {:>12}  LAST CHANGE\n",
         "THROTTLE", "RPS", "BURST", "WINDOW", "TOKENS", "KNOBS TTL", "BUCKET TTL"
     );
+    let now = now_ms();
     for row in rows {
         let s = &row.state;
         let (rps, burst, window) = match s.knobs() {
@@ -82,7 +182,7 @@ pub fn table(rows: &[ThrottleStatus]) -> String {
             .map_or_else(|| "-".to_owned(), |t| t.to_string());
         let _ = writeln!(
             out,
-            "{:<24} {:>10} {:>7} {:>7} {:>10} {:>12} {:>12}",
+            "{:<24} {:>10} {:>7} {:>7} {:>10} {:>12} {:>12}  {}",
             row.name,
             rps,
             burst,
@@ -90,6 +190,9 @@ pub fn table(rows: &[ThrottleStatus]) -> String {
             tokens,
             ttl(s.knobs_ttl, s.rps.is_some()),
             ttl(s.bucket_ttl, s.tokens.is_some()),
+            row.last_change
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |c| c.describe(now)),
         );
     }
     out
@@ -131,6 +234,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_last_change_reads_as_a_sentence() {
+        let fields: Vec<(String, String)> = [
+            ("ts_ms", "1000"),
+            ("old_rps", "100"),
+            ("rps", "50"),
+            ("signal", "0.4"),
+            ("reason", "overloaded"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let c = LastChange::from_fields(&fields);
+        assert_eq!(
+            c.describe(13_000),
+            "12s ago: rps 100 -> 50 (overloaded, signal 0.4)"
+        );
+    }
+
+    #[test]
     fn json_escapes_names_people_type() {
         assert_eq!(json_str(Some("a\"b\\c\nd")), r#""a\"b\\c\u000ad""#);
         assert_eq!(json_num(Some(f64::NAN)), "null");
@@ -144,6 +266,7 @@ mod tests {
                 rps: Some("abc".into()),
                 ..ThrottleState::default()
             },
+            last_change: None,
         };
         assert!(table(std::slice::from_ref(&row)).contains("INVALID"));
         assert!(row.to_json().contains(r#""knobs":null"#));
