@@ -8,7 +8,7 @@ help: ## List the targets
 deps: ## Install redis-server, prometheus, cargo-nextest and the Python venv (limitlion) if missing
 	@scripts/deps.sh
 
-demo: deps ## Start a private Redis, run workers on one throttle, change its knobs live
+demo: deps ## The whole loop: private Redis and Prometheus, a simulated database, workers, the daemon
 	cargo run --release --example demo
 
 test: deps ## Run every test against real redis-server, prometheus and limitlion

@@ -1,104 +1,124 @@
-//! `make demo`: a private redis-server, a few dozen workers on one throttle, and its knobs
-//! changed mid-run the way an operator (or the daemon) would. Prints one line per second.
+//! `make demo`: the whole loop on one machine. A private `redis-server` and `prometheus`, a
+//! simulated database whose p99 latency climbs as it nears its capacity, 32 workers taking
+//! tokens before each query, and the regulator daemon steering their `rps` so the latency
+//! stays near its 250 ms target, while the database's capacity drops and recovers.
 //!
 //! ```text
-//! cargo run --release --example demo [-- --phase-seconds 5 --workers 32]
+//! cargo run --release --example demo [-- --phase-seconds 20 --workers 32]
 //! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use regulator::testing::RedisServer;
+use regulator::daemon::config::parse;
+use regulator::daemon::status::last_change;
+use regulator::daemon::{Daemon, RunOptions};
+use regulator::testing::{Exporter, PrometheusServer, RedisServer};
 use regulator::{Client, Knobs, StoredKnobs};
 
 const THROTTLE: &str = "orders-db";
+/// What workers use while the daemon has written nothing.
 const DEFAULTS: Knobs = Knobs {
-    rps: 50.0,
+    rps: 200.0,
     burst: 1.0,
     window: 1.0,
 };
 
-/// What the demo does to the knobs, and when.
-enum Step {
-    Set(Knobs, &'static str),
-    Reset(&'static str),
+/// The simulated database: p99 latency of a queue served at `capacity` queries/s, fed at
+/// `rate`: 50 ms when idle, 250 ms at 80% load, capped at 2 s when overrun.
+fn latency(rate: f64, capacity: f64) -> f64 {
+    let utilization = rate / capacity;
+    (0.05 / (1.0 - utilization).max(0.025)).min(2.0)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let phase = arg("--phase-seconds", 5);
+    let phase = arg("--phase-seconds", 20);
     let workers = arg("--workers", 32);
-    let server = RedisServer::start()?;
-    println!(
-        "redis-server on {}; {workers} workers on throttle {THROTTLE:?} (defaults: {} rps, \
-         burst {}, window {} s)",
-        server.url(),
+    let redis = RedisServer::start()?;
+    let exporter = Exporter::start()?;
+    exporter.set("db_p99_latency_seconds", latency(0.0, 150.0));
+    let prometheus = PrometheusServer::start(&[exporter.target()])?;
+    let config = format!(
+        r#"
+redis: {{ url: "{}" }}
+prometheus: {{ url: "{}", timeout: 1s }}
+listen: "127.0.0.1:0"
+interval: 1s
+throttles:
+  - name: {THROTTLE}
+    defaults: {{ rps: {}, burst: {}, window: {} }}
+    bounds: {{ min_rps: 10, max_rps: 400 }}
+    signal: {{ query: db_p99_latency_seconds, target: 0.25 }}
+    control: {{ law: aimd, increase: 8, decrease: 0.75 }}
+    max_step: 0.3
+    deadband: 0.1
+"#,
+        redis.url(),
+        prometheus.url(),
         DEFAULTS.rps,
         DEFAULTS.burst,
-        DEFAULTS.window
+        DEFAULTS.window,
     );
-    let client = Client::connect(&server.url()).await?;
-    let allowed = Arc::new(AtomicU64::new(0));
-    let denied = Arc::new(AtomicU64::new(0));
-    for _ in 0..workers {
-        tokio::spawn(worker(client.clone(), allowed.clone(), denied.clone()));
-    }
+    let daemon = Daemon::start(parse(&config, "demo")?, RunOptions::default()).await?;
+    println!(
+        "redis {} · prometheus {} · daemon /metrics on {}",
+        redis.url(),
+        prometheus.url(),
+        daemon.handle().local_addr()
+    );
+    println!(
+        "{workers} workers on throttle {THROTTLE:?}; the daemon keeps the database's p99 \
+         latency near 250 ms (aimd: +8 rps below target, x0.75 above)\n"
+    );
 
+    let client = Client::connect(&redis.url()).await?;
+    let allowed = Arc::new(AtomicU64::new(0));
+    for _ in 0..workers {
+        tokio::spawn(worker(client.clone(), allowed.clone()));
+    }
     let plan = [
-        Step::Reset("no knobs in Redis: workers use their defaults"),
-        Step::Set(k(200.0, 1.0, 1.0), "headroom: raise to 200 rps"),
-        Step::Set(
-            k(20.0, 2.0, 1.0),
-            "the database hurts: cut to 20 rps, burst 2",
-        ),
-        Step::Reset("knobs deleted: back to the defaults"),
+        (150.0, "the database serves 150 queries/s"),
+        (60.0, "a slow disk: capacity falls to 60 queries/s"),
+        (150.0, "the disk is replaced: back to 150 queries/s"),
     ];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut second = 0;
-    for step in plan {
-        match step {
-            Step::Set(knobs, why) => {
-                client.set_knobs(THROTTLE, knobs, None).await?;
-                println!(
-                    "--- set rps={} burst={} window={}: {why}",
-                    knobs.rps, knobs.burst, knobs.window
-                );
-            }
-            Step::Reset(why) => {
-                client.reset_knobs(THROTTLE).await?;
-                println!("--- reset: {why}");
-            }
-        }
+    for (capacity, what) in plan {
+        println!(
+            "--- {what} (about {} rps keeps p99 at 250 ms)",
+            capacity * 0.8
+        );
         for _ in 0..phase {
             tick.tick().await;
             second += 1;
-            let (a, d) = (
-                allowed.swap(0, Ordering::Relaxed),
-                denied.swap(0, Ordering::Relaxed),
-            );
-            let state = client.get(THROTTLE).await?;
-            let knobs = match state.knobs() {
-                StoredKnobs::Valid(k) => {
-                    format!("rps={} burst={} window={}", k.rps, k.burst, k.window)
-                }
-                StoredKnobs::Absent => "defaults".to_owned(),
+            let rate = allowed.swap(0, Ordering::Relaxed) as f64;
+            let p99 = latency(rate, capacity);
+            exporter.set("db_p99_latency_seconds", p99);
+            let knobs = match client.get(THROTTLE).await?.knobs() {
+                StoredKnobs::Valid(k) => format!("{:>6.1}", k.rps),
+                StoredKnobs::Absent => "  none".to_owned(),
                 StoredKnobs::Invalid(why) => format!("invalid ({why})"),
             };
+            let why = last_change(&client, THROTTLE)
+                .await?
+                .map_or_else(String::new, |c| c.reason);
             println!(
-                "t={second:>3}s  allowed/s={a:>5}  denied/s={d:>6}  tokens={:>5}  knobs: {knobs}",
-                state.tokens.as_deref().unwrap_or("-")
+                "t={second:>3}s  queries/s={rate:>5}  p99={:>5.0} ms  knob rps={knobs}  {why}",
+                p99 * 1000.0
             );
         }
     }
-    println!("done; stopping redis-server");
-    drop(server);
+    println!("\ndone: stopping the daemon, prometheus and redis-server");
+    daemon.handle().shutdown();
+    daemon.wait().await;
     Ok(())
 }
 
-/// A worker: take a token, do a little work; when denied, back off briefly and try again.
-async fn worker(client: Client, allowed: Arc<AtomicU64>, denied: Arc<AtomicU64>) {
+/// A worker: take a token before each query; when denied, sleep on the hint.
+async fn worker(client: Client, allowed: Arc<AtomicU64>) {
     let bucket = client.token_bucket(THROTTLE, DEFAULTS);
     loop {
         match bucket.consume(1.0).await {
@@ -107,8 +127,10 @@ async fn worker(client: Client, allowed: Arc<AtomicU64>, denied: Arc<AtomicU64>)
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Ok(d) => {
-                denied.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(d.sleep.min(Duration::from_millis(25))).await;
+                let pause = d
+                    .sleep
+                    .clamp(Duration::from_millis(1), Duration::from_millis(25));
+                tokio::time::sleep(pause).await;
             }
             Err(e) => {
                 eprintln!("worker: {e}");
@@ -116,10 +138,6 @@ async fn worker(client: Client, allowed: Arc<AtomicU64>, denied: Arc<AtomicU64>)
             }
         }
     }
-}
-
-fn k(rps: f64, burst: f64, window: f64) -> Knobs {
-    Knobs { rps, burst, window }
 }
 
 fn arg(flag: &str, default: u64) -> u64 {
