@@ -27,7 +27,9 @@
 //!   - [`client::model`]: the bucket arithmetic in pure Rust, as the script does it.
 //!   - [`blocking`]: the same API for threaded workers.
 //!   - `error`: [`Error`], one variant per thing a caller can act on.
-//! - `daemon` (feature `daemon`, default): the controller; grows with the daemon work.
+//! - `daemon` (feature `daemon`, default): the controller: config, control laws, Prometheus
+//!   source, knob store, reconcile loop, lease, endpoints, reload and signals (its module docs
+//!   map the files).
 //! - `testing` (feature `test-util`): real `redis-server`, Redis Cluster and `prometheus`
 //!   fixtures on free loopback ports, and the Python venv with limitlion.
 
