@@ -71,15 +71,23 @@ pub async fn lead(
                         let _ = old.release().await;
                     }
                 }
-                let r = b.redis.note(lease.acquire_or_renew().await);
+                let r = b.redis.note(lease.try_lead().await);
                 held = Some(lease);
                 r
             }
             Err(e) => Err(e),
         };
+        let mut next = renew_every(length);
         match outcome {
-            Ok(true) => leadership.set(Some(started + length.mul_f64(0.9))),
-            Ok(false) => leadership.set(None),
+            Ok(s) if s.held => leadership.set(Some(started + length.mul_f64(0.9))),
+            Ok(s) => {
+                leadership.set(None);
+                // A standby tries again just after the holder's lease runs out, so a dead
+                // leader is replaced within one lease, not one lease plus a renewal period.
+                if let Some(left) = s.expires_in {
+                    next = next.min(left + Duration::from_millis(20));
+                }
+            }
             Err(e) => {
                 // Keep the deadline: the lease may still be ours until it passes.
                 tracing::debug!(error = %e, "lease renewal failed");
@@ -100,7 +108,7 @@ pub async fn lead(
         }
         tokio::select! {
             () = token.cancelled() => break,
-            () = tokio::time::sleep(renew_every(length)) => {}
+            () = tokio::time::sleep(next) => {}
         }
     }
     if let Some(lease) = held.filter(|_| leadership.is_leader()) {

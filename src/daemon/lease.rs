@@ -12,6 +12,15 @@ use crate::{Client, Result};
 const LEASE: &str = include_str!("../../lua/lease.lua");
 const RELEASE: &str = include_str!("../../lua/release.lua");
 
+/// What a lease attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// This replica holds the lease.
+    pub held: bool,
+    /// When the lease (this replica's or the holder's) runs out, if it has an expiry.
+    pub expires_in: Option<Duration>,
+}
+
 /// One replica's claim on the lease.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -72,17 +81,30 @@ impl Lease {
     /// The connection's errors: a replica that cannot reach Redis must assume it is not the
     /// leader.
     pub async fn acquire_or_renew(&self) -> Result<bool> {
+        Ok(self.try_lead().await?.held)
+    }
+
+    /// As [`Lease::acquire_or_renew`], saying also how long the lease runs: this replica's
+    /// full length when it holds it, the holder's remaining time when another does.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn try_lead(&self) -> Result<Standing> {
         let ms = u64::try_from(self.length.as_millis()).unwrap_or(u64::MAX);
         let mut invocation = self.scripts.0.key(&*self.key);
         invocation.arg(&*self.token).arg(ms);
         let invocation = &invocation;
-        let held: i64 = self
+        let (held, ttl): (i64, i64) = self
             .client
             .call(true, |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;
-        Ok(held == 1)
+        Ok(Standing {
+            held: held == 1,
+            // PTTL is -1 for a key someone set without expiry: no known end.
+            expires_in: u64::try_from(ttl).ok().map(Duration::from_millis),
+        })
     }
 
     /// Gives the lease up if this replica holds it.
