@@ -113,7 +113,7 @@ throttles:
     }
     println!("\ndone: stopping the daemon, prometheus and redis-server");
     daemon.handle().shutdown();
-    daemon.wait().await;
+    daemon.wait().await?;
     Ok(())
 }
 

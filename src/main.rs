@@ -228,9 +228,12 @@ async fn daemon(path: PathBuf, dry_run: bool, drain: Duration) -> anyhow::Result
         drain,
         ..Default::default()
     };
+    let signals = regulator::daemon::signals::register().context("install signal handlers")?;
     let daemon = regulator::daemon::Daemon::start(config, options).await?;
-    regulator::daemon::signals::install(daemon.handle()).context("install signal handlers")?;
-    daemon.wait().await;
+    signals
+        .route(daemon.handle())
+        .context("start the signal thread")?;
+    daemon.wait().await.context("daemon")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -106,6 +106,32 @@ throttles:
 }
 
 #[test]
+fn settings_the_daemon_cannot_honour_are_refused() {
+    let text = r"
+redis: { url: 'redis://127.0.0.1:6379/0', cluster: true, timeout: 1s }
+leader: { lease: 5s }
+throttles:
+  - name: orders
+    defaults: { rps: 1 }
+    bounds: { min_rps: 1, max_rps: 10 }
+    signal: { query: up, target: 1 }
+  - name: orders
+    defaults: { rps: 1 }
+    bounds: { min_rps: 1, max_rps: 10 }
+    signal: { query: up, target: 1, name_label: tenant }
+";
+    let got = errors(text);
+    let paths: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
+    for want in [
+        "redis.cluster",     // not supported by the daemon yet
+        "leader.lease",      // its last tenth must cover a write (10 × timeout)
+        "throttles[1].name", // a template may not share a plain policy's name
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+}
+
+#[test]
 fn syntax_errors_give_a_location() {
     let e = config::parse("throttles: [ { name: a\nredis: 1\n", "bad.yaml").unwrap_err();
     assert_eq!(e.errors.len(), 1);

@@ -117,7 +117,7 @@ async fn overload_lowers_rps_within_two_intervals_and_headroom_raises_it_to_max(
         daemon.handle().not_ready()
     );
     daemon.handle().shutdown();
-    daemon.wait().await;
+    daemon.wait().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +169,7 @@ async fn prometheus_down_applies_on_no_data_and_control_resumes_when_it_returns(
     })
     .await;
     daemon.handle().shutdown();
-    daemon.wait().await;
+    daemon.wait().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +228,7 @@ async fn a_redis_restart_is_survived() {
     }
     assert!(handle.is_leader(), "the lease is taken again");
     handle.shutdown();
-    daemon.wait().await;
+    daemon.wait().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +295,7 @@ async fn a_broken_reload_keeps_the_running_config_and_a_good_one_adds_a_throttle
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     handle.shutdown();
-    daemon.wait().await;
+    daemon.wait().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +327,7 @@ async fn two_replicas_have_one_writer_and_hand_over() {
 
     // The leader stops (and releases the lease): the shadow takes over and writes.
     leader.handle().shutdown();
-    leader.wait().await;
+    leader.wait().await.expect("clean stop");
     let start = Instant::now();
     while !shadow.handle().is_leader() {
         assert!(
@@ -346,7 +346,7 @@ async fn two_replicas_have_one_writer_and_hand_over() {
         ) >= Some(1.0)
     );
     shadow.handle().shutdown();
-    shadow.wait().await;
+    shadow.wait().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +371,7 @@ async fn a_dry_run_computes_and_writes_nothing() {
     );
     assert_eq!(metric(&text, "regulator_dry_run"), Some(1.0));
     daemon.handle().shutdown();
-    daemon.wait().await;
+    daemon.wait().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +398,7 @@ async fn a_template_governs_one_throttle_per_tenant() {
         "{text}"
     );
     daemon.handle().shutdown();
-    daemon.wait().await;
+    daemon.wait().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +414,7 @@ async fn a_limitlion_worker_obeys_the_knobs_the_daemon_writes() {
     let s = stack.clone();
     blocking(move || s.wait_rps("orders-db", Duration::from_secs(15), |r| r == 2.0)).await;
     daemon.handle().shutdown();
-    daemon.wait().await;
+    daemon.wait().await.expect("clean stop");
 
     // A Python worker whose own default is 100 rps gets 2 rps × 5 s = 10 tokens.
     let url = stack.redis.url();

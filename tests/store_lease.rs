@@ -49,6 +49,14 @@ async fn writes_only_what_changed_with_ttl_and_history() {
     assert_eq!(stored[1], StoredKnobs::Absent);
     let ttl: i64 = server.cmd(&["TTL", "throttle:orders:knobs"]);
     assert!((590..=600).contains(&ttl), "{ttl}");
+    let ttl: i64 = server.cmd(&["TTL", "throttle:orders:history"]);
+    assert!(
+        (590..=600).contains(&ttl),
+        "the history expires with the knobs: {ttl}"
+    );
+    // Regression: a template with no throttles yet read with an empty pipeline, which Redis
+    // refuses, and every tick failed.
+    assert_eq!(store.read(&[]).await.unwrap(), Vec::new());
 
     let entries: Vec<(String, HashMap<String, String>)> =
         server.cmd(&["XRANGE", "throttle:orders:history", "-", "+"]);

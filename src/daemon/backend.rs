@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use super::config::{Config, LeaderConfig, RedisConfig};
 use super::source::{Prometheus, SourceError};
@@ -19,9 +20,20 @@ use crate::{Client, Error, Result, StoredKnobs};
 #[derive(Debug)]
 pub struct Redis {
     config: RedisConfig,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Slot>,
     reachable: Arc<AtomicBool>,
 }
+
+#[derive(Debug, Default)]
+struct Slot {
+    client: Option<Client>,
+    /// The last failed attempt: callers within a second get its error at once instead of
+    /// queueing for a connect timeout each.
+    failed: Option<(Instant, String)>,
+}
+
+/// How long a failed connect is remembered.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 impl Redis {
     /// A connection to `config.url`, made on first use; every call's outcome is recorded in
@@ -30,7 +42,7 @@ impl Redis {
     pub fn new(config: RedisConfig, reachable: Arc<AtomicBool>) -> Self {
         Self {
             config,
-            client: Mutex::new(None),
+            client: Mutex::new(Slot::default()),
             reachable,
         }
     }
@@ -41,17 +53,33 @@ impl Redis {
     /// The connection's error; the next call tries again.
     pub async fn client(&self) -> Result<Client> {
         let mut slot = self.client.lock().await;
-        if let Some(client) = &*slot {
+        if let Some(client) = &slot.client {
             return Ok(client.clone());
+        }
+        if let Some((at, why)) = &slot.failed
+            && at.elapsed() < RECONNECT_AFTER
+        {
+            let e = std::io::Error::new(std::io::ErrorKind::NotConnected, why.clone());
+            return Err(Error::Unreachable { source: e.into() });
         }
         let client = Client::builder(&self.config.url)
             .call_timeout(self.config.timeout)
             .connect_timeout(self.config.timeout.max(Duration::from_secs(1)))
             .connect()
             .await;
-        let client = self.note(client)?;
-        *slot = Some(client.clone());
-        Ok(client)
+        match self.note(client) {
+            Ok(client) => {
+                *slot = Slot {
+                    client: Some(client.clone()),
+                    failed: None,
+                };
+                Ok(client)
+            }
+            Err(e) => {
+                slot.failed = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
     }
 
     /// Records whether Redis answered, for `/readyz`.
@@ -118,6 +146,13 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// Whether a replica holding the lease under `self` may still hold it under `other`:
+    /// the same Redis connection and the same lease key.
+    #[must_use]
+    pub fn same_lease(&self, other: &Backends) -> bool {
+        Arc::ptr_eq(&self.redis, &other.redis) && self.leader.key == other.leader.key
+    }
+
     /// The backends of `config`. The Redis connection of `previous` is kept when the Redis
     /// settings did not change (a reload must not drop a good connection); Prometheus is
     /// rebuilt every time, so a rotated secret or CA file is read again.

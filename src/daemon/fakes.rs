@@ -37,6 +37,7 @@ pub struct MemStore {
     pub knobs: Mutex<HashMap<String, StoredKnobs>>,
     pub writes: Mutex<Vec<KnobChange>>,
     pub down: Mutex<bool>,
+    pub fail_writes: Mutex<bool>,
 }
 
 impl MemStore {
@@ -67,6 +68,9 @@ impl KnobStore for MemStore {
 
     async fn write(&self, changes: &[KnobChange]) -> crate::Result<()> {
         self.fail_if_down()?;
+        if *self.fail_writes.lock().unwrap() {
+            return Err(crate::Error::Timeout(Duration::from_millis(250)));
+        }
         let mut knobs = self.knobs.lock().unwrap();
         for c in changes {
             knobs.insert(c.name.clone(), StoredKnobs::Valid(c.new));

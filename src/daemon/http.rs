@@ -28,6 +28,14 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
+    /// The metrics as `/metrics` serves them, the leader gauge read at this moment (the
+    /// lease deadline may have passed since the lease task last looked).
+    #[must_use]
+    pub fn render(&self) -> String {
+        self.metrics.leader(self.shared.leadership.is_leader());
+        self.metrics.encode()
+    }
+
     /// What keeps the daemon from being ready; empty when it is.
     #[must_use]
     pub fn not_ready(&self) -> Vec<String> {
@@ -35,7 +43,7 @@ impl Endpoints {
         if !self.redis.load(Ordering::Relaxed) {
             why.push("redis is not reachable".to_owned());
         }
-        let pending = self.shared.first_ticks_pending.load(Ordering::Relaxed);
+        let pending = self.shared.pending_first_ticks();
         if pending > 0 {
             why.push(format!("{pending} policies have not finished a first tick"));
         }
@@ -68,7 +76,7 @@ async fn metrics(State(e): State<Endpoints>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        e.metrics.encode(),
+        e.render(),
     )
 }
 

@@ -30,6 +30,12 @@ impl Leadership {
         self.until().is_some_and(|u| Instant::now() < u)
     }
 
+    /// Stops writing at once (the lease's Redis or key changed with a reload); the lease
+    /// task takes it again under the new settings.
+    pub fn step_down(&self) {
+        self.set(None);
+    }
+
     fn until(&self) -> Option<Instant> {
         *self
             .until
@@ -49,7 +55,7 @@ impl Leadership {
 /// when the first attempt is over, so a leader's first tick already writes.
 pub async fn lead(
     leadership: Arc<Leadership>,
-    backends: watch::Receiver<Arc<Backends>>,
+    mut backends: watch::Receiver<Arc<Backends>>,
     metrics: Arc<Metrics>,
     token: CancellationToken,
     first: tokio::sync::oneshot::Sender<()>,
@@ -59,7 +65,7 @@ pub async fn lead(
     let mut held: Option<Lease> = None;
     let mut was_leader = false;
     loop {
-        let b = Arc::clone(&backends.borrow());
+        let b = Arc::clone(&backends.borrow_and_update());
         let length = b.leader.lease;
         let started = Instant::now();
         let outcome = match b.redis.client().await {
@@ -109,6 +115,8 @@ pub async fn lead(
         tokio::select! {
             () = token.cancelled() => break,
             () = tokio::time::sleep(next) => {}
+            // A reload: take (or renew) the lease under the new settings now.
+            r = backends.changed() => if r.is_err() { break },
         }
     }
     if let Some(lease) = held.filter(|_| leadership.is_leader()) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::Throttle;
-use super::control::{Change, Controller};
+use super::control::{Change, Controller, Step};
 use super::metrics::Metrics;
 use super::source::{MetricSource, NoData, per_label, single};
 use super::store::{KnobChange, KnobStore};
@@ -86,6 +86,8 @@ pub struct Report {
 struct Member {
     controller: Controller,
     absent: u32,
+    /// The last step and when it was taken.
+    last: Option<(Duration, Step)>,
 }
 
 /// One policy's running state: a controller per throttle, kept across ticks and reloads
@@ -131,7 +133,11 @@ impl PolicyState {
         let answer = ctx.source.query(&policy.throttle.signal.query).await;
         let signals = self.signals(answer, ctx);
         let names: Vec<String> = signals.iter().map(|(n, _)| n.clone()).collect();
-        let stored = ctx.store.read(&names).await?;
+        let stored = if names.is_empty() {
+            Vec::new()
+        } else {
+            ctx.store.read(&names).await?
+        };
 
         let mut report = Report {
             throttles: names.len(),
@@ -144,6 +150,7 @@ impl PolicyState {
             let member = self.members.entry(name.clone()).or_insert_with(|| Member {
                 controller: Controller::new(&policy.throttle, policy.interval),
                 absent: 0,
+                last: None,
             });
             let (current, old) = match stored {
                 StoredKnobs::Valid(k) => (k, Some(k)),
@@ -153,13 +160,25 @@ impl PolicyState {
                     (member.controller.initial(), None)
                 }
             };
-            let step = match &signal {
-                Ok(value) => member.controller.tick(current, *value, ctx.now),
-                Err(no_data) => {
-                    report.no_data += 1;
-                    *reasons.entry(no_data.reason()).or_default() += 1;
-                    member.controller.no_data(current)
-                }
+            // A quick retry after a failed write re-issues the step it could not confirm
+            // rather than stepping again: one interval never moves a throttle twice.
+            let recent = member
+                .last
+                .filter(|(at, _)| ctx.now.saturating_sub(*at) < policy.interval / 2)
+                .map(|(_, step)| step);
+            let step = if let Some(step) = recent {
+                step
+            } else {
+                let step = match &signal {
+                    Ok(value) => member.controller.tick(current, *value, ctx.now),
+                    Err(no_data) => {
+                        report.no_data += 1;
+                        *reasons.entry(no_data.reason()).or_default() += 1;
+                        member.controller.no_data(current)
+                    }
+                };
+                member.last = Some((ctx.now, step));
+                step
             };
             // The controller keeps knobs inside validated bounds; this is the last guard
             // before Redis, so a bug there can never reach the workers.

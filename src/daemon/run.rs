@@ -12,20 +12,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backend::Backends;
 use super::config::{self, Config};
 use super::http::{self, Endpoints};
-use super::leader::{self, Leadership};
+use super::leader;
 use super::metrics::Metrics;
 use super::reconcile::{Policy, PolicyState};
 use super::schedule::{self, Shared};
@@ -70,6 +69,9 @@ pub enum StartError {
     /// The Prometheus client cannot be built.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The daemon stopped abnormally (a bug).
+    #[error("the daemon stopped abnormally: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
 }
 
 /// Controls a running daemon. Cheap to clone.
@@ -147,13 +149,11 @@ impl Daemon {
             addr: config.listen.clone(),
             source,
         })?;
-        let shared = Arc::new(Shared {
-            metrics: Arc::clone(&metrics),
-            leadership: Arc::new(Leadership::default()),
-            dry_run: options.dry_run,
-            origin: Instant::now(),
-            first_ticks_pending: AtomicUsize::new(config.throttles.len()),
-        });
+        let shared = Arc::new(Shared::new(
+            Arc::clone(&metrics),
+            options.dry_run,
+            config.throttles.iter().map(|t| t.name.as_str()),
+        ));
         let endpoints = Endpoints {
             metrics: Arc::clone(&metrics),
             shared: Arc::clone(&shared),
@@ -200,11 +200,13 @@ impl Daemon {
             reachable,
             shared,
             tasks: BTreeMap::new(),
+            stopping: BTreeMap::new(),
             tracker: TaskTracker::new(),
             last_seen,
+            changed: None,
         };
         let policies = policies(&supervisor.config);
-        supervisor.start_policies(policies, true);
+        supervisor.start_policies(policies);
         let h = handle.clone();
         let supervisor = tokio::spawn(async move {
             supervisor.supervise(&h).await;
@@ -227,8 +229,11 @@ impl Daemon {
     }
 
     /// Waits until the daemon has stopped (after [`Handle::shutdown`] and the drain).
-    pub async fn wait(self) {
-        let _ = self.supervisor.await;
+    ///
+    /// # Errors
+    /// When the supervisor itself failed (a bug): the caller should exit non-zero.
+    pub async fn wait(self) -> Result<(), tokio::task::JoinError> {
+        self.supervisor.await
     }
 }
 
@@ -246,11 +251,51 @@ pub async fn run(
     let wait = daemon.wait();
     tokio::pin!(wait);
     tokio::select! {
-        () = &mut wait => return Ok(()),
+        r = &mut wait => return r.map_err(StartError::Stopped),
         () = shutdown => handle.shutdown(),
     }
-    wait.await;
-    Ok(())
+    wait.await.map_err(StartError::Stopped)
+}
+
+/// One policy's task: waits for its predecessor, then drives the policy until cancelled. A
+/// panic (a bug) is logged, counted and followed by a fresh start after one interval, so it
+/// never leaves a throttle uncontrolled or takes another policy down.
+async fn supervised(
+    policy: Arc<Policy>,
+    previous: Option<JoinHandle<()>>,
+    backends: watch::Receiver<Arc<Backends>>,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+) {
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
+    let metrics = Arc::clone(&shared.metrics);
+    loop {
+        let run = tokio::spawn(schedule::drive(
+            PolicyState::new(Arc::clone(&policy)),
+            backends.clone(),
+            Arc::clone(&shared),
+            token.clone(),
+        ));
+        match run.await {
+            Ok(state) => {
+                for throttle in state.throttles() {
+                    metrics.forget_throttle(throttle);
+                }
+                metrics.forget_policy(policy.name());
+                return;
+            }
+            Err(e) => {
+                metrics.error("panic");
+                tracing::error!(policy = %policy.name(), error = %e, "policy task failed; restarting it with fresh state");
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(policy.interval) => {}
+                }
+            }
+        }
+    }
 }
 
 fn policies(config: &Config) -> Vec<Arc<Policy>> {
@@ -279,8 +324,15 @@ struct Supervisor {
     reachable: Arc<AtomicBool>,
     shared: Arc<Shared>,
     tasks: BTreeMap<String, Running>,
+    /// Removed policies whose last tick may still be in flight: one re-added under the same
+    /// name starts only after it.
+    stopping: BTreeMap<String, JoinHandle<()>>,
     tracker: TaskTracker,
+    /// The file's content when it was last read.
     last_seen: Option<Vec<u8>>,
+    /// New content seen by one poll: applied when the next poll finds it unchanged, so a
+    /// file caught half-written is never applied.
+    changed: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,9 +362,9 @@ impl Supervisor {
         }
     }
 
-    /// Starts each policy that is not running as it is; a changed one starts after its old
-    /// task has finished, so one throttle never has two controllers.
-    fn start_policies(&mut self, policies: Vec<Arc<Policy>>, first: bool) {
+    /// Starts each policy that is not running as it is; a changed (or just removed) one
+    /// starts after its old task has finished, so one throttle never has two controllers.
+    fn start_policies(&mut self, policies: Vec<Arc<Policy>>) {
         for policy in policies {
             let name = policy.name().to_owned();
             let previous = match self.tasks.remove(&name) {
@@ -324,24 +376,16 @@ impl Supervisor {
                     running.token.cancel();
                     Some(running.task)
                 }
-                None => None,
+                None => self.stopping.remove(&name),
             };
             let token = CancellationToken::new();
-            let shared = Arc::clone(&self.shared);
-            let backends = self.backends.subscribe();
-            let state = PolicyState::new(Arc::clone(&policy));
-            let child = token.clone();
-            let task = self.tracker.spawn(async move {
-                if let Some(previous) = previous {
-                    let _ = previous.await;
-                }
-                let metrics = Arc::clone(&shared.metrics);
-                let state = schedule::drive(state, backends, shared, child, first).await;
-                for throttle in state.throttles() {
-                    metrics.forget_throttle(throttle);
-                }
-                metrics.forget_policy(state.policy().name());
-            });
+            let task = self.tracker.spawn(supervised(
+                Arc::clone(&policy),
+                previous,
+                self.backends.subscribe(),
+                Arc::clone(&self.shared),
+                token.clone(),
+            ));
             self.tasks.insert(
                 name,
                 Running {
@@ -370,9 +414,17 @@ impl Supervisor {
                 return;
             }
         };
-        if trigger == Trigger::FileChanged && self.last_seen.as_ref() == Some(&text) {
-            return;
+        if trigger == Trigger::FileChanged {
+            if self.last_seen.as_ref() == Some(&text) {
+                self.changed = None;
+                return;
+            }
+            if self.changed.as_ref() != Some(&text) {
+                self.changed = Some(text);
+                return;
+            }
         }
+        self.changed = None;
         self.last_seen = Some(text.clone());
         let source = path.display().to_string();
         let result = std::str::from_utf8(&text)
@@ -390,6 +442,11 @@ impl Supervisor {
 
     fn apply(&mut self, new: Config) -> Result<(), SourceError> {
         let backends = Backends::new(&new, Some(&self.backends.borrow()), &self.reachable)?;
+        if !backends.same_lease(&self.backends.borrow()) {
+            // Stop writing before the first write under the new settings: the lease held
+            // under the old ones says nothing about the new Redis or key.
+            self.shared.leadership.step_down();
+        }
         if new.listen != self.config.listen {
             tracing::warn!(listen = %new.listen, running = %self.config.listen, "a new listen address takes effect at restart");
         }
@@ -402,10 +459,13 @@ impl Supervisor {
             .filter(|n| !names.contains(n.as_str()))
             .cloned()
             .collect();
+        self.stopping.retain(|_, task| !task.is_finished());
         for name in &removed {
             if let Some(running) = self.tasks.remove(name) {
                 running.token.cancel();
+                self.stopping.insert(name.clone(), running.task);
             }
+            self.shared.first_tick_done(name);
         }
         let added = policies
             .iter()
@@ -416,7 +476,7 @@ impl Supervisor {
             .filter(|p| self.tasks.get(p.name()).is_some_and(|r| r.policy != **p))
             .count();
         let kept = policies.len() - added - changed;
-        self.start_policies(policies, false);
+        self.start_policies(policies);
         tracing::info!(
             added,
             changed,

@@ -3,9 +3,10 @@
 //! (1 s doubling, capped at the larger of the interval and 30 s). A failure never stops
 //! the task; only cancellation does, and never in the middle of a tick.
 
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -53,11 +54,47 @@ pub struct Shared {
     pub dry_run: bool,
     /// The controllers' time origin.
     pub origin: Instant,
-    /// Policies of the first configuration that have not finished a tick yet.
-    pub first_ticks_pending: AtomicUsize,
+    /// Policies of the first configuration (or their replacements) that have not finished
+    /// a tick yet: `/readyz` waits for them.
+    pub first_ticks_pending: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Shared {
+    /// What every policy task shares; `/readyz` waits for a first tick of each of `policies`.
+    #[must_use]
+    pub fn new<'a>(
+        metrics: Arc<Metrics>,
+        dry_run: bool,
+        policies: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        Self {
+            metrics,
+            leadership: Arc::default(),
+            dry_run,
+            origin: Instant::now(),
+            first_ticks_pending: std::sync::Mutex::new(
+                policies.into_iter().map(str::to_owned).collect(),
+            ),
+        }
+    }
+
+    /// How many policies `/readyz` still waits for.
+    #[must_use]
+    pub fn pending_first_ticks(&self) -> usize {
+        self.pending().len()
+    }
+
+    /// `policy` finished a tick, or left the configuration.
+    pub fn first_tick_done(&self, policy: &str) {
+        self.pending().remove(policy);
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.first_ticks_pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn mode(&self) -> Mode {
         if self.dry_run {
             Mode::DryRun
@@ -69,18 +106,16 @@ impl Shared {
     }
 }
 
-/// Runs `state`'s policy until `token` is cancelled. `counts_for_ready`: the policy was in
-/// the first configuration, and `/readyz` waits for its first tick.
+/// Runs `state`'s policy until `token` is cancelled.
 pub async fn drive<B: Sides>(
     mut state: PolicyState,
     backends: watch::Receiver<Arc<B>>,
     shared: Arc<Shared>,
     token: CancellationToken,
-    counts_for_ready: bool,
 ) -> PolicyState {
     let policy = Arc::clone(state.policy());
     let name = policy.name().to_owned();
-    let mut pending_ready = counts_for_ready;
+    let mut pending_ready = true;
     let mut failures: u32 = 0;
     let mut next = Instant::now() + first_delay(policy.interval);
     loop {
@@ -113,7 +148,7 @@ pub async fn drive<B: Sides>(
                 shared.metrics.tick(&name, "ok", seconds);
                 tracing::debug!(policy = %name, throttles = report.throttles, changes = report.changes, no_data = report.no_data, seconds, "tick");
                 if std::mem::take(&mut pending_ready) {
-                    shared.first_ticks_pending.fetch_sub(1, Ordering::Relaxed);
+                    shared.first_tick_done(&name);
                 }
             }
             Err(e) => {

@@ -87,6 +87,10 @@ fn changed_fields(old: Option<Knobs>, new: Knobs) -> Vec<(&'static str, f64)> {
 
 impl KnobStore for RedisStore {
     async fn read(&self, names: &[String]) -> Result<Vec<StoredKnobs>> {
+        if names.is_empty() {
+            // Redis refuses an empty pipeline.
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for name in names {
             pipe.cmd("HMGET")
@@ -163,13 +167,19 @@ impl KnobStore for RedisStore {
                 .arg("reason")
                 .arg(&c.reason)
                 .ignore();
+            // The history lives as long as the knobs could: a throttle that is gone (a
+            // tenant that left, a policy removed) leaves nothing behind for ever.
+            pipe.cmd("EXPIRE")
+                .arg(self.keys.history(&c.name))
+                .arg(self.knobs_ttl.as_secs().max(1))
+                .ignore();
         }
         if written == 0 {
             return Ok(());
         }
         let pipe = &pipe;
         self.client
-            .call_within(self.bound(written * 3), false, |mut conn| async move {
+            .call_within(self.bound(written * 4), false, |mut conn| async move {
                 pipe.query_async::<()>(&mut conn).await
             })
             .await

@@ -62,17 +62,27 @@ pub(super) fn validate(c: &Config, indices: &[usize]) -> Problems {
         "leader.lease",
         "must be at least 1s".into(),
     );
+    // A leader stops writing at 90% of its lease: that last tenth must cover a write that
+    // started just before it, bounded by redis.timeout.
+    check(
+        c.leader.lease >= c.redis.timeout * 10,
+        "leader.lease",
+        format!(
+            "must be at least 10 x redis.timeout ({:?})",
+            c.redis.timeout * 10
+        ),
+    );
     check(
         c.history.max_len >= 1,
         "history.max_len",
         "must be at least 1".into(),
     );
 
-    let mut seen: HashMap<(&str, bool), usize> = HashMap::new();
+    // Names identify policies (in reloads and metrics), plain or templated alike.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     for (&i, t) in indices.iter().zip(&c.throttles) {
         let at = format!("throttles[{i}]");
-        let templated = t.signal.name_label.is_some();
-        if let Some(first) = seen.insert((t.name.as_str(), templated), i) {
+        if let Some(first) = seen.insert(t.name.as_str(), i) {
             p.push((
                 format!("{at}.name"),
                 format!("{:?} is already used by throttles[{first}]", t.name),

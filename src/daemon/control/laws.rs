@@ -50,9 +50,11 @@ pub fn pid(
     }
     if ki > 0.0 {
         let bound = limit / ki;
-        state.integral = state.integral.clamp(-bound, bound);
+        state.integral = state.integral.max(-bound).min(bound);
     }
-    let u = (kp * e + ki * state.integral + kd * derivative).clamp(-limit, limit);
+    let u = (kp * e + ki * state.integral + kd * derivative)
+        .max(-limit)
+        .min(limit);
     rps * (1.0 + u)
 }
 
@@ -68,7 +70,7 @@ pub fn gradient(
     smoothing: f64,
 ) -> f64 {
     let g = if obs.ratio.is_finite() {
-        obs.ratio.clamp(min_gradient, max_gradient)
+        obs.ratio.max(min_gradient).min(max_gradient)
     } else {
         max_gradient
     };

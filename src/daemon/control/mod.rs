@@ -152,7 +152,16 @@ impl Controller {
             .as_secs_f64();
         self.last_tick = Some(now);
         let obs = Observation::new(signal, self.target, self.direction, dt);
-        let rps = current.rps;
+        // A stored -1 ("unlimited", set by hand) continues from the policy's ceiling, the
+        // nearest value it may write; any other stored value outside the bounds is brought
+        // inside first, so every step is taken from a value the policy allows.
+        let rps = if current.rps == -1.0 {
+            self.bounds.max_rps
+        } else if current.rps.is_finite() {
+            within(current.rps, self.bounds.min_rps, self.bounds.max_rps)
+        } else {
+            current.rps
+        };
 
         if obs.headroom.is_nan() || !rps.is_finite() {
             return Self::step(current, self.bounded(rps, current.burst), "unusable input");
@@ -192,8 +201,9 @@ impl Controller {
             new = rps;
             reason = "cooldown";
         }
-        let step = self.max_step * rps;
-        new = new.clamp(rps - step, rps + step);
+        // Relative to rps, with a floor so that a throttle at 0 (min_rps: 0) can rise again.
+        let step = (self.max_step * rps.max(self.bounds.max_rps * 0.01)).abs();
+        new = within(new, rps - step, rps + step);
         if !new.is_finite() {
             new = rps;
             reason = "unusable input";
@@ -215,6 +225,9 @@ impl Controller {
     #[must_use]
     pub fn no_data(&self, current: Knobs) -> Step {
         let knobs = match self.on_no_data {
+            OnNoData::Hold if current.rps == -1.0 => {
+                self.bounded(self.bounds.max_rps, current.burst)
+            }
             OnNoData::Hold if current.rps.is_finite() => self.bounded(current.rps, current.burst),
             OnNoData::Hold | OnNoData::Defaults => self.initial(),
             OnNoData::Min => self.bounded(
@@ -267,12 +280,14 @@ impl Controller {
             self.defaults.burst
         };
         let knobs = Knobs {
-            rps: rps.clamp(b.min_rps, b.max_rps),
-            burst: burst.clamp(
+            rps: within(rps, b.min_rps, b.max_rps),
+            burst: within(
+                burst,
                 b.min_burst.unwrap_or(self.defaults.burst),
                 b.max_burst.unwrap_or(self.defaults.burst),
             ),
-            window: self.defaults.window.clamp(
+            window: within(
+                self.defaults.window,
                 b.min_window.unwrap_or(self.defaults.window),
                 b.max_window.unwrap_or(self.defaults.window),
             ),
@@ -298,6 +313,12 @@ impl Controller {
             reason,
         }
     }
+}
+
+/// `v` inside `[lo, hi]`, preferring `hi` should `lo > hi`; unlike `f64::clamp` it never
+/// panics, whatever a stored value or a bug feeds it (NaN stays NaN and is caught later).
+fn within(v: f64, lo: f64, hi: f64) -> f64 {
+    v.max(lo).min(hi)
 }
 
 #[cfg(test)]

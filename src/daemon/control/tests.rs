@@ -80,6 +80,42 @@ fn headroom_raises_rps_and_restores_burst_after_the_cooldown() {
 }
 
 #[test]
+fn a_stored_unlimited_rps_continues_from_the_ceiling_without_panicking() {
+    // Regression: -1 ("allow all", set by hand) made the max_step window inverted and
+    // f64::clamp panic, killing the policy's task.
+    for law in [AIMD, PID, GRADIENT] {
+        let mut c = Controller::new(&policy(law), secs(10));
+        let unlimited = Knobs {
+            rps: -1.0,
+            ..c.initial()
+        };
+        let s = c.tick(unlimited, 0.5, secs(10));
+        assert!(
+            s.knobs.rps < 1000.0 && s.knobs.rps >= 500.0,
+            "{law:?}: {s:?}"
+        );
+        let s = c.tick(unlimited, 0.1, secs(20));
+        assert_eq!(s.knobs.rps, 1000.0, "{law:?}");
+        assert_eq!(c.no_data(unlimited).knobs.rps, 1000.0, "hold: the ceiling");
+    }
+}
+
+#[test]
+fn a_throttle_at_zero_can_rise_again() {
+    let mut p = policy(AIMD);
+    p.bounds.min_rps = 0.0;
+    p.cooldown = Duration::ZERO;
+    let mut c = Controller::new(&p, secs(10));
+    let zero = Knobs {
+        rps: 0.0,
+        ..c.initial()
+    };
+    let s = c.tick(zero, 0.1, secs(10));
+    assert_eq!(s.change, Change::Up, "{s:?}");
+    assert!(s.knobs.rps > 0.0);
+}
+
+#[test]
 fn deadband_holds() {
     let mut c = Controller::new(&policy(AIMD), secs(10));
     let s = c.tick(c.initial(), 0.26, secs(10));

@@ -190,6 +190,36 @@ async fn a_failed_read_writes_nothing_and_keeps_the_controller() {
 }
 
 #[tokio::test]
+async fn a_quick_retry_after_a_failed_write_does_not_step_again() {
+    let w = World::new();
+    let mut s = state(PLAIN);
+    w.source.set(Ok(vec![sample(0.5, &[])]));
+    // Reads succeed, the write fails: a store that goes down between the two.
+    w.store.knobs.lock().unwrap().insert(
+        "orders-db".into(),
+        StoredKnobs::Valid(Knobs::with_rps(100.0)),
+    );
+    let mode = || Mode::Write;
+    let ctx = |now| Ctx {
+        source: &w.source,
+        store: &w.store,
+        metrics: &w.metrics,
+        mode: &mode,
+        now,
+        wall: NOW,
+    };
+    *w.store.fail_writes.lock().unwrap() = true;
+    assert!(s.reconcile(&ctx(Duration::from_secs(10))).await.is_err());
+    *w.store.fail_writes.lock().unwrap() = false;
+    // Retried 1 s later: the same 100 -> 50, not 100 -> 25.
+    s.reconcile(&ctx(Duration::from_secs(11))).await.unwrap();
+    assert_eq!(w.store.rps("orders-db"), Some(50.0));
+    // A full interval later it steps again.
+    s.reconcile(&ctx(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(w.store.rps("orders-db"), Some(25.0));
+}
+
+#[tokio::test]
 async fn unusable_stored_knobs_are_replaced() {
     let w = World::new();
     let mut s = state(PLAIN);

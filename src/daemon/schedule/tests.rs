@@ -47,13 +47,7 @@ fn start(
         throttle: config.throttles[0].clone(),
         interval: config.interval,
     });
-    let shared = Arc::new(Shared {
-        metrics: Arc::new(Metrics::new()),
-        leadership: Arc::default(),
-        dry_run: false,
-        origin: Instant::now(),
-        first_ticks_pending: AtomicUsize::new(1),
-    });
+    let shared = Arc::new(Shared::new(Arc::new(Metrics::new()), false, ["db"]));
     let (_tx, rx) = watch::channel(Arc::clone(fake));
     let token = CancellationToken::new();
     let task = tokio::spawn(drive(
@@ -61,7 +55,6 @@ fn start(
         rx,
         Arc::clone(&shared),
         token.clone(),
-        true,
     ));
     (task, token, shared)
 }
@@ -84,7 +77,7 @@ async fn ticks_every_interval_within_the_jitter() {
     let (task, token, shared) = start(&fake);
     tokio::time::sleep(Duration::from_millis(1001)).await;
     assert_eq!(queries(&fake), 1, "the first tick comes within 1 s");
-    assert_eq!(shared.first_ticks_pending.load(Ordering::Relaxed), 0);
+    assert_eq!(shared.pending_first_ticks(), 0);
     // Ten more intervals of 9..11 s: between 9 and 11 more ticks after 100 s.
     tokio::time::sleep(Duration::from_secs(100)).await;
     let n = queries(&fake);
@@ -105,7 +98,7 @@ async fn a_failing_store_backs_off_and_the_task_recovers() {
     let n = queries(&fake);
     assert!((5..=7).contains(&n), "{n} attempts in 35 s");
     assert_eq!(
-        shared.first_ticks_pending.load(Ordering::Relaxed),
+        shared.pending_first_ticks(),
         1,
         "not ready before a tick succeeds"
     );
@@ -120,7 +113,7 @@ async fn a_failing_store_backs_off_and_the_task_recovers() {
     assert!(m - n >= 3, "{} attempts in 100 s once capped", m - n);
     *fake.store.down.lock().unwrap() = false;
     tokio::time::sleep(Duration::from_secs(35)).await;
-    assert_eq!(shared.first_ticks_pending.load(Ordering::Relaxed), 0);
+    assert_eq!(shared.pending_first_ticks(), 0);
     let text = shared.metrics.encode();
     assert!(
         text.contains(r#"regulator_knob{throttle="db",knob="rps"} 100.0"#),
