@@ -71,9 +71,14 @@ async fn two_processes_never_exceed_the_budget_and_reach_it() {
     let server = redis();
     let client = regulator::Client::connect(&server.url()).await.unwrap();
     let bucket = client.token_bucket(NAME, knobs(RPS, BURST, WINDOW));
-    // Anchor the bucket before the crowd arrives, so the budget is known exactly.
-    let first = bucket.consume(1.0).await.unwrap();
-    assert_eq!(first.tokens, 49.0);
+    // Anchor the bucket before the crowd arrives, so the budget is known exactly, and empty
+    // it: a full bucket would lose its first refill to the capacity cap (by design) should the
+    // crowd be slow to start (spawning a process on a starved CI machine took over a window
+    // once), and the count below would be one refill short.
+    let first = bucket.consume(RPS * BURST * WINDOW).await.unwrap();
+    assert!(first.allowed);
+    assert_eq!(first.tokens, 0.0);
+    let anchored = (RPS * BURST * WINDOW) as u64;
     let anchor: f64 = client
         .get(NAME)
         .await
@@ -122,14 +127,11 @@ async fn two_processes_never_exceed_the_budget_and_reach_it() {
     assert!(here > 0 && there > 0, "here {here}, there {there}");
     // Conservation: every token handed out came from the bucket or a refill.
     assert_eq!(
-        total + 1,
+        total + anchored,
         capacity + windows * refill - left as u64,
-        "allowed {total} (+1 anchor), {windows} refills, {left} left"
+        "allowed {total} (+{anchored} anchor), {windows} refills, {left} left"
     );
-    // Never above capacity + refills; and demand used every window but possibly the last.
-    assert!(total < capacity + windows * refill);
-    assert!(
-        total + 1 >= capacity + (windows - 1) * refill,
-        "allowed {total}"
-    );
+    // Never above the refills; and demand used every window but possibly the last.
+    assert!(total <= windows * refill);
+    assert!(total + refill >= windows * refill, "allowed {total}");
 }
