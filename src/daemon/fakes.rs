@@ -79,3 +79,15 @@ impl KnobStore for MemStore {
         Ok(())
     }
 }
+
+/// A series with `labels`.
+pub fn series(value: f64, timestamp: f64, labels: &[(&str, &str)]) -> Series {
+    Series {
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        value,
+        timestamp,
+    }
+}

@@ -71,11 +71,12 @@ pub async fn lead(
         let outcome = match b.redis.client().await {
             Ok(client) => {
                 let lease = Lease::with_token(client, &b.leader.key, length, &me);
-                if let Some(old) = held.take().filter(|_| was_leader) {
-                    // The lease key changed with a reload: give the old one up.
-                    if old_key_differs(&old, &b) {
-                        let _ = old.release().await;
-                    }
+                // The lease key changed with a reload: give the old one up.
+                if let Some(old) = held
+                    .take()
+                    .filter(|old| was_leader && old.key() != b.leader.key)
+                {
+                    let _ = old.release().await;
                 }
                 let r = b.redis.note(lease.try_lead().await);
                 held = Some(lease);
@@ -129,10 +130,6 @@ pub async fn lead(
             }
         }
     }
-}
-
-fn old_key_differs(old: &Lease, now: &Backends) -> bool {
-    old.key() != now.leader.key
 }
 
 /// How often the lease is renewed: three times a lease, so two lost renewals in a row still

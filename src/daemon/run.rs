@@ -103,7 +103,7 @@ impl Handle {
     /// The metrics, as `/metrics` serves them.
     #[must_use]
     pub fn metrics(&self) -> String {
-        self.endpoints.metrics.encode()
+        self.endpoints.render()
     }
 
     /// What keeps the daemon from being ready; empty when it is.

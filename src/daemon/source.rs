@@ -313,16 +313,7 @@ fn basic_auth(user: &str, password: &str) -> String {
 mod tests {
     use super::*;
 
-    fn s(value: f64, timestamp: f64, labels: &[(&str, &str)]) -> Series {
-        Series {
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            value,
-            timestamp,
-        }
-    }
+    use crate::daemon::fakes::series as s;
 
     const AGE: Duration = Duration::from_secs(20);
 

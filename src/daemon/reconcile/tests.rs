@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::daemon::config::parse;
-use crate::daemon::fakes::{FakeSource, MemStore};
+use crate::daemon::fakes::{FakeSource, MemStore, series};
 use crate::daemon::source::Series;
 
 const PLAIN: &str = r"
@@ -38,14 +38,7 @@ fn state(yaml: &str) -> PolicyState {
 const NOW: f64 = 1_000_000.0;
 
 fn sample(value: f64, labels: &[(&str, &str)]) -> Series {
-    Series {
-        labels: labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        value,
-        timestamp: NOW,
-    }
+    series(value, NOW, labels)
 }
 
 struct World {

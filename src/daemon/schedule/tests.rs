@@ -5,9 +5,8 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::daemon::config::parse;
-use crate::daemon::fakes::{FakeSource, MemStore};
+use crate::daemon::fakes::{FakeSource, MemStore, series};
 use crate::daemon::reconcile::Policy;
-use crate::daemon::source::Series;
 
 #[derive(Default)]
 struct Fake {
@@ -66,14 +65,11 @@ fn queries(fake: &Fake) -> usize {
 #[tokio::test(start_paused = true)]
 async fn ticks_every_interval_within_the_jitter() {
     let fake = Arc::new(Fake::default());
-    fake.source.set(Ok(vec![Series {
-        labels: std::collections::HashMap::new(),
-        value: 0.25,
-        timestamp: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64(),
-    }]));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    fake.source.set(Ok(vec![series(0.25, now, &[])]));
     let (task, token, shared) = start(&fake);
     tokio::time::sleep(Duration::from_millis(1001)).await;
     assert_eq!(queries(&fake), 1, "the first tick comes within 1 s");
