@@ -30,12 +30,16 @@
 //! - `daemon` (feature `daemon`, default): the controller: config, control laws, Prometheus
 //!   source, knob store, reconcile loop, lease, endpoints, reload and signals (its module docs
 //!   map the files).
+//! - `sim` (feature `sim`): the closed-loop simulator that judges the control laws, and its
+//!   plots.
 //! - `testing` (feature `test-util`): real `redis-server`, Redis Cluster and `prometheus`
 //!   fixtures on free loopback ports, and the Python venv with limitlion.
 
 pub mod client;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "sim")]
+pub mod sim;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)
         .map_err(|_| serde::de::Error::custom("expected a duration with a unit, like 10s or 1m"))?;
     parse(&s).map_err(serde::de::Error::custom)
@@ -15,12 +15,12 @@ fn parse(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 250ms, 10s or 1m: {e}"))
 }
 
-pub(super) mod option {
+pub(crate) mod option {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
-    pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d).map_err(|_| {

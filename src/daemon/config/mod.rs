@@ -6,7 +6,7 @@
 //! - `validate`: the rules a parsed configuration must satisfy.
 //! - [`locate`]: paths in the document to lines and columns.
 
-mod duration;
+pub(crate) mod duration;
 mod load;
 pub mod locate;
 mod validate;
@@ -276,6 +276,27 @@ pub enum OnNoData {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(tag = "law", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Control {
+    /// The default: pairs the signal with the knobs that were in force while it was measured
+    /// and moves toward the rate a queueing model predicts meets the target, a little under
+    /// it. See [`crate::daemon::control::laws::predictive`].
+    Predictive {
+        /// Aim at least this share under the target (default 0.1); more when the signal is
+        /// noisy, so that its noise rarely crosses the target.
+        #[serde(default = "default_margin")]
+        margin: f64,
+        /// Share of the way up to the predicted rate taken each tick (default 0.5); cuts past
+        /// the target go all the way.
+        #[serde(default = "default_gain")]
+        gain: f64,
+        /// The signal at no load, as a share of the target (default 0.2).
+        #[serde(default = "default_floor")]
+        floor: f64,
+        /// How long after a knob change the signal starts to show it (default: one
+        /// interval); the signal is paired with the knobs in force over the query's range
+        /// window (its largest `[...]`) before that.
+        #[serde(default, with = "duration::option")]
+        lag: Option<Duration>,
+    },
     /// Additive increase, multiplicative decrease.
     Aimd {
         /// rps added per tick while healthy (default: 5% of `max_rps`).
@@ -315,18 +336,44 @@ pub enum Control {
 
 impl Default for Control {
     fn default() -> Self {
-        Self::Aimd {
-            increase: None,
-            decrease: default_decrease(),
+        Self::Predictive {
+            margin: default_margin(),
+            gain: default_gain(),
+            floor: default_floor(),
+            lag: None,
         }
     }
 }
 
 impl Control {
+    /// Every law with its default parameters.
+    #[must_use]
+    pub fn defaults() -> [Self; 4] {
+        [
+            Self::default(),
+            Self::Aimd {
+                increase: None,
+                decrease: default_decrease(),
+            },
+            Self::Pid {
+                kp: default_kp(),
+                ki: default_ki(),
+                kd: 0.0,
+            },
+            Self::Gradient {
+                min_gradient: default_min_gradient(),
+                max_gradient: default_max_gradient(),
+                headroom: 0.0,
+                smoothing: default_smoothing(),
+            },
+        ]
+    }
+
     /// The law's name, as in the config and in metrics.
     #[must_use]
     pub fn law(&self) -> &'static str {
         match self {
+            Self::Predictive { .. } => "predictive",
             Self::Aimd { .. } => "aimd",
             Self::Pid { .. } => "pid",
             Self::Gradient { .. } => "gradient",
@@ -334,6 +381,15 @@ impl Control {
     }
 }
 
+fn default_margin() -> f64 {
+    0.1
+}
+fn default_gain() -> f64 {
+    0.5
+}
+fn default_floor() -> f64 {
+    0.2
+}
 fn default_decrease() -> f64 {
     0.7
 }

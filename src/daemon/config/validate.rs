@@ -225,6 +225,38 @@ fn bounds(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
 
 fn law(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
     match t.control {
+        Control::Predictive {
+            margin,
+            gain,
+            floor,
+            lag,
+        } => {
+            check(
+                (0.0..0.5).contains(&margin),
+                "control.margin",
+                format!("must be in [0, 0.5), got {margin}"),
+            );
+            check(
+                gain > 0.0 && gain <= 1.0,
+                "control.gain",
+                format!("must be in (0, 1], got {gain}"),
+            );
+            check(
+                floor > 0.0 && floor < 1.0 - margin,
+                "control.floor",
+                format!("must be above 0 and below 1 - margin, got {floor}"),
+            );
+            check(
+                lag.is_none_or(|l| l <= std::time::Duration::from_secs(3600)),
+                "control.lag",
+                "must be at most 1h".into(),
+            );
+            check(
+                t.signal.target > 0.0,
+                "signal.target",
+                "the predictive law divides by the target: it must be above 0".into(),
+            );
+        }
         Control::Aimd { increase, decrease } => {
             check(
                 increase.is_none_or(|i| i.is_finite() && i > 0.0),

@@ -1,7 +1,49 @@
-//! The three control laws. Each proposes a new `rps` from the current one and the signal;
-//! `limits` then applies what is common to all (deadband, bounds, max step, cooldown).
+//! The control laws. Each proposes a new `rps` from the current one and the signal; the
+//! [`Controller`](super::Controller) then applies what is common to all (deadband, bounds, max
+//! step, cooldown).
 
 use super::Observation;
+
+/// Parameters of [`predictive`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Predictive {
+    /// Aim this share under the target.
+    pub margin: f64,
+    /// Share of the way to the predicted rate taken each tick.
+    pub gain: f64,
+    /// The signal at no load, as a share of the target.
+    pub floor: f64,
+}
+
+/// The predictive law (the default).
+///
+/// `pressure` is the signal as a share of the target, oriented so that above 1 is overloaded;
+/// `applied` is the mean `rps` that was in force while the signal was measured (the
+/// controller keeps the history; a law that paired the signal with the *current* knob would
+/// keep stepping on news that predates its last steps, and overshoot). It models the signal as
+/// a queue's latency, `pressure = floor / (1 - rate / capacity)`: one observation gives the
+/// capacity, `applied / (1 - floor / pressure)`, and the rate at which the signal sits at
+/// `1 - margin` of the target, `applied · (1 - floor / aim) / (1 - floor / pressure)`.
+///
+/// Past the target the queue may be growing, which the steady-state model underrates, so the
+/// prediction is also held under `applied / pressure`, and the law goes all the way to it at
+/// once: an overload is cut in one tick. Under the target it moves `gain` of the way from
+/// `rps` to the prediction, so that noise is averaged out on the way up. A signal at or under
+/// the floor says only "far from capacity": the prediction is unbounded and `max_step` sets
+/// the pace.
+#[must_use]
+pub fn predictive(rps: f64, applied: f64, pressure: f64, p: Predictive) -> f64 {
+    let aim = 1.0 - p.margin;
+    if pressure <= p.floor {
+        return f64::INFINITY;
+    }
+    let queue = applied * (1.0 - p.floor / aim) / (1.0 - p.floor / pressure);
+    if pressure > 1.0 {
+        queue.min(applied / pressure)
+    } else {
+        rps + p.gain * (queue - rps)
+    }
+}
 
 /// AIMD: add `increase` while there is headroom, multiply by `decrease` while overloaded.
 #[must_use]
@@ -88,6 +130,41 @@ mod tests {
             ratio: 1.0 + headroom,
             dt: 10.0,
         }
+    }
+
+    const P: Predictive = Predictive {
+        margin: 0.15,
+        gain: 1.0,
+        floor: 0.2,
+    };
+
+    #[test]
+    fn predictive_inverts_the_queue_model() {
+        // A queue with floor 0.2 and capacity 100: pressure 0.2 / (1 - r / 100).
+        let pressure = |r: f64| 0.2 / (1.0 - r / 100.0);
+        let aim_rate = 100.0 * (1.0 - 0.2 / 0.85);
+        for r in [10.0, 40.0, 70.0, 78.0] {
+            let next = predictive(r, r, pressure(r), P);
+            assert!((next - aim_rate).abs() < 1e-9, "from {r}: {next}");
+        }
+        // Past the target it is held under applied / pressure.
+        assert!((predictive(90.0, 90.0, 4.0, P) - 22.5).abs() < 1e-9);
+        // At the floor: no bound of its own.
+        assert_eq!(predictive(10.0, 10.0, 0.1, P), f64::INFINITY);
+    }
+
+    #[test]
+    fn predictive_pairs_the_signal_with_the_rate_that_caused_it() {
+        // The knob was already cut from 100 to 50 but the signal still shows 100's effect:
+        // the prediction is the same as on the tick that cut, so it does not cut again.
+        let first = predictive(100.0, 100.0, 2.0, P);
+        assert!((first - 50.0).abs() < 1e-9);
+        let again = predictive(first, 100.0, 2.0, P);
+        assert!((again - first).abs() < 1e-9);
+        // Under the target, with half the gain, it closes half the distance.
+        let full = predictive(40.0, 40.0, 0.5, P);
+        let half = predictive(40.0, 40.0, 0.5, Predictive { gain: 0.5, ..P });
+        assert!(full > 40.0 && (half - f64::midpoint(40.0, full)).abs() < 1e-9);
     }
 
     #[test]

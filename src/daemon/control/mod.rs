@@ -1,12 +1,15 @@
 //! Control: from a signal to bounded knobs. Pure: state, an observation and `now` in, knobs
 //! out; no I/O, no clock.
 //!
-//! - [`laws`]: `aimd`, `pid`, `gradient`, each proposing a new `rps`.
+//! - [`laws`]: `predictive` (the default), `aimd`, `pid`, `gradient`, each proposing a new
+//!   `rps`.
 //! - [`Controller`]: one throttle's state; applies what is common to every law after it (the
-//!   deadband, the direction rules, the cooldown, `max_step`, the bounds) and moves `burst`.
+//!   deadband, the direction rules, the cooldown, `max_step`, the bounds), moves `burst` and
+//!   `window`, and keeps the recent knobs the predictive law pairs the signal with.
 
 pub mod laws;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use laws::PidState;
@@ -114,7 +117,24 @@ pub struct Controller {
     pid: PidState,
     last_tick: Option<Duration>,
     last_decrease: Option<Duration>,
+    /// `rps` values in force and since when, oldest first, as far back as the predictive law
+    /// looks.
+    history: VecDeque<(Duration, f64)>,
+    /// How long after a change the signal starts to show it.
+    lag: Duration,
+    /// The query's range window: the signal averages this long.
+    span: Duration,
+    /// Noise of the signal: a slow average of the squared tick-to-tick change of its log,
+    /// and the last log.
+    noise: f64,
+    last_log: Option<f64>,
 }
+
+/// Weight of each new tick in the noise estimate.
+const NOISE_WEIGHT: f64 = 0.05;
+
+/// At most this many knob changes are remembered (the history spans lag + range window).
+const HISTORY: usize = 512;
 
 impl Controller {
     /// A controller for `policy`, ticking every `interval` by default.
@@ -134,13 +154,103 @@ impl Controller {
             pid: PidState::default(),
             last_tick: None,
             last_decrease: None,
+            history: VecDeque::new(),
+            lag: match policy.control {
+                Control::Predictive { lag: Some(lag), .. } => lag,
+                _ => policy.interval.unwrap_or(interval),
+            },
+            span: range_window(&policy.signal.query),
+            noise: 0.0,
+            last_log: None,
+        }
+    }
+
+    /// How far under the target the predictive law aims: its `margin`, or more when the
+    /// signal is noisy, so that twice its noise (as a log-normal spread) stays under the
+    /// target. At most 0.5.
+    fn margin(&self) -> f64 {
+        match self.control {
+            Control::Predictive { margin, .. } => {
+                // Tick-to-tick changes of white noise have twice its variance.
+                let sigma = (self.noise / 2.0).sqrt();
+                margin.max(1.0 - (-2.0 * sigma).exp()).min(0.5)
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Updates the noise estimate with a signal.
+    fn observe(&mut self, signal: f64) {
+        if !(signal.is_finite() && signal > 0.0) {
+            return;
+        }
+        let log = signal.ln();
+        if let Some(last) = self.last_log {
+            let d = (log - last).powi(2).min(1.0);
+            self.noise += NOISE_WEIGHT * (d - self.noise);
+        }
+        self.last_log = Some(log);
+    }
+
+    /// The signal the policy aims at: its target, or for the predictive law `margin` under it.
+    fn aim(&self) -> f64 {
+        let margin = self.margin();
+        match self.direction {
+            Direction::HigherIsWorse => self.target * (1.0 - margin),
+            Direction::LowerIsWorse => self.target / (1.0 - margin),
+        }
+    }
+
+    /// The mean `rps` in force over the span the signal measured: `[now - lag - span,
+    /// now - lag]`. `None` before anything was recorded.
+    fn applied(&self, now: Duration) -> Option<f64> {
+        let end = now.saturating_sub(self.lag);
+        let start = end.saturating_sub(self.span);
+        let at = |t: Duration| {
+            let i = self.history.partition_point(|(since, _)| *since <= t);
+            self.history.get(i.saturating_sub(1)).map(|(_, rps)| *rps)
+        };
+        if start == end {
+            return at(end);
+        }
+        let mut total = 0.0;
+        let mut from = start;
+        let mut value = at(start)?;
+        for &(since, rps) in self
+            .history
+            .iter()
+            .filter(|(since, _)| *since > start && *since < end)
+        {
+            total += value * since.saturating_sub(from).as_secs_f64();
+            from = since;
+            value = rps;
+        }
+        total += value * end.saturating_sub(from).as_secs_f64();
+        Some(total / end.saturating_sub(start).as_secs_f64())
+    }
+
+    /// Remembers that `rps` is in force from `now`, forgetting what the law no longer needs.
+    fn record(&mut self, now: Duration, rps: f64) {
+        if self.history.back().is_some_and(|(_, last)| *last == rps) {
+            return;
+        }
+        self.history.push_back((now, rps));
+        let oldest = now.saturating_sub(self.lag.saturating_add(self.span));
+        // Keep the last entry at or before `oldest`: it is in force at the window's start.
+        while self.history.len() > HISTORY
+            || self
+                .history
+                .get(1)
+                .is_some_and(|(since, _)| *since <= oldest)
+        {
+            self.history.pop_front();
         }
     }
 
     /// The knobs a throttle starts from, inside the bounds.
     #[must_use]
     pub fn initial(&self) -> Knobs {
-        self.bounded(self.defaults.rps, self.defaults.burst)
+        self.bounded(self.defaults.rps, self.defaults.burst, self.defaults.window)
     }
 
     /// One tick with a usable signal. `current` are the knobs in force (the initial ones if
@@ -151,7 +261,11 @@ impl Controller {
             .map_or(self.interval, |last| now.saturating_sub(last))
             .as_secs_f64();
         self.last_tick = Some(now);
-        let obs = Observation::new(signal, self.target, self.direction, dt);
+        if matches!(self.control, Control::Predictive { .. }) {
+            self.observe(signal);
+        }
+        let obs = Observation::new(signal, self.aim(), self.direction, dt);
+        let past_target = Observation::new(signal, self.target, self.direction, dt).headroom < 0.0;
         // A stored -1 ("unlimited", set by hand) continues from the policy's ceiling, the
         // nearest value it may write; any other stored value outside the bounds is brought
         // inside first, so every step is taken from a value the policy allows.
@@ -164,32 +278,30 @@ impl Controller {
         };
 
         if obs.headroom.is_nan() || !rps.is_finite() {
-            return Self::step(current, self.bounded(rps, current.burst), "unusable input");
+            return Self::step(
+                current,
+                self.bounded(rps, current.burst, current.window),
+                "unusable input",
+            );
         }
+        // A value set by hand (or by `on_no_data`) is in force from now on.
+        self.record(now, rps);
         let overloaded = obs.headroom < -self.deadband;
         let healthy = obs.headroom > self.deadband;
         if !overloaded && !healthy {
-            return Self::step(current, self.bounded(rps, current.burst), "within deadband");
+            return Self::step(
+                current,
+                self.bounded(rps, current.burst, current.window),
+                "within deadband",
+            );
         }
 
-        let proposed = match self.control {
-            Control::Aimd { increase, decrease } => laws::aimd(
-                rps,
-                &obs,
-                increase.unwrap_or(self.bounds.max_rps * 0.05),
-                decrease,
-            ),
-            Control::Pid { kp, ki, kd } => {
-                laws::pid(rps, &obs, &mut self.pid, (kp, ki, kd), self.max_step)
-            }
-            Control::Gradient {
-                min_gradient,
-                max_gradient,
-                headroom,
-                smoothing,
-            } => laws::gradient(rps, &obs, (min_gradient, max_gradient), headroom, smoothing),
+        let proposed = self.propose(rps, &obs, now);
+        let mut reason = match (overloaded, past_target) {
+            (true, true) => "overloaded",
+            (true, false) => "above aim",
+            (false, _) => "headroom",
         };
-        let mut reason = if overloaded { "overloaded" } else { "headroom" };
         let cooling = healthy && self.cooling(now);
         // Never up while overloaded, never down while healthy, whatever the law's state says.
         let mut new = if overloaded {
@@ -208,17 +320,68 @@ impl Controller {
             new = rps;
             reason = "unusable input";
         }
-        // The cooldown holds burst too: nothing grows until it has passed.
-        let burst = if cooling {
-            current.burst
+        // Burst and window shrink only past the target and grow back only with headroom; the
+        // cooldown holds them too: nothing grows until it has passed.
+        let (burst, window) = if cooling || (overloaded && !past_target) {
+            (current.burst, current.window)
         } else {
-            self.next_burst(current.burst, overloaded)
+            (
+                self.next_shape(
+                    current.burst,
+                    self.defaults.burst,
+                    self.bounds.min_burst,
+                    past_target,
+                ),
+                self.next_shape(
+                    current.window,
+                    self.defaults.window,
+                    self.bounds.min_window,
+                    past_target,
+                ),
+            )
         };
-        let knobs = self.bounded(new, burst);
+        let knobs = self.bounded(new, burst, window);
         if knobs.rps < rps {
             self.last_decrease = Some(now);
         }
+        self.record(now, knobs.rps);
         Self::step(current, knobs, reason)
+    }
+
+    /// The law's proposal for the next `rps`, before the common limits.
+    fn propose(&mut self, rps: f64, obs: &Observation, now: Duration) -> f64 {
+        match self.control {
+            Control::Predictive { gain, floor, .. } => {
+                let margin = self.margin();
+                let applied = self.applied(now).unwrap_or(rps);
+                let pressure = (1.0 - margin) / obs.ratio;
+                laws::predictive(
+                    rps,
+                    applied,
+                    pressure,
+                    laws::Predictive {
+                        margin,
+                        gain,
+                        floor,
+                    },
+                )
+            }
+            Control::Aimd { increase, decrease } => laws::aimd(
+                rps,
+                obs,
+                increase.unwrap_or(self.bounds.max_rps * 0.05),
+                decrease,
+            ),
+            Control::Pid { kp, ki, kd } => {
+                laws::pid(rps, obs, &mut self.pid, (kp, ki, kd), self.max_step)
+            }
+            Control::Gradient {
+                min_gradient,
+                max_gradient,
+                headroom,
+                smoothing,
+            } => laws::gradient(rps, obs, (min_gradient, max_gradient), headroom, smoothing),
+        }
     }
 
     /// A tick without a usable signal: `on_no_data` decides.
@@ -226,13 +389,16 @@ impl Controller {
     pub fn no_data(&self, current: Knobs) -> Step {
         let knobs = match self.on_no_data {
             OnNoData::Hold if current.rps == -1.0 => {
-                self.bounded(self.bounds.max_rps, current.burst)
+                self.bounded(self.bounds.max_rps, current.burst, current.window)
             }
-            OnNoData::Hold if current.rps.is_finite() => self.bounded(current.rps, current.burst),
+            OnNoData::Hold if current.rps.is_finite() => {
+                self.bounded(current.rps, current.burst, current.window)
+            }
             OnNoData::Hold | OnNoData::Defaults => self.initial(),
             OnNoData::Min => self.bounded(
                 self.bounds.min_rps,
                 self.bounds.min_burst.unwrap_or(self.defaults.burst),
+                self.bounds.min_window.unwrap_or(self.defaults.window),
             ),
         };
         let reason = match self.on_no_data {
@@ -248,46 +414,40 @@ impl Controller {
             .is_some_and(|at| now.saturating_sub(at) < self.cooldown)
     }
 
-    /// Burst shrinks toward its minimum while overloaded and returns toward its default when
-    /// healthy, by at most `max_step` a tick; it moves only when the policy bounds it.
-    fn next_burst(&self, burst: f64, overloaded: bool) -> f64 {
-        let Some(min) = self.bounds.min_burst else {
-            return self.defaults.burst;
+    /// Burst and window (each a "shape" knob) shrink toward their minimum past the target,
+    /// so tokens come in smaller grants while the backend struggles (no pile-up at a window
+    /// boundary), and grow back toward their default with headroom, by at most `max_step` a
+    /// tick. Each moves only when the policy bounds it from below; otherwise it stays at its
+    /// default.
+    fn next_shape(&self, value: f64, default: f64, min: Option<f64>, overloaded: bool) -> f64 {
+        let Some(min) = min else {
+            return default;
         };
-        let burst = if burst.is_finite() && burst > 0.0 {
-            burst
+        let value = if value.is_finite() && value > 0.0 {
+            value
         } else {
-            self.defaults.burst
+            default
         };
         if overloaded {
-            (burst * (1.0 - self.max_step)).max(min)
+            (value * (1.0 - self.max_step)).max(min)
         } else {
-            (burst * (1.0 + self.max_step)).min(self.defaults.burst.max(burst))
+            (value * (1.0 + self.max_step)).min(default.max(value))
         }
     }
 
     /// Knobs inside every bound, with a capacity of at least one token.
-    fn bounded(&self, rps: f64, burst: f64) -> Knobs {
+    fn bounded(&self, rps: f64, burst: f64, window: f64) -> Knobs {
         let b = self.bounds;
-        let rps = if rps.is_finite() {
-            rps
-        } else {
-            self.defaults.rps
-        };
-        let burst = if burst.is_finite() {
-            burst
-        } else {
-            self.defaults.burst
-        };
+        let finite = |v: f64, default: f64| if v.is_finite() { v } else { default };
         let knobs = Knobs {
-            rps: within(rps, b.min_rps, b.max_rps),
+            rps: within(finite(rps, self.defaults.rps), b.min_rps, b.max_rps),
             burst: within(
-                burst,
+                finite(burst, self.defaults.burst),
                 b.min_burst.unwrap_or(self.defaults.burst),
                 b.max_burst.unwrap_or(self.defaults.burst),
             ),
             window: within(
-                self.defaults.window,
+                finite(window, self.defaults.window),
                 b.min_window.unwrap_or(self.defaults.window),
                 b.max_window.unwrap_or(self.defaults.window),
             ),
@@ -313,6 +473,22 @@ impl Controller {
             reason,
         }
     }
+}
+
+/// The longest range selector of a PromQL query (`rate(x[1m])` → 60 s; a subquery's
+/// `[5m:30s]` counts its range): how long the signal averages. Zero when it has none.
+#[must_use]
+pub fn range_window(query: &str) -> Duration {
+    query
+        .split('[')
+        .skip(1)
+        .filter_map(|rest| {
+            let inside = rest.split(']').next()?;
+            let range = inside.split(':').next()?.trim();
+            humantime::parse_duration(range).ok()
+        })
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// `v` inside `[lo, hi]`, preferring `hi` should `lo > hi`; unlike `f64::clamp` it never
