@@ -59,10 +59,10 @@ pub struct Period {
 }
 
 impl Period {
-    /// What could have been served inside the SLO.
+    /// What could have been served inside the SLO, per second.
     #[must_use]
     pub fn possible(&self) -> f64 {
-        self.slo_capacity.min(self.demand) * self.length
+        self.slo_capacity.min(self.demand)
     }
 }
 
@@ -139,7 +139,8 @@ pub fn run(scenario: &Scenario, law: &mut dyn Law, seed: u64) -> Trace {
 }
 
 /// The highest static `rps` at which the noise-free plant at `capacity`, under the full
-/// demand, keeps the p99 of every interval after the first few within the target.
+/// demand and with the smallest burst and window the policy allows, keeps the p99 of every
+/// interval after the first few within the target.
 fn reachable(scenario: &Scenario, capacity: f64) -> f64 {
     let mut quiet = scenario.clone();
     quiet.capacity = vec![scenario::CapacityPoint {
@@ -151,8 +152,14 @@ fn reachable(scenario: &Scenario, capacity: f64) -> f64 {
     quiet.demand.bursts = None;
     quiet.measurement.vanish.clear();
     quiet.duration = Duration::from_secs(40);
-    let target = scenario.policy.throttle.signal.target;
-    let defaults: Knobs = scenario.policy.throttle.defaults.into();
+    let policy = &scenario.policy.throttle;
+    let target = policy.signal.target;
+    // The best shape the policy allows: the smallest grants.
+    let defaults = Knobs {
+        rps: policy.defaults.rps,
+        burst: policy.bounds.min_burst.unwrap_or(policy.defaults.burst),
+        window: policy.bounds.min_window.unwrap_or(policy.defaults.window),
+    };
     let meets = |rps: f64| {
         let mut plant = Plant::new(&quiet, 0);
         let steps = (40.0 / STEP) as u64;

@@ -50,6 +50,8 @@ pub mod colors {
     pub const SLO_CAPACITY: RGBColor = RGBColor(120, 120, 120);
     /// p99 latency.
     pub const P99: RGBColor = RGBColor(214, 39, 40);
+    /// p99 as the daemon measured it.
+    pub const MEASURED: RGBColor = RGBColor(148, 103, 189);
     /// The target.
     pub const TARGET: RGBColor = RGBColor(255, 127, 14);
 }
@@ -196,8 +198,8 @@ where
     Ok(())
 }
 
-/// A panel per trace: knob, served/s and SLO-capacity on the left; true p99 and the target
-/// (ms) on the right.
+/// A panel per trace: knob, served/s and SLO-capacity on the left; true p99, the p99 the
+/// daemon measured and the target (ms) on the right.
 #[must_use]
 pub fn traces(traces: &[Trace], target: f64) -> Vec<Panel> {
     traces
@@ -231,6 +233,9 @@ pub fn traces(traces: &[Trace], target: f64) -> Vec<Panel> {
                     }),
                     line("p99", colors::P99, true, false, &|p| {
                         p.p99.map_or(0.0, |l| l * 1000.0)
+                    }),
+                    line("p99 measured", colors::MEASURED, true, false, &|p| {
+                        p.signal.map_or(0.0, |l| l * 1000.0)
                     }),
                     line("target", colors::TARGET, true, true, &|_| target * 1000.0),
                 ],

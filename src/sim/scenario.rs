@@ -320,8 +320,8 @@ impl Scenario {
         }
     }
 
-    /// The SLO-capacity at `capacity`: the highest steady `rps` knob (with the policy's
-    /// default burst and window, under the full demand) at which the noise-free backend's p99
+    /// The SLO-capacity at `capacity`: the highest steady `rps` knob (with the smallest burst
+    /// and window the policy allows, under the full demand) at which the noise-free backend's p99
     /// meets the target. It includes what the bucket's whole-second grants cost, so it is
     /// what a law could really reach. Interpolated between the schedule's capacities.
     #[must_use]

@@ -4,9 +4,10 @@
 //!   is at most the target;
 //! - **goodput**: queries served in compliant intervals, as a share of what the backend could
 //!   serve inside the SLO (its SLO-capacity, or the demand when that is lower);
-//! - **settling**: after each capacity step, intervals until the knob stays within ±10% of the
-//!   SLO-capacity until the next step;
-//! - **overshoot**: after the knob first reaches that band, its peak above the SLO-capacity;
+//! - **settling**: after each capacity step, intervals until the served rate stays within ±10%
+//!   of what is reachable (the SLO-capacity, or the demand when lower) until the next step;
+//! - **overshoot**: after the served rate first reaches that band, its peak above it (the
+//!   served rate, not the knob: a knob above a lower demand sends nothing to the backend);
 //! - **oscillation**: sign changes of the knob's moves per minute, outside the settling spans.
 
 use serde::Serialize;
@@ -25,7 +26,7 @@ pub struct Score {
     pub goodput: f64,
     /// Intervals to settle after each capacity step; `None`: never settled before the next.
     pub settling: Vec<Option<usize>>,
-    /// Peak of the knob above the SLO-capacity once it reached it, as a share.
+    /// Peak of the served rate above what is reachable once it reached it, as a share.
     pub overshoot: f64,
     /// Sign changes of the knob's moves per minute in steady state.
     pub oscillation: f64,
@@ -62,10 +63,11 @@ pub fn score(periods: &[Period], target: f64, steps: &[usize], warmup: usize) ->
         .filter(|p| compliant(p))
         .map(|p| p.served)
         .sum();
-    let possible: f64 = scored.iter().map(Period::possible).sum();
+    let possible: f64 = scored.iter().map(|p| p.possible() * p.length).sum();
     let goodput = if possible > 0.0 { good / possible } else { 0.0 };
 
-    let within = |p: &Period| (p.knobs.rps / p.slo_capacity - 1.0).abs() <= BAND;
+    let excess = |p: &Period| p.served / p.length / p.possible() - 1.0;
+    let within = |p: &Period| excess(p).abs() <= BAND;
     let mut settling = Vec::new();
     let mut overshoot = 0.0_f64;
     let mut unsettled = vec![false; periods.len()];
@@ -84,13 +86,13 @@ pub fn score(periods: &[Period], target: f64, steps: &[usize], warmup: usize) ->
         unsettled[start..start + quiet].fill(true);
         if let Some(first) = seg.iter().position(within) {
             for p in &seg[first..] {
-                overshoot = overshoot.max(p.knobs.rps / p.slo_capacity - 1.0);
+                overshoot = overshoot.max(excess(p));
             }
         }
     }
     if segments.is_empty() {
         for p in scored {
-            overshoot = overshoot.max(p.knobs.rps / p.slo_capacity - 1.0);
+            overshoot = overshoot.max(excess(p));
         }
     }
 

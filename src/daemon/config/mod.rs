@@ -288,7 +288,7 @@ pub enum Control {
         /// the target go all the way.
         #[serde(default = "default_gain")]
         gain: f64,
-        /// The signal at no load, as a share of the target (default 0.2).
+        /// The signal at no load, as a share of the target (default 0.35).
         #[serde(default = "default_floor")]
         floor: f64,
         /// How long after a knob change the signal starts to show it (default: one
@@ -388,7 +388,7 @@ fn default_gain() -> f64 {
     0.5
 }
 fn default_floor() -> f64 {
-    0.2
+    0.35
 }
 fn default_decrease() -> f64 {
     0.7

@@ -133,6 +133,9 @@ pub struct Controller {
 /// Weight of each new tick in the noise estimate.
 const NOISE_WEIGHT: f64 = 0.05;
 
+/// How much burst and window grow back each healthy tick.
+pub const SHAPE_RECOVERY: f64 = 0.1;
+
 /// At most this many knob changes are remembered (the history spans lag + range window).
 const HISTORY: usize = 512;
 
@@ -415,9 +418,10 @@ impl Controller {
     }
 
     /// Burst and window (each a "shape" knob) shrink toward their minimum past the target,
-    /// so tokens come in smaller grants while the backend struggles (no pile-up at a window
-    /// boundary), and grow back toward their default with headroom, by at most `max_step` a
-    /// tick. Each moves only when the policy bounds it from below; otherwise it stays at its
+    /// by `max_step` a tick, so tokens come in smaller grants while the backend struggles (no
+    /// pile-up at a window boundary); they grow back toward their default with headroom, by
+    /// [`SHAPE_RECOVERY`] a tick: slowly, so that the quiet spell between two bursts of demand
+    /// does not restore the grants that piled up in the last one. Each moves only when the policy bounds it from below; otherwise it stays at its
     /// default.
     fn next_shape(&self, value: f64, default: f64, min: Option<f64>, overloaded: bool) -> f64 {
         let Some(min) = min else {
@@ -431,7 +435,7 @@ impl Controller {
         if overloaded {
             (value * (1.0 - self.max_step)).max(min)
         } else {
-            (value * (1.0 + self.max_step)).min(default.max(value))
+            (value * (1.0 + SHAPE_RECOVERY)).min(default.max(value))
         }
     }
 

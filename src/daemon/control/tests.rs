@@ -18,7 +18,7 @@ fn policy(control: Control) -> Throttle {
             max_rps: 1000.0,
             min_burst: Some(0.5),
             max_burst: None,
-            min_window: None,
+            min_window: Some(1.0),
             max_window: None,
         },
         signal: Signal {
@@ -36,6 +36,12 @@ fn policy(control: Control) -> Throttle {
     }
 }
 
+const PREDICTIVE: Control = Control::Predictive {
+    margin: 0.1,
+    gain: 0.5,
+    floor: 0.35,
+    lag: None,
+};
 const AIMD: Control = Control::Aimd {
     increase: Some(10.0),
     decrease: 0.7,
@@ -76,14 +82,14 @@ fn headroom_raises_rps_and_restores_burst_after_the_cooldown() {
     let up = c.tick(held.knobs, 0.1, secs(41));
     assert_eq!(up.change, Change::Up);
     assert_eq!(up.knobs.rps, 80.0);
-    assert_eq!(up.knobs.burst, 1.5);
+    assert_eq!(up.knobs.burst, 1.0 * (1.0 + SHAPE_RECOVERY));
 }
 
 #[test]
 fn a_stored_unlimited_rps_continues_from_the_ceiling_without_panicking() {
     // Regression: -1 ("allow all", set by hand) made the max_step window inverted and
     // f64::clamp panic, killing the policy's task.
-    for law in [AIMD, PID, GRADIENT] {
+    for law in [PREDICTIVE, AIMD, PID, GRADIENT] {
         let mut c = Controller::new(&policy(law), secs(10));
         let unlimited = Knobs {
             rps: -1.0,
@@ -184,6 +190,18 @@ fn knobs_outside_the_bounds_are_brought_inside() {
 
 fn laws() -> impl Strategy<Value = Control> {
     prop_oneof![
+        (
+            0.0f64..0.45,
+            0.05f64..1.0,
+            0.01f64..0.5,
+            prop::option::of(0u64..120)
+        )
+            .prop_map(|(margin, gain, floor, lag)| Control::Predictive {
+                margin,
+                gain,
+                floor,
+                lag: lag.map(secs),
+            }),
         (0.1f64..100.0, 0.05f64..0.95).prop_map(|(i, d)| Control::Aimd {
             increase: Some(i),
             decrease: d
@@ -206,8 +224,10 @@ fn laws() -> impl Strategy<Value = Control> {
 
 proptest! {
     /// Whatever the law, the signal sequence and the timing: the knobs are finite and inside
-    /// their bounds; rps never rises while the signal is above target + deadband and never
-    /// falls while below target - deadband; a tick moves rps by at most max_step.
+    /// their bounds (window too, capacity at least one token); rps never rises while the
+    /// signal is above target + deadband and never falls while below the aim - deadband (the
+    /// target, or for the predictive law up to half under it); a tick moves rps by at most
+    /// max_step.
     #[test]
     fn knobs_stay_finite_bounded_and_move_the_right_way(
         law in laws(),
@@ -231,12 +251,18 @@ proptest! {
             prop_assert!(n.rps.is_finite() && n.burst.is_finite() && n.window.is_finite());
             prop_assert!((10.0..=1000.0).contains(&n.rps), "rps {}", n.rps);
             prop_assert!((0.5..=2.0).contains(&n.burst), "burst {}", n.burst);
+            prop_assert!((1.0..=5.0).contains(&n.window), "window {}", n.window);
             prop_assert!(n.capacity() >= 1.0);
             let headroom = Observation::new(signal, 1.0, direction, 1.0).headroom;
             if headroom < -deadband {
                 prop_assert!(n.rps <= k.rps, "rose while overloaded: {} -> {}", k.rps, n.rps);
             }
-            if headroom > deadband {
+            let lowest_aim = match (law, direction) {
+                (Control::Predictive { .. }, Direction::HigherIsWorse) => 0.5,
+                (Control::Predictive { .. }, Direction::LowerIsWorse) => 2.0,
+                _ => 1.0,
+            };
+            if Observation::new(signal, lowest_aim, direction, 1.0).headroom > deadband {
                 prop_assert!(n.rps >= k.rps, "fell while healthy: {} -> {}", k.rps, n.rps);
             }
             prop_assert!((n.rps - k.rps).abs() <= max_step * k.rps + 1e-9);
@@ -264,7 +290,7 @@ fn latency(rps: f64) -> f64 {
 
 #[test]
 fn every_law_settles_a_simulated_backend_near_its_target() {
-    for law in [AIMD, PID, GRADIENT] {
+    for law in [PREDICTIVE, AIMD, PID, GRADIENT] {
         let mut p = policy(law);
         p.cooldown = Duration::ZERO;
         let mut c = Controller::new(&p, secs(10));
@@ -286,4 +312,90 @@ fn every_law_settles_a_simulated_backend_near_its_target() {
         );
         assert!(worst < 0.4, "{}: worst latency {worst:.3}", law.law());
     }
+}
+
+#[test]
+fn the_predictive_law_settles_under_the_target_without_crossing_it() {
+    let mut p = policy(PREDICTIVE);
+    p.cooldown = Duration::ZERO;
+    let mut c = Controller::new(&p, secs(10));
+    let mut k = c.initial();
+    for t in 1..=100u64 {
+        k = c.tick(k, latency(k.rps), secs(t * 10)).knobs;
+        if t > 10 {
+            assert!(
+                latency(k.rps) <= 0.25,
+                "tick {t}: {:.3} at {:.0}",
+                latency(k.rps),
+                k.rps
+            );
+        }
+    }
+    let l = latency(k.rps);
+    assert!(
+        (0.2..=0.25).contains(&l),
+        "settled at {l:.3} ({:.0} rps)",
+        k.rps
+    );
+}
+
+#[test]
+fn the_predictive_law_does_not_cut_twice_for_one_overload() {
+    // The signal lags the knobs by 20 s: an overload seen at t=10 is still seen at t=20,
+    // although the knob was cut at t=10. The second tick pairs it with the knob in force
+    // when it was measured (100), predicts the same rate, and does not cut again.
+    let mut p = policy(PREDICTIVE);
+    p.control = Control::Predictive {
+        margin: 0.1,
+        gain: 0.5,
+        floor: 0.35,
+        lag: Some(secs(20)),
+    };
+    let mut c = Controller::new(&p, secs(10));
+    let start = Knobs {
+        rps: 100.0,
+        ..c.initial()
+    };
+    c.tick(start, 0.2, secs(0));
+    let first = c.tick(start, 0.5, secs(10)).knobs;
+    assert!(first.rps < 100.0);
+    let second = c.tick(first, 0.5, secs(20));
+    assert_eq!(second.knobs.rps, first.rps, "{second:?}");
+}
+
+#[test]
+fn window_and_burst_shrink_past_the_target_and_recover_slowly() {
+    let mut c = Controller::new(&policy(PREDICTIVE), secs(10));
+    let mut k = c.initial();
+    assert_eq!((k.burst, k.window), (2.0, 5.0));
+    for t in 1..=6 {
+        k = c.tick(k, 1.0, secs(t * 10)).knobs;
+    }
+    assert_eq!((k.burst, k.window), (0.5, 1.0), "at their minimum");
+    let mut ticks = 0;
+    while k.window < 5.0 {
+        let next = c.tick(k, 0.05, secs(100 + ticks * 10)).knobs;
+        assert!(next.window <= k.window * (1.0 + SHAPE_RECOVERY) + 1e-9);
+        k = next;
+        ticks += 1;
+        assert!(ticks < 100, "window never recovered");
+    }
+    assert!(
+        ticks >= 10,
+        "recovered in {ticks} ticks: too fast to outlast a quiet spell"
+    );
+}
+
+#[test]
+fn range_window_is_the_longest_range_of_the_query() {
+    assert_eq!(range_window("up"), Duration::ZERO);
+    assert_eq!(
+        range_window("histogram_quantile(0.99, sum by (le) (rate(x_bucket[1m])))"),
+        secs(60)
+    );
+    assert_eq!(
+        range_window("rate(a[30s]) / max_over_time(b[5m:10s])"),
+        secs(300)
+    );
+    assert_eq!(range_window("x{l=\"[\"}[bad]"), Duration::ZERO);
 }
