@@ -288,11 +288,11 @@ pub enum Control {
         /// the target go all the way.
         #[serde(default = "default_gain")]
         gain: f64,
-        /// The signal at no load, as a share of the target (default 0.35).
-        #[serde(default = "default_floor")]
-        floor: f64,
-        /// How long after a knob change the signal starts to show it (default: one
-        /// interval); the signal is paired with the knobs in force over the query's range
+        /// The signal at no load, as a share of the target (default: learned, the lowest
+        /// signal seen, kept between 0.1 and 0.5 of the target).
+        floor: Option<f64>,
+        /// How long after a knob change the signal starts to show it (default: two
+        /// intervals); the signal is paired with the knobs in force over the query's range
         /// window (its largest `[...]`) before that.
         #[serde(default, with = "duration::option")]
         lag: Option<Duration>,
@@ -339,7 +339,7 @@ impl Default for Control {
         Self::Predictive {
             margin: default_margin(),
             gain: default_gain(),
-            floor: default_floor(),
+            floor: None,
             lag: None,
         }
     }
@@ -386,9 +386,6 @@ fn default_margin() -> f64 {
 }
 fn default_gain() -> f64 {
     0.5
-}
-fn default_floor() -> f64 {
-    0.35
 }
 fn default_decrease() -> f64 {
     0.7

@@ -242,9 +242,12 @@ fn law(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
                 format!("must be in (0, 1], got {gain}"),
             );
             check(
-                floor > 0.0 && floor < 1.0 - margin,
+                floor.is_none_or(|f| f > 0.0 && f < 1.0 - margin),
                 "control.floor",
-                format!("must be above 0 and below 1 - margin, got {floor}"),
+                format!(
+                    "must be above 0 and below 1 - margin, got {}",
+                    floor.unwrap_or_default()
+                ),
             );
             check(
                 lag.is_none_or(|l| l <= std::time::Duration::from_secs(3600)),

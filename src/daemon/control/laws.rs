@@ -4,6 +4,9 @@
 
 use super::Observation;
 
+/// The predictive law never predicts more than this many times the rate whose signal it saw.
+pub const MAX_RISE: f64 = 1.5;
+
 /// Parameters of [`predictive`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Predictive {
@@ -34,10 +37,13 @@ pub struct Predictive {
 #[must_use]
 pub fn predictive(rps: f64, applied: f64, pressure: f64, p: Predictive) -> f64 {
     let aim = 1.0 - p.margin;
-    if pressure <= p.floor {
-        return f64::INFINITY;
-    }
-    let queue = applied * (1.0 - p.floor / aim) / (1.0 - p.floor / pressure);
+    // Never more than MAX_RISE times the rate whose effect was seen: under the floor the
+    // model has no answer, and far from it a wrong floor would overshoot.
+    let queue = if pressure <= p.floor {
+        applied * MAX_RISE
+    } else {
+        (applied * (1.0 - p.floor / aim) / (1.0 - p.floor / pressure)).min(applied * MAX_RISE)
+    };
     if pressure > 1.0 {
         queue.min(applied / pressure)
     } else {
@@ -143,14 +149,17 @@ mod tests {
         // A queue with floor 0.2 and capacity 100: pressure 0.2 / (1 - r / 100).
         let pressure = |r: f64| 0.2 / (1.0 - r / 100.0);
         let aim_rate = 100.0 * (1.0 - 0.2 / 0.85);
-        for r in [10.0, 40.0, 70.0, 78.0] {
+        for r in [55.0, 70.0, 78.0] {
             let next = predictive(r, r, pressure(r), P);
             assert!((next - aim_rate).abs() < 1e-9, "from {r}: {next}");
         }
+        // Further away, no more than MAX_RISE times the rate seen.
+        assert_eq!(predictive(10.0, 10.0, pressure(10.0), P), 10.0 * MAX_RISE);
         // Past the target it is held under applied / pressure.
         assert!((predictive(90.0, 90.0, 4.0, P) - 22.5).abs() < 1e-9);
-        // At the floor: no bound of its own.
-        assert_eq!(predictive(10.0, 10.0, 0.1, P), f64::INFINITY);
+        // At the floor, or far under the aim: at most MAX_RISE times the rate seen.
+        assert_eq!(predictive(10.0, 10.0, 0.1, P), 10.0 * MAX_RISE);
+        assert_eq!(predictive(10.0, 10.0, 0.21, P), 10.0 * MAX_RISE);
     }
 
     #[test]

@@ -124,14 +124,37 @@ pub struct Controller {
     lag: Duration,
     /// The query's range window: the signal averages this long.
     span: Duration,
-    /// Noise of the signal: a slow average of the squared tick-to-tick change of its log,
-    /// and the last log.
-    noise: f64,
-    last_log: Option<f64>,
+    /// The signal's last changes (of its log) while the knobs it reflects stood still: its
+    /// noise; and the last logs of the signal and of the `rps` it reflected.
+    changes: VecDeque<f64>,
+    last_log: Option<(f64, f64)>,
+    last_pressure: f64,
+    /// The lowest pressure (signal over target, oriented) seen: no floor is above it.
+    lowest: f64,
+    /// The floor learned from the law's own moves, and the last clean observation (log of
+    /// the `rps`, log of the pressure) it learns from.
+    learned: f64,
+    clean: Option<(f64, f64)>,
 }
 
-/// Weight of each new tick in the noise estimate.
-const NOISE_WEIGHT: f64 = 0.05;
+/// The learned floor of the predictive law stays within these shares of the target.
+pub const FLOOR_RANGE: (f64, f64) = (0.1, 0.5);
+/// The floor the predictive law starts from: a queue idling at a fifth of its target, a
+/// steep response, so that its first raises are small.
+pub const FIRST_FLOOR: f64 = 0.2;
+/// Two clean observations this far apart in `rps` (in log) say how the signal responds.
+const LEARN_MOVE: f64 = 0.05;
+/// Weight of each response in the learned floor.
+const LEARN_WEIGHT: f64 = 0.3;
+
+/// A tick whose `rps` moved more than this (in log) says nothing of the noise.
+const ORDINARY_MOVE: f64 = 0.1;
+/// The most a knob move is taken to explain of a signal's move (elasticity, in logs).
+const MAX_ELASTICITY: f64 = 5.0;
+/// The noise of the signal is judged over this many ticks.
+const NOISE_TICKS: usize = 21;
+/// The predictive law aims this many times the signal's noise under the target.
+const NOISE_SPREAD: f64 = 2.5;
 
 /// How much burst and window grow back each healthy tick.
 pub const SHAPE_RECOVERY: f64 = 0.1;
@@ -163,36 +186,97 @@ impl Controller {
                 _ => policy.interval.unwrap_or(interval),
             },
             span: range_window(&policy.signal.query),
-            noise: 0.0,
+            changes: VecDeque::with_capacity(NOISE_TICKS),
             last_log: None,
+            last_pressure: f64::INFINITY,
+            lowest: f64::INFINITY,
+            learned: FIRST_FLOOR,
+            clean: None,
         }
     }
 
     /// How far under the target the predictive law aims: its `margin`, or more when the
-    /// signal is noisy, so that twice its noise (as a log-normal spread) stays under the
+    /// signal is noisy, so that 2.5 times its noise (as a log-normal spread) stays under the
     /// target. At most 0.5.
     fn margin(&self) -> f64 {
         match self.control {
-            Control::Predictive { margin, .. } => {
-                // Tick-to-tick changes of white noise have twice its variance.
-                let sigma = (self.noise / 2.0).sqrt();
-                margin.max(1.0 - (-2.0 * sigma).exp()).min(0.5)
-            }
+            Control::Predictive { margin, .. } => margin
+                .max(1.0 - (-NOISE_SPREAD * self.noise()).exp())
+                .min(0.5),
             _ => 0.0,
         }
     }
 
-    /// Updates the noise estimate with a signal.
-    fn observe(&mut self, signal: f64) {
-        if !(signal.is_finite() && signal > 0.0) {
+    /// The signal's noise: the standard deviation of its log, from the median of its recent
+    /// tick-to-tick changes, so that the few large moves a capacity change or a cut makes are
+    /// not taken for noise.
+    fn noise(&self) -> f64 {
+        if self.changes.len() < NOISE_TICKS / 2 {
+            return 0.0;
+        }
+        let mut changes: Vec<f64> = self.changes.iter().copied().collect();
+        changes.sort_by(f64::total_cmp);
+        // For a normal variable, median(|x|) = 0.6745 σ; a difference of two has √2 σ.
+        changes[changes.len() / 2] / 0.6745 / std::f64::consts::SQRT_2
+    }
+
+    /// Notes a signal's change since the last tick, less what the `rps` it reflects
+    /// (`applied`) explains by the queueing model (its elasticity at `pressure` is
+    /// `pressure / floor - 1`): the law's own moves are not noise.
+    fn observe(&mut self, signal: f64, applied: f64, pressure: f64, floor: f64) {
+        if !(signal.is_finite() && signal > 0.0 && applied.is_finite() && applied > 0.0) {
             return;
         }
-        let log = signal.ln();
-        if let Some(last) = self.last_log {
-            let d = (log - last).powi(2).min(1.0);
-            self.noise += NOISE_WEIGHT * (d - self.noise);
+        let (log, applied_log) = (signal.ln(), applied.ln());
+        // Only ordinary ticks: a small move, the signal under 1.5 × the target at both ends.
+        // Near saturation or across a capacity step the model cannot say what is noise.
+        let ordinary = pressure <= 1.5 && self.last_pressure <= 1.5;
+        if let Some((last, last_applied)) = self.last_log
+            && ordinary
+            && (applied_log - last_applied).abs() <= ORDINARY_MOVE
+        {
+            let elasticity = (pressure / floor - 1.0).clamp(0.0, MAX_ELASTICITY);
+            let residual = (log - last) - elasticity * (applied_log - last_applied);
+            if self.changes.len() == NOISE_TICKS {
+                self.changes.pop_front();
+            }
+            self.changes.push_back(residual.abs());
         }
-        self.last_log = Some(log);
+        self.last_log = Some((log, applied_log));
+        self.last_pressure = pressure;
+    }
+
+    /// The floor the predictive law uses: the configured one, or the one learned from its
+    /// moves, never above the lowest pressure seen, within [`FLOOR_RANGE`].
+    fn floor(&self, configured: Option<f64>) -> f64 {
+        configured.unwrap_or_else(|| {
+            let (lo, hi) = FLOOR_RANGE;
+            self.learned.min(self.lowest).max(lo).min(hi)
+        })
+    }
+
+    /// Learns the floor from how the signal answered the law's moves. An observation is
+    /// clean when one `rps` was in force over all the signal may reflect (`lo == hi`) and the
+    /// signal is under 1.5 × the target (past it a queue grows with time, not rate). Between
+    /// two clean observations `LEARN_MOVE` apart, the elasticity `E = Δln p / Δln rps` gives
+    /// the floor the queueing model would need, `p / (1 + E)`.
+    fn learn(&mut self, (lo, hi): (f64, f64), pressure: f64) {
+        if lo != hi || !(pressure > 0.0 && pressure <= 1.5) || !(lo > 0.0 && lo.is_finite()) {
+            return;
+        }
+        let here = (lo.ln(), pressure.ln());
+        if let Some((x, y)) = self.clean {
+            let dx = here.0 - x;
+            if dx.abs() < LEARN_MOVE {
+                self.clean = Some(here);
+                return;
+            }
+            let elasticity = ((here.1 - y) / dx).clamp(0.1, 20.0);
+            let (min, max) = FLOOR_RANGE;
+            let floor = (pressure / (1.0 + elasticity)).clamp(min, max);
+            self.learned += LEARN_WEIGHT * (floor - self.learned);
+        }
+        self.clean = Some(here);
     }
 
     /// The signal the policy aims at: its target, or for the predictive law `margin` under it.
@@ -204,32 +288,20 @@ impl Controller {
         }
     }
 
-    /// The mean `rps` in force over the span the signal measured: `[now - lag - span,
-    /// now - lag]`. `None` before anything was recorded.
-    fn applied(&self, now: Duration) -> Option<f64> {
-        let end = now.saturating_sub(self.lag);
-        let start = end.saturating_sub(self.span);
-        let at = |t: Duration| {
-            let i = self.history.partition_point(|(since, _)| *since <= t);
-            self.history.get(i.saturating_sub(1)).map(|(_, rps)| *rps)
-        };
-        if start == end {
-            return at(end);
-        }
-        let mut total = 0.0;
-        let mut from = start;
-        let mut value = at(start)?;
-        for &(since, rps) in self
-            .history
+    /// The lowest and highest `rps` in force over `[now - 2 × lag - span, now]`: every knob
+    /// the signal may reflect, allowing the lag to be off by a factor of two either way.
+    /// `None` before anything was recorded.
+    fn applied(&self, now: Duration) -> Option<(f64, f64)> {
+        let start = now.saturating_sub(self.lag.saturating_mul(2).saturating_add(self.span));
+        let i = self.history.partition_point(|(since, _)| *since <= start);
+        self.history
             .iter()
-            .filter(|(since, _)| *since > start && *since < end)
-        {
-            total += value * since.saturating_sub(from).as_secs_f64();
-            from = since;
-            value = rps;
-        }
-        total += value * end.saturating_sub(from).as_secs_f64();
-        Some(total / end.saturating_sub(start).as_secs_f64())
+            .skip(i.saturating_sub(1))
+            .map(|(_, rps)| *rps)
+            .fold(None, |range, rps| match range {
+                None => Some((rps, rps)),
+                Some((lo, hi)) => Some((f64::min(lo, rps), f64::max(hi, rps))),
+            })
     }
 
     /// Remembers that `rps` is in force from `now`, forgetting what the law no longer needs.
@@ -238,7 +310,7 @@ impl Controller {
             return;
         }
         self.history.push_back((now, rps));
-        let oldest = now.saturating_sub(self.lag.saturating_add(self.span));
+        let oldest = now.saturating_sub(self.lag.saturating_mul(2).saturating_add(self.span));
         // Keep the last entry at or before `oldest`: it is in force at the window's start.
         while self.history.len() > HISTORY
             || self
@@ -264,8 +336,15 @@ impl Controller {
             .map_or(self.interval, |last| now.saturating_sub(last))
             .as_secs_f64();
         self.last_tick = Some(now);
-        if matches!(self.control, Control::Predictive { .. }) {
-            self.observe(signal);
+        if let Control::Predictive { floor, .. } = self.control {
+            let ratio = Observation::new(signal, self.target, self.direction, dt).ratio;
+            let pressure = 1.0 / ratio;
+            if pressure.is_finite() && pressure >= 0.0 {
+                self.lowest = self.lowest.min(pressure);
+            }
+            let (lo, hi) = self.applied(now).unwrap_or((current.rps, current.rps));
+            self.learn((lo, hi), pressure);
+            self.observe(signal, f64::midpoint(lo, hi), pressure, self.floor(floor));
         }
         let obs = Observation::new(signal, self.aim(), self.direction, dt);
         let past_target = Observation::new(signal, self.target, self.direction, dt).headroom < 0.0;
@@ -356,8 +435,13 @@ impl Controller {
         match self.control {
             Control::Predictive { gain, floor, .. } => {
                 let margin = self.margin();
-                let applied = self.applied(now).unwrap_or(rps);
                 let pressure = (1.0 - margin) / obs.ratio;
+                // Pessimistic pairing: an overload is blamed on the highest knob it may
+                // reflect, headroom credited to the lowest, so a stale signal never moves the
+                // knob twice for one piece of news, whatever the true lag.
+                let (lo, hi) = self.applied(now).unwrap_or((rps, rps));
+                let applied = if pressure > 1.0 - margin { hi } else { lo };
+                let floor = self.floor(floor);
                 laws::predictive(
                     rps,
                     applied,

@@ -39,7 +39,7 @@ fn policy(control: Control) -> Throttle {
 const PREDICTIVE: Control = Control::Predictive {
     margin: 0.1,
     gain: 0.5,
-    floor: 0.35,
+    floor: None,
     lag: None,
 };
 const AIMD: Control = Control::Aimd {
@@ -193,7 +193,7 @@ fn laws() -> impl Strategy<Value = Control> {
         (
             0.0f64..0.45,
             0.05f64..1.0,
-            0.01f64..0.5,
+            prop::option::of(0.01f64..0.5),
             prop::option::of(0u64..120)
         )
             .prop_map(|(margin, gain, floor, lag)| Control::Predictive {
@@ -348,7 +348,7 @@ fn the_predictive_law_does_not_cut_twice_for_one_overload() {
     p.control = Control::Predictive {
         margin: 0.1,
         gain: 0.5,
-        floor: 0.35,
+        floor: Some(0.35),
         lag: Some(secs(20)),
     };
     let mut c = Controller::new(&p, secs(10));
