@@ -6,7 +6,7 @@
 //! capacity: that rate is its SLO-capacity.
 //!
 //! ```text
-//! cargo run --release --example demo [-- --phase-seconds 20 --workers 32 --out DIR]
+//! cargo run --release --example demo [-- --phase-seconds 30 --workers 32 --out DIR]
 //! ```
 //!
 //! Each second it measures what the workers were allowed (served/s) and denied (denied/s),
@@ -27,7 +27,7 @@
 //! of the SLO-capacity. Ctrl-C stops the run at once, stops everything it started, still
 //! writes the files with the seconds it has, and exits 130.
 //!
-//! Flags: `--phase-seconds N` (length of each of the three phases, default 20), `--workers N`
+//! Flags: `--phase-seconds N` (length of each of the three phases, default 30), `--workers N`
 //! (default 32), `--out DIR`.
 
 #[path = "demo/report.rs"]
@@ -77,7 +77,7 @@ const PLAN: [(f64, &str); 3] = [
 #[command(about = "The whole loop: Redis, Prometheus, a simulated database, workers, the daemon")]
 struct Args {
     /// Length of each phase of the capacity plan, in seconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     phase_seconds: u64,
     /// Workers taking tokens.
     #[arg(long, default_value_t = 32)]
@@ -129,7 +129,7 @@ impl Rig {
 redis: {{ url: "{}" }}
 prometheus: {{ url: "{}", timeout: 1s }}
 listen: "127.0.0.1:0"
-interval: 2s
+interval: 1s
 throttles:
   - name: {THROTTLE}
     defaults: {{ rps: {}, burst: {}, window: {} }}
@@ -288,6 +288,10 @@ async fn run(
     let mut tick = tokio::time::interval_at(start, Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // What the workers took before the first counted second is a fresh bucket's one-time
+    // fill, not a rate: it is not counted.
+    counters.allowed.swap(0, Ordering::Relaxed);
+    counters.denied.swap(0, Ordering::Relaxed);
     let mut last = Instant::now();
     let mut t = 0;
     for (i, (capacity, what)) in PLAN.into_iter().enumerate() {

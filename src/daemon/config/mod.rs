@@ -163,9 +163,11 @@ pub struct Throttle {
     /// This throttle's control period (default: the top-level `interval`).
     #[serde(default, with = "duration::option")]
     pub interval: Option<Duration>,
-    /// Largest relative change of `rps` in one tick (0.5: at most ±50%).
-    #[serde(default = "default_max_step")]
-    pub max_step: f64,
+    /// Largest relative change of `rps` in one tick (0.5: at most ±50%). Default: 0.6 for
+    /// the predictive law, whose cuts its model bounds (one tick takes a capacity drop of up
+    /// to 60%), 0.5 for the others; see [`Throttle::max_step`].
+    #[serde(default)]
+    pub max_step: Option<f64>,
     /// After a decrease, no increase for this long.
     #[serde(default, with = "duration")]
     pub cooldown: Duration,
@@ -174,8 +176,15 @@ pub struct Throttle {
     pub deadband: f64,
 }
 
-fn default_max_step() -> f64 {
-    0.5
+impl Throttle {
+    /// The largest relative change of `rps` in one tick: as configured, or the law's default.
+    #[must_use]
+    pub fn max_step(&self) -> f64 {
+        self.max_step.unwrap_or(match self.control {
+            Control::Predictive { .. } => 0.6,
+            _ => 0.5,
+        })
+    }
 }
 
 fn default_deadband() -> f64 {
@@ -284,8 +293,8 @@ pub enum Control {
         /// noisy, so that its noise rarely crosses the target.
         #[serde(default = "default_margin")]
         margin: f64,
-        /// Share of the way up to the predicted rate taken each tick (default 0.5); cuts past
-        /// the target go all the way.
+        /// Share of the way up to the predicted rate taken each tick (default 1); cuts past
+        /// the target always go all the way.
         #[serde(default = "default_gain")]
         gain: f64,
         /// The signal at no load, as a share of the target (default: learned, the lowest
@@ -385,7 +394,7 @@ fn default_margin() -> f64 {
     0.1
 }
 fn default_gain() -> f64 {
-    0.5
+    1.0
 }
 fn default_decrease() -> f64 {
     0.7

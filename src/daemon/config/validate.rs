@@ -137,9 +137,9 @@ fn throttle(p: &mut Problems, at: &str, t: &Throttle) {
         "must not be empty".into(),
     );
     check(
-        t.max_step > 0.0 && t.max_step <= 1.0,
+        t.max_step.is_none_or(|m| m > 0.0 && m <= 1.0),
         "max_step",
-        format!("must be in (0, 1], got {}", t.max_step),
+        format!("must be in (0, 1], got {}", t.max_step()),
     );
     check(
         (0.0..1.0).contains(&t.deadband),

@@ -29,20 +29,22 @@ pub struct Predictive {
 /// `1 - margin` of the target, `applied · (1 - floor / aim) / (1 - floor / pressure)`.
 ///
 /// Past the target the queue may be growing, which the steady-state model underrates, so the
-/// prediction is also held under `applied / pressure`, and the law goes all the way to it at
-/// once: an overload is cut in one tick. Under the target it moves `gain` of the way from
-/// `rps` to the prediction, so that noise is averaged out on the way up. A signal at or under
-/// the floor says only "far from capacity": the prediction is unbounded and `max_step` sets
-/// the pace.
+/// prediction is also held under `applied / pressure`, and the law goes all the way to it
+/// at once: an overload is cut in one tick. Under the target it moves `gain` of the way from
+/// `rps` to the prediction (all of it by default: the pairing already makes raises cautious).
+/// The prediction is never more than [`MAX_RISE`] times `applied`: under the floor the model
+/// has no answer ("far from capacity"), and near it the answer is ill-conditioned.
 #[must_use]
 pub fn predictive(rps: f64, applied: f64, pressure: f64, p: Predictive) -> f64 {
     let aim = 1.0 - p.margin;
     // Never more than MAX_RISE times the rate whose effect was seen: under the floor the
-    // model has no answer, and far from it a wrong floor would overshoot.
+    // model has no answer, and near it the prediction is ill-conditioned (a floor 25% too
+    // high overstates the capacity by 40% at twice the floor).
+    let most = applied * MAX_RISE;
     let queue = if pressure <= p.floor {
-        applied * MAX_RISE
+        most
     } else {
-        (applied * (1.0 - p.floor / aim) / (1.0 - p.floor / pressure)).min(applied * MAX_RISE)
+        (applied * (1.0 - p.floor / aim) / (1.0 - p.floor / pressure)).min(most)
     };
     if pressure > 1.0 {
         queue.min(applied / pressure)
@@ -164,8 +166,8 @@ mod tests {
 
     #[test]
     fn predictive_pairs_the_signal_with_the_rate_that_caused_it() {
-        // The knob was already cut from 100 to 50 but the signal still shows 100's effect:
-        // the prediction is the same as on the tick that cut, so it does not cut again.
+        // The knob was already cut from 100 but the signal still shows 100's effect: the
+        // prediction is the same as on the tick that cut, so it does not cut again.
         let first = predictive(100.0, 100.0, 2.0, P);
         assert!((first - 50.0).abs() < 1e-9);
         let again = predictive(first, 100.0, 2.0, P);

@@ -135,6 +135,10 @@ pub struct Controller {
     /// the `rps`, log of the pressure) it learns from.
     learned: f64,
     clean: Option<(f64, f64)>,
+    /// The predictive law's recent pressures, over [`Controller::window`].
+    recent: VecDeque<(Duration, f64)>,
+    /// When the predictive law last cut, and the pressure it cut on.
+    last_cut: Option<(Duration, f64)>,
 }
 
 /// The learned floor of the predictive law stays within these shares of the target.
@@ -144,6 +148,9 @@ pub const FLOOR_RANGE: (f64, f64) = (0.1, 0.5);
 pub const FIRST_FLOOR: f64 = 0.2;
 /// Two clean observations this far apart in `rps` (in log) say how the signal responds.
 const LEARN_MOVE: f64 = 0.05;
+/// Responses outside these elasticities are taken for capacity changes, not learned from.
+const MIN_ELASTICITY: f64 = 0.2;
+const MAX_LEARNED_ELASTICITY: f64 = 20.0;
 /// Weight of each response in the learned floor.
 const LEARN_WEIGHT: f64 = 0.3;
 
@@ -172,7 +179,7 @@ impl Controller {
             defaults: policy.defaults.into(),
             target: policy.signal.target,
             direction: policy.signal.direction,
-            max_step: policy.max_step,
+            max_step: policy.max_step(),
             deadband: policy.deadband,
             cooldown: policy.cooldown,
             on_no_data: policy.on_no_data,
@@ -192,17 +199,24 @@ impl Controller {
             lowest: f64::INFINITY,
             learned: FIRST_FLOOR,
             clean: None,
+            recent: VecDeque::new(),
+            last_cut: None,
         }
     }
 
     /// How far under the target the predictive law aims: its `margin`, or more when the
     /// signal is noisy, so that 2.5 times its noise (as a log-normal spread) stays under the
-    /// target. At most 0.5.
+    /// target; but never so far that the aim comes closer to the floor than to the target: no
+    /// rate brings a signal under its floor, and a law chasing such an aim would cut to the
+    /// minimum.
     fn margin(&self) -> f64 {
         match self.control {
-            Control::Predictive { margin, .. } => margin
-                .max(1.0 - (-NOISE_SPREAD * self.noise()).exp())
-                .min(0.5),
+            Control::Predictive { margin, floor, .. } => {
+                let reachable = (1.0 - self.floor(floor)) / 2.0;
+                margin
+                    .max(1.0 - (-NOISE_SPREAD * self.noise()).exp())
+                    .min(reachable.max(margin))
+            }
             _ => 0.0,
         }
     }
@@ -261,7 +275,12 @@ impl Controller {
     /// two clean observations `LEARN_MOVE` apart, the elasticity `E = Δln p / Δln rps` gives
     /// the floor the queueing model would need, `p / (1 + E)`.
     fn learn(&mut self, (lo, hi): (f64, f64), pressure: f64) {
-        if lo != hi || !(pressure > 0.0 && pressure <= 1.5) || !(lo > 0.0 && lo.is_finite()) {
+        if pressure > 1.5 {
+            // Something changed (an overload): what came before says nothing of what follows.
+            self.clean = None;
+            return;
+        }
+        if lo != hi || pressure <= 0.0 || !(lo > 0.0 && lo.is_finite()) {
             return;
         }
         let here = (lo.ln(), pressure.ln());
@@ -271,10 +290,14 @@ impl Controller {
                 self.clean = Some(here);
                 return;
             }
-            let elasticity = ((here.1 - y) / dx).clamp(0.1, 20.0);
-            let (min, max) = FLOOR_RANGE;
-            let floor = (pressure / (1.0 + elasticity)).clamp(min, max);
-            self.learned += LEARN_WEIGHT * (floor - self.learned);
+            // A queue answers a rise with a rise; a flat or opposite answer means the
+            // capacity moved between the two, and says nothing of the floor.
+            let elasticity = (here.1 - y) / dx;
+            if (MIN_ELASTICITY..=MAX_LEARNED_ELASTICITY).contains(&elasticity) {
+                let (min, max) = FLOOR_RANGE;
+                let floor = (pressure / (1.0 + elasticity)).clamp(min, max);
+                self.learned += LEARN_WEIGHT * (floor - self.learned);
+            }
         }
         self.clean = Some(here);
     }
@@ -292,7 +315,7 @@ impl Controller {
     /// the signal may reflect, allowing the lag to be off by a factor of two either way.
     /// `None` before anything was recorded.
     fn applied(&self, now: Duration) -> Option<(f64, f64)> {
-        let start = now.saturating_sub(self.lag.saturating_mul(2).saturating_add(self.span));
+        let start = now.saturating_sub(self.window());
         let i = self.history.partition_point(|(since, _)| *since <= start);
         self.history
             .iter()
@@ -304,13 +327,18 @@ impl Controller {
             })
     }
 
+    /// How far back the signal may reach: twice the lag, plus the query's range window.
+    fn window(&self) -> Duration {
+        self.lag.saturating_mul(2).saturating_add(self.span)
+    }
+
     /// Remembers that `rps` is in force from `now`, forgetting what the law no longer needs.
     fn record(&mut self, now: Duration, rps: f64) {
         if self.history.back().is_some_and(|(_, last)| *last == rps) {
             return;
         }
         self.history.push_back((now, rps));
-        let oldest = now.saturating_sub(self.lag.saturating_mul(2).saturating_add(self.span));
+        let oldest = now.saturating_sub(self.window());
         // Keep the last entry at or before `oldest`: it is in force at the window's start.
         while self.history.len() > HISTORY
             || self
@@ -440,7 +468,28 @@ impl Controller {
                 // reflect, headroom credited to the lowest, so a stale signal never moves the
                 // knob twice for one piece of news, whatever the true lag.
                 let (lo, hi) = self.applied(now).unwrap_or((rps, rps));
-                let applied = if pressure > 1.0 - margin { hi } else { lo };
+                // Headroom must hold over the whole span: a quiet spell between bursts of
+                // demand says nothing of the next burst.
+                let since = now.saturating_sub(self.window());
+                while self.recent.front().is_some_and(|(at, _)| *at < since) {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((now, pressure));
+                let (applied, pressure) = if pressure > 1.0 - margin {
+                    // One cut per piece of news: until the last cut can show, only a worse
+                    // signal cuts again.
+                    if let Some((at, seen)) = self.last_cut
+                        && now.saturating_sub(at) < self.window()
+                        && pressure <= seen
+                    {
+                        return rps;
+                    }
+                    self.last_cut = Some((now, pressure));
+                    (hi, pressure)
+                } else {
+                    let worst = self.recent.iter().map(|(_, p)| *p).fold(pressure, f64::max);
+                    (lo, worst)
+                };
                 let floor = self.floor(floor);
                 laws::predictive(
                     rps,

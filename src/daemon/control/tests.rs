@@ -30,7 +30,7 @@ fn policy(control: Control) -> Throttle {
         control,
         on_no_data: OnNoData::Hold,
         interval: None,
-        max_step: 0.5,
+        max_step: Some(0.5),
         cooldown: Duration::from_secs(30),
         deadband: 0.05,
     }
@@ -239,7 +239,7 @@ proptest! {
         let mut p = policy(law);
         p.signal.direction = direction;
         p.signal.target = 1.0;
-        p.max_step = max_step;
+        p.max_step = Some(max_step);
         p.deadband = deadband;
         let mut c = Controller::new(&p, secs(10));
         let mut k = c.initial();
