@@ -19,13 +19,9 @@ fn the_shipped_example_is_valid_and_means_what_it_says() {
     assert_eq!(c.throttles.len(), 2);
     let orders = &c.throttles[0];
     assert_eq!(orders.name, "orders-db");
-    assert_eq!(
-        orders.control,
-        Control::Aimd {
-            increase: None,
-            decrease: 0.7
-        }
-    );
+    assert_eq!(orders.control, Control::default(), "the predictive law");
+    assert_eq!(orders.control.law(), "predictive");
+    assert_eq!(orders.max_step(), 0.6, "the predictive law's default step");
     assert_eq!(orders.on_no_data, OnNoData::Hold);
     assert_eq!(orders.signal.direction, Direction::HigherIsWorse);
     assert_eq!(c.interval, std::time::Duration::from_secs(10));
@@ -157,7 +153,7 @@ fn check_subcommand_exit_codes() {
         .unwrap();
     assert!(ok.status.success());
     let out = String::from_utf8_lossy(&ok.stdout);
-    assert!(out.contains("orders-db: aimd every 10s"), "{out}");
+    assert!(out.contains("orders-db: predictive every 10s"), "{out}");
     assert!(out.contains("ok, 2 throttle policies"), "{out}");
 
     let bad = Command::new(bin)

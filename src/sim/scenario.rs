@@ -554,6 +554,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_means_what_it_says() {
+        let s = Scenario::parse(include_str!("../../config/scenario.yaml"), "scenario.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.name, "my-database");
+        assert_eq!(s.policy.interval, Duration::from_secs(5));
+        assert_eq!(s.warmup, Duration::from_secs(50));
+        assert_eq!(s.steps(), vec![Duration::from_secs(300)]);
+        assert_eq!(s.policy.throttle.control.law(), "predictive");
+    }
+
+    #[test]
     fn capacity_steps_and_ramps() {
         let s = Scenario::built_in("ramp").unwrap();
         let first = s.capacity[0].capacity;

@@ -193,7 +193,7 @@ impl Controller {
                 _ => policy.interval.unwrap_or(interval),
             },
             span: range_window(&policy.signal.query),
-            changes: VecDeque::with_capacity(NOISE_TICKS),
+            changes: VecDeque::new(),
             last_log: None,
             last_pressure: f64::INFINITY,
             lowest: f64::INFINITY,
