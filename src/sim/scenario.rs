@@ -243,10 +243,13 @@ impl Scenario {
                 .map(|(path, msg)| error(locations.get(&path), &path, msg))
                 .collect(),
         };
-        let file: File = serde_norway::from_str::<Value>(text)
-            .map_err(|e| e.to_string())
-            .and_then(|v| serde_path_to_error::deserialize(v).map_err(|e| e.to_string()))
-            .map_err(|e| fail(vec![(String::new(), e)]))?;
+        let value: Value =
+            serde_norway::from_str(text).map_err(|e| fail(vec![(String::new(), e.to_string())]))?;
+        let file: File = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            fail(vec![(path, e.into_inner().to_string())])
+        })?;
         let throttle = policy(file.policy.clone(), file.interval).map_err(|errors| {
             let mut e = fail(Vec::new());
             e.errors = errors
@@ -588,6 +591,15 @@ mod tests {
         assert!(paths.contains(&"policy.bounds.max_rps"), "{e}");
         let at = e.errors.iter().find(|e| e.path == "policy.bounds.max_rps");
         assert_eq!(at.and_then(|e| e.location).map(|l| l.line), Some(9), "{e}");
+    }
+
+    #[test]
+    fn a_bad_scenario_field_is_reported_at_its_line() {
+        let text = "name: x\nduration: 100s\ncapacity:\n  - {at: 0s, capacity: lots}\n\
+                    demand: {rate: 200}\npolicy: {}\n";
+        let e = Scenario::parse(text, "s.yaml").unwrap_err();
+        assert_eq!(e.errors[0].path, "capacity[0].capacity", "{e}");
+        assert_eq!(e.errors[0].location.map(|l| l.line), Some(4), "{e}");
     }
 
     #[test]
