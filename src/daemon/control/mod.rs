@@ -8,11 +8,13 @@
 //!   `window`, and keeps the recent knobs the predictive law pairs the signal with.
 
 pub mod laws;
+mod predictive;
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use laws::PidState;
+use predictive::PredictiveState;
+pub use predictive::{FIRST_FLOOR, FLOOR_RANGE};
 
 use super::config::{Bounds, Control, Direction, OnNoData, Throttle};
 use crate::Knobs;
@@ -117,57 +119,12 @@ pub struct Controller {
     pid: PidState,
     last_tick: Option<Duration>,
     last_decrease: Option<Duration>,
-    /// `rps` values in force and since when, oldest first, as far back as the predictive law
-    /// looks.
-    history: VecDeque<(Duration, f64)>,
-    /// How long after a change the signal starts to show it.
-    lag: Duration,
-    /// The query's range window: the signal averages this long.
-    span: Duration,
-    /// The signal's last changes (of its log) while the knobs it reflects stood still: its
-    /// noise; and the last logs of the signal and of the `rps` it reflected.
-    changes: VecDeque<f64>,
-    last_log: Option<(f64, f64)>,
-    last_pressure: f64,
-    /// The lowest pressure (signal over target, oriented) seen: no floor is above it.
-    lowest: f64,
-    /// The floor learned from the law's own moves, and the last clean observation (log of
-    /// the `rps`, log of the pressure) it learns from.
-    learned: f64,
-    clean: Option<(f64, f64)>,
-    /// The predictive law's recent pressures, over [`Controller::window`].
-    recent: VecDeque<(Duration, f64)>,
-    /// When the predictive law last cut, and the pressure it cut on.
-    last_cut: Option<(Duration, f64)>,
+    /// The predictive law's memory; `None` for the other laws.
+    predictive: Option<PredictiveState>,
 }
-
-/// The learned floor of the predictive law stays within these shares of the target.
-pub const FLOOR_RANGE: (f64, f64) = (0.1, 0.5);
-/// The floor the predictive law starts from: a queue idling at a fifth of its target, a
-/// steep response, so that its first raises are small.
-pub const FIRST_FLOOR: f64 = 0.2;
-/// Two clean observations this far apart in `rps` (in log) say how the signal responds.
-const LEARN_MOVE: f64 = 0.05;
-/// Responses outside these elasticities are taken for capacity changes, not learned from.
-const MIN_ELASTICITY: f64 = 0.2;
-const MAX_LEARNED_ELASTICITY: f64 = 20.0;
-/// Weight of each response in the learned floor.
-const LEARN_WEIGHT: f64 = 0.3;
-
-/// A tick whose `rps` moved more than this (in log) says nothing of the noise.
-const ORDINARY_MOVE: f64 = 0.1;
-/// The most a knob move is taken to explain of a signal's move (elasticity, in logs).
-const MAX_ELASTICITY: f64 = 5.0;
-/// The noise of the signal is judged over this many ticks.
-const NOISE_TICKS: usize = 21;
-/// The predictive law aims this many times the signal's noise under the target.
-const NOISE_SPREAD: f64 = 2.5;
 
 /// How much burst and window grow back each healthy tick.
 pub const SHAPE_RECOVERY: f64 = 0.1;
-
-/// At most this many knob changes are remembered (the history spans lag + range window).
-const HISTORY: usize = 512;
 
 impl Controller {
     /// A controller for `policy`, ticking every `interval` by default.
@@ -187,166 +144,31 @@ impl Controller {
             pid: PidState::default(),
             last_tick: None,
             last_decrease: None,
-            history: VecDeque::new(),
-            lag: match policy.control {
-                Control::Predictive { lag: Some(lag), .. } => lag,
-                _ => policy.interval.unwrap_or(interval),
+            predictive: match policy.control {
+                Control::Predictive {
+                    margin,
+                    gain,
+                    floor,
+                    lag,
+                } => Some(PredictiveState::new(
+                    (margin, gain, floor),
+                    lag.unwrap_or(policy.interval.unwrap_or(interval)),
+                    range_window(&policy.signal.query),
+                )),
+                _ => None,
             },
-            span: range_window(&policy.signal.query),
-            changes: VecDeque::new(),
-            last_log: None,
-            last_pressure: f64::INFINITY,
-            lowest: f64::INFINITY,
-            learned: FIRST_FLOOR,
-            clean: None,
-            recent: VecDeque::new(),
-            last_cut: None,
         }
-    }
-
-    /// How far under the target the predictive law aims: its `margin`, or more when the
-    /// signal is noisy, so that 2.5 times its noise (as a log-normal spread) stays under the
-    /// target; but never so far that the aim comes closer to the floor than to the target: no
-    /// rate brings a signal under its floor, and a law chasing such an aim would cut to the
-    /// minimum.
-    fn margin(&self) -> f64 {
-        match self.control {
-            Control::Predictive { margin, floor, .. } => {
-                let reachable = (1.0 - self.floor(floor)) / 2.0;
-                margin
-                    .max(1.0 - (-NOISE_SPREAD * self.noise()).exp())
-                    .min(reachable.max(margin))
-            }
-            _ => 0.0,
-        }
-    }
-
-    /// The signal's noise: the standard deviation of its log, from the median of its recent
-    /// tick-to-tick changes, so that the few large moves a capacity change or a cut makes are
-    /// not taken for noise.
-    fn noise(&self) -> f64 {
-        if self.changes.len() < NOISE_TICKS / 2 {
-            return 0.0;
-        }
-        let mut changes: Vec<f64> = self.changes.iter().copied().collect();
-        changes.sort_by(f64::total_cmp);
-        // For a normal variable, median(|x|) = 0.6745 σ; a difference of two has √2 σ.
-        changes[changes.len() / 2] / 0.6745 / std::f64::consts::SQRT_2
-    }
-
-    /// Notes a signal's change since the last tick, less what the `rps` it reflects
-    /// (`applied`) explains by the queueing model (its elasticity at `pressure` is
-    /// `pressure / floor - 1`): the law's own moves are not noise.
-    fn observe(&mut self, signal: f64, applied: f64, pressure: f64, floor: f64) {
-        if !(signal.is_finite() && signal > 0.0 && applied.is_finite() && applied > 0.0) {
-            return;
-        }
-        let (log, applied_log) = (signal.ln(), applied.ln());
-        // Only ordinary ticks: a small move, the signal under 1.5 × the target at both ends.
-        // Near saturation or across a capacity step the model cannot say what is noise.
-        let ordinary = pressure <= 1.5 && self.last_pressure <= 1.5;
-        if let Some((last, last_applied)) = self.last_log
-            && ordinary
-            && (applied_log - last_applied).abs() <= ORDINARY_MOVE
-        {
-            let elasticity = (pressure / floor - 1.0).clamp(0.0, MAX_ELASTICITY);
-            let residual = (log - last) - elasticity * (applied_log - last_applied);
-            if self.changes.len() == NOISE_TICKS {
-                self.changes.pop_front();
-            }
-            self.changes.push_back(residual.abs());
-        }
-        self.last_log = Some((log, applied_log));
-        self.last_pressure = pressure;
-    }
-
-    /// The floor the predictive law uses: the configured one, or the one learned from its
-    /// moves, never above the lowest pressure seen, within [`FLOOR_RANGE`].
-    fn floor(&self, configured: Option<f64>) -> f64 {
-        configured.unwrap_or_else(|| {
-            let (lo, hi) = FLOOR_RANGE;
-            self.learned.min(self.lowest).max(lo).min(hi)
-        })
-    }
-
-    /// Learns the floor from how the signal answered the law's moves. An observation is
-    /// clean when one `rps` was in force over all the signal may reflect (`lo == hi`) and the
-    /// signal is under 1.5 × the target (past it a queue grows with time, not rate). Between
-    /// two clean observations `LEARN_MOVE` apart, the elasticity `E = Δln p / Δln rps` gives
-    /// the floor the queueing model would need, `p / (1 + E)`.
-    fn learn(&mut self, (lo, hi): (f64, f64), pressure: f64) {
-        if pressure > 1.5 {
-            // Something changed (an overload): what came before says nothing of what follows.
-            self.clean = None;
-            return;
-        }
-        if lo != hi || pressure <= 0.0 || !(lo > 0.0 && lo.is_finite()) {
-            return;
-        }
-        let here = (lo.ln(), pressure.ln());
-        if let Some((x, y)) = self.clean {
-            let dx = here.0 - x;
-            if dx.abs() < LEARN_MOVE {
-                self.clean = Some(here);
-                return;
-            }
-            // A queue answers a rise with a rise; a flat or opposite answer means the
-            // capacity moved between the two, and says nothing of the floor.
-            let elasticity = (here.1 - y) / dx;
-            if (MIN_ELASTICITY..=MAX_LEARNED_ELASTICITY).contains(&elasticity) {
-                let (min, max) = FLOOR_RANGE;
-                let floor = (pressure / (1.0 + elasticity)).clamp(min, max);
-                self.learned += LEARN_WEIGHT * (floor - self.learned);
-            }
-        }
-        self.clean = Some(here);
     }
 
     /// The signal the policy aims at: its target, or for the predictive law `margin` under it.
     fn aim(&self) -> f64 {
-        let margin = self.margin();
+        let margin = self
+            .predictive
+            .as_ref()
+            .map_or(0.0, PredictiveState::margin);
         match self.direction {
             Direction::HigherIsWorse => self.target * (1.0 - margin),
             Direction::LowerIsWorse => self.target / (1.0 - margin),
-        }
-    }
-
-    /// The lowest and highest `rps` in force over `[now - 2 × lag - span, now]`: every knob
-    /// the signal may reflect, allowing the lag to be off by a factor of two either way.
-    /// `None` before anything was recorded.
-    fn applied(&self, now: Duration) -> Option<(f64, f64)> {
-        let start = now.saturating_sub(self.window());
-        let i = self.history.partition_point(|(since, _)| *since <= start);
-        self.history
-            .iter()
-            .skip(i.saturating_sub(1))
-            .map(|(_, rps)| *rps)
-            .fold(None, |range, rps| match range {
-                None => Some((rps, rps)),
-                Some((lo, hi)) => Some((f64::min(lo, rps), f64::max(hi, rps))),
-            })
-    }
-
-    /// How far back the signal may reach: twice the lag, plus the query's range window.
-    fn window(&self) -> Duration {
-        self.lag.saturating_mul(2).saturating_add(self.span)
-    }
-
-    /// Remembers that `rps` is in force from `now`, forgetting what the law no longer needs.
-    fn record(&mut self, now: Duration, rps: f64) {
-        if self.history.back().is_some_and(|(_, last)| *last == rps) {
-            return;
-        }
-        self.history.push_back((now, rps));
-        let oldest = now.saturating_sub(self.window());
-        // Keep the last entry at or before `oldest`: it is in force at the window's start.
-        while self.history.len() > HISTORY
-            || self
-                .history
-                .get(1)
-                .is_some_and(|(since, _)| *since <= oldest)
-        {
-            self.history.pop_front();
         }
     }
 
@@ -364,15 +186,9 @@ impl Controller {
             .map_or(self.interval, |last| now.saturating_sub(last))
             .as_secs_f64();
         self.last_tick = Some(now);
-        if let Control::Predictive { floor, .. } = self.control {
+        if let Some(p) = &mut self.predictive {
             let ratio = Observation::new(signal, self.target, self.direction, dt).ratio;
-            let pressure = 1.0 / ratio;
-            if pressure.is_finite() && pressure >= 0.0 {
-                self.lowest = self.lowest.min(pressure);
-            }
-            let (lo, hi) = self.applied(now).unwrap_or((current.rps, current.rps));
-            self.learn((lo, hi), pressure);
-            self.observe(signal, f64::midpoint(lo, hi), pressure, self.floor(floor));
+            p.see(signal, 1.0 / ratio, current.rps, now);
         }
         let obs = Observation::new(signal, self.aim(), self.direction, dt);
         let past_target = Observation::new(signal, self.target, self.direction, dt).headroom < 0.0;
@@ -395,7 +211,9 @@ impl Controller {
             );
         }
         // A value set by hand (or by `on_no_data`) is in force from now on.
-        self.record(now, rps);
+        if let Some(p) = &mut self.predictive {
+            p.record(now, rps);
+        }
         let overloaded = obs.headroom < -self.deadband;
         let healthy = obs.headroom > self.deadband;
         if !overloaded && !healthy {
@@ -454,54 +272,19 @@ impl Controller {
         if knobs.rps < rps {
             self.last_decrease = Some(now);
         }
-        self.record(now, knobs.rps);
+        if let Some(p) = &mut self.predictive {
+            p.record(now, knobs.rps);
+        }
         Self::step(current, knobs, reason)
     }
 
     /// The law's proposal for the next `rps`, before the common limits.
     fn propose(&mut self, rps: f64, obs: &Observation, now: Duration) -> f64 {
         match self.control {
-            Control::Predictive { gain, floor, .. } => {
-                let margin = self.margin();
-                let pressure = (1.0 - margin) / obs.ratio;
-                // Pessimistic pairing: an overload is blamed on the highest knob it may
-                // reflect, headroom credited to the lowest, so a stale signal never moves the
-                // knob twice for one piece of news, whatever the true lag.
-                let (lo, hi) = self.applied(now).unwrap_or((rps, rps));
-                // Headroom must hold over the whole span: a quiet spell between bursts of
-                // demand says nothing of the next burst.
-                let since = now.saturating_sub(self.window());
-                while self.recent.front().is_some_and(|(at, _)| *at < since) {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back((now, pressure));
-                let (applied, pressure) = if pressure > 1.0 - margin {
-                    // One cut per piece of news: until the last cut can show, only a worse
-                    // signal cuts again.
-                    if let Some((at, seen)) = self.last_cut
-                        && now.saturating_sub(at) < self.window()
-                        && pressure <= seen
-                    {
-                        return rps;
-                    }
-                    self.last_cut = Some((now, pressure));
-                    (hi, pressure)
-                } else {
-                    let worst = self.recent.iter().map(|(_, p)| *p).fold(pressure, f64::max);
-                    (lo, worst)
-                };
-                let floor = self.floor(floor);
-                laws::predictive(
-                    rps,
-                    applied,
-                    pressure,
-                    laws::Predictive {
-                        margin,
-                        gain,
-                        floor,
-                    },
-                )
-            }
+            Control::Predictive { .. } => match &mut self.predictive {
+                Some(p) => p.propose(rps, obs.ratio, now),
+                None => rps,
+            },
             Control::Aimd { increase, decrease } => laws::aimd(
                 rps,
                 obs,
