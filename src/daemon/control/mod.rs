@@ -3,9 +3,11 @@
 //!
 //! - [`laws`]: `predictive` (the default), `aimd`, `pid`, `gradient`, each proposing a new
 //!   `rps`.
+//! - `predictive`: that law's memory (the knobs it pairs the signal with, the signal's noise,
+//!   the floor it learns, its last cut).
 //! - [`Controller`]: one throttle's state; applies what is common to every law after it (the
-//!   deadband, the direction rules, the cooldown, `max_step`, the bounds), moves `burst` and
-//!   `window`, and keeps the recent knobs the predictive law pairs the signal with.
+//!   deadband, the direction rules, the cooldown, `max_step`, the bounds) and moves `burst`
+//!   and `window`.
 
 pub mod laws;
 mod predictive;
