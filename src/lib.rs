@@ -45,6 +45,6 @@ pub mod testing;
 
 pub use client::blocking;
 pub use client::{
-    Client, ClientBuilder, Decision, Error, FailMode, Knobs, KnobsUpdate, Result, Source,
+    Client, ClientBuilder, Decision, Error, FailMode, Knobs, KnobsUpdate, Limiter, Result, Source,
     StoredKnobs, ThrottleState, TokenBucket,
 };

@@ -27,6 +27,8 @@ pub enum Source {
     /// Redis was unavailable and the decision is the caller's fail-open or fail-closed
     /// choice (see [`TokenBucket::consume_or`]).
     Unavailable,
+    /// An in-process limiter decided, without Redis.
+    Local,
 }
 
 /// What to decide when Redis cannot be reached in time.
