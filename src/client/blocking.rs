@@ -28,7 +28,9 @@ pub struct TokenBucket {
     runtime: Arc<tokio::runtime::Runtime>,
 }
 
-fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, fut: F) -> Result<F::Output> {
+/// Runs `fut` on the client's I/O runtime, refusing (rather than panicking) when called from
+/// inside an async runtime.
+pub(crate) fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, fut: F) -> Result<F::Output> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::InvalidArgument(
             "regulator::blocking called from inside an async runtime; use regulator::Client"
@@ -72,6 +74,12 @@ impl Client {
             inner: self.inner.token_bucket(name, defaults),
             runtime: self.runtime.clone(),
         }
+    }
+
+    /// The runtime that drives the connection, for the blocking wrappers of each limiter.
+    #[allow(dead_code)] // until the first limiter besides the token bucket wraps it
+    pub(crate) fn runtime(&self) -> Arc<tokio::runtime::Runtime> {
+        self.runtime.clone()
     }
 
     /// The async client this one wraps.

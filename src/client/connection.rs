@@ -259,6 +259,31 @@ impl Client {
         }
     }
 
+    /// Runs a prepared `EVALSHA` of `script` under the call timeout. A server that does not
+    /// know the script (restarted, flushed, a new cluster node) gets it loaded and the call
+    /// made again.
+    ///
+    /// # Errors
+    /// The connection's errors; a script failure is [`Error::Script`].
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        evalsha: &redis::Cmd,
+    ) -> Result<T> {
+        self.call(true, |mut conn| async move {
+            match evalsha.query_async(&mut conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    script.load_async(&mut conn).await?;
+                    evalsha.query_async(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
     pub(crate) fn count_fallback(&self) {
         self.inner.fallbacks.fetch_add(1, Ordering::Relaxed);
     }

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ErrorKind, ServerErrorKind};
-
 use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
@@ -142,20 +140,9 @@ impl TokenBucket {
         self.check(tokens)?;
         let mut cmd = (*self.call).clone();
         cmd.arg(tokens);
-        let script = &self.client.inner.scripts.token_bucket;
-        let cmd = &cmd;
-        let reply: (i64, redis::Value, i64, i64, redis::Value) = self
+        let reply = self
             .client
-            .call(true, |mut conn| async move {
-                match cmd.query_async(&mut conn).await {
-                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                        // A restarted or flushed server: load the script, run it again.
-                        script.load_async(&mut conn).await?;
-                        cmd.query_async(&mut conn).await
-                    }
-                    other => other,
-                }
-            })
+            .run_script(&self.client.inner.scripts.token_bucket, &cmd)
             .await?;
         parse_reply(reply)
     }
