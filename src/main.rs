@@ -38,20 +38,26 @@ struct RedisArgs {
     /// Take the Redis URL from this configuration file.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// The URL is a seed node of a Redis Cluster (throttle keys carry a hash tag there).
+    /// With `--config`, the file's `redis.cluster` decides.
+    #[arg(long, env = "REGULATOR_REDIS_CLUSTER")]
+    cluster: bool,
 }
 
 impl RedisArgs {
-    fn url(&self) -> anyhow::Result<String> {
+    /// The URL, and whether it is a cluster's seed node.
+    fn url(&self) -> anyhow::Result<(String, bool)> {
         if let Some(url) = &self.redis {
-            return Ok(url.clone());
+            return Ok((url.clone(), self.cluster));
         }
         if let Some(path) = &self.config {
             let config =
                 regulator::daemon::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            return Ok(config.redis.url);
+            return Ok((config.redis.url, config.redis.cluster || self.cluster));
         }
-        Ok(std::env::var("REGULATOR_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned()))
+        let url = std::env::var("REGULATOR_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+        Ok((url, self.cluster))
     }
 }
 
@@ -263,7 +269,10 @@ fn summary(t: &regulator::daemon::config::Throttle, interval: Duration) -> Strin
 }
 
 async fn connect(args: &RedisArgs) -> anyhow::Result<Client> {
-    Client::connect(&args.url()?)
+    let (url, cluster) = args.url()?;
+    Client::builder(&url)
+        .cluster(cluster)
+        .connect()
         .await
         .context("connect to redis")
 }

@@ -104,7 +104,7 @@ throttles:
 #[test]
 fn settings_the_daemon_cannot_honour_are_refused() {
     let text = r"
-redis: { url: 'redis://127.0.0.1:6379/0', cluster: true, timeout: 1s }
+redis: { url: 'redis://127.0.0.1:6379/3', cluster: true, timeout: 1s }
 leader: { lease: 5s }
 throttles:
   - name: orders
@@ -119,7 +119,7 @@ throttles:
     let got = errors(text);
     let paths: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
     for want in [
-        "redis.cluster",     // not supported by the daemon yet
+        "redis.url",         // a cluster has only database 0
         "leader.lease",      // its last tenth must cover a write (10 × timeout)
         "throttles[1].name", // a template may not share a plain policy's name
     ] {

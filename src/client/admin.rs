@@ -183,30 +183,12 @@ impl Client {
     /// # Errors
     /// The connection's errors.
     pub async fn scan_throttles(&self) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let cmd = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg("throttle:*")
-                .arg("COUNT")
-                .arg(1000)
-                .to_owned();
-            let cmd = &cmd;
-            let (next, keys): (u64, Vec<String>) = self
-                .call(
-                    false,
-                    |mut conn| async move { cmd.query_async(&mut conn).await },
-                )
-                .await?;
-            let cluster = self.keys().cluster;
-            names.extend(keys.iter().filter_map(|k| throttle_name(k, cluster)));
-            if next == 0 {
-                return Ok(names);
-            }
-            cursor = next;
-        }
+        let cluster = self.keys().cluster;
+        let keys = self.scan_keys("throttle:*").await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| throttle_name(k, cluster))
+            .collect())
     }
 
     async fn del(&self, keys: &[String]) -> Result<()> {

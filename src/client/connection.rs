@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::IntoConnectionInfo;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::{TcpSettings, socket2};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::error::{Error, Result};
 use super::keys::KeyLayout;
@@ -33,7 +34,7 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     pub(crate) scripts: Scripts,
     pub(crate) keys: KeyLayout,
     pub(crate) timeout: Duration,
@@ -51,10 +52,52 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Options for [`Client`]; start from [`Client::builder`].
+/// The connection under a [`Client`]: one server, or a Redis Cluster. Both multiplex
+/// concurrent calls and reconnect on their own; cloning is cheap.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// A standalone server (or a replica set's primary behind one address).
+    Single(ConnectionManager),
+    /// A Redis Cluster: commands are routed by key slot, `MOVED`/`ASK` followed.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Options for [`Client`]; start from [`Client::builder`] (one server) or
+/// [`Client::cluster_builder`] (Redis Cluster).
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     url: String,
+    /// More seed nodes of a cluster, beside `url`.
+    seeds: Vec<String>,
+    cluster: bool,
     call_timeout: Duration,
     connect_timeout: Duration,
     tls_root_ca: Option<Vec<u8>>,
@@ -84,6 +127,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Treats the URL as a seed node of a Redis Cluster: the client discovers the other
+    /// nodes, routes each call to the node that holds its keys and follows `MOVED`/`ASK`
+    /// redirections and topology changes. Throttle names get the hash tag
+    /// `throttle:{<name>}` so a throttle's keys share a slot; every client and the daemon of
+    /// one cluster must use this mode. TLS (`rediss://`, [`tls_root_ca`](Self::tls_root_ca))
+    /// and credentials (`user:password@`) work as for one server and apply to every node.
+    #[must_use]
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Adds another seed node of the cluster (used only with [`cluster`](Self::cluster)), so
+    /// the client can start while the first seed is down. Every seed must use the same
+    /// scheme and credentials.
+    #[must_use]
+    pub fn seed(mut self, url: &str) -> Self {
+        self.seeds.push(url.to_owned());
+        self
+    }
+
     /// Test support: run the frozen-clock variant of the scripts, which read time from the
     /// keys `frozen_second`/`frozen_microsecond` while they exist (as limitlion's
     /// `throttle_configure(testing=True)` does).
@@ -101,26 +165,62 @@ impl ClientBuilder {
     /// when Redis cannot be reached within the connect timeout, [`Error::Auth`] when it
     /// refuses the credentials.
     pub async fn connect(self) -> Result<Client> {
-        let bad_url = |e: redis::RedisError| {
-            Error::InvalidArgument(format!("redis URL {}: {e}", redact(&self.url)))
+        let connect = async {
+            if self.cluster {
+                self.connect_cluster().await.map(Conn::Cluster)
+            } else {
+                self.connect_single().await.map(Conn::Single)
+            }
         };
+        let conn = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Timeout(self.connect_timeout)),
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                conn,
+                scripts: Scripts::new(self.frozen_time),
+                keys: KeyLayout {
+                    cluster: self.cluster,
+                },
+                timeout: self.call_timeout,
+                target: redact(&self.url),
+                degraded: AtomicBool::new(false),
+                fallbacks: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn bad_url(url: &str, e: &redis::RedisError) -> Error {
+        Error::InvalidArgument(format!("redis URL {}: {e}", redact(url)))
+    }
+
+    fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        self.tls_root_ca.clone().map(|pem| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        })
+    }
+
+    async fn connect_single(&self) -> Result<ConnectionManager> {
+        if !self.seeds.is_empty() {
+            return Err(Error::InvalidArgument(
+                "more than one seed URL is only for a cluster; set ClientBuilder::cluster(true)"
+                    .to_owned(),
+            ));
+        }
         let info = self
             .url
             .as_str()
             .into_connection_info()
-            .map_err(bad_url)?
+            .map_err(|e| Self::bad_url(&self.url, &e))?
             .set_tcp_settings(tcp_settings());
-        let client = match self.tls_root_ca {
+        let client = match self.tls_certificates() {
             None => redis::Client::open(info),
-            Some(pem) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                },
-            ),
+            Some(certs) => redis::Client::build_with_tls(info, certs),
         }
-        .map_err(bad_url)?;
+        .map_err(|e| Self::bad_url(&self.url, &e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.call_timeout))
@@ -128,23 +228,43 @@ impl ClientBuilder {
             // Redis to come back blocks the work it is meant to pace.
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(100));
-        let connect = ConnectionManager::new_with_config(client, config);
-        let conn = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(Error::from_redis(e, false, self.connect_timeout)),
-            Err(_) => return Err(Error::Timeout(self.connect_timeout)),
-        };
-        Ok(Client {
-            inner: Arc::new(Inner {
-                conn,
-                scripts: Scripts::new(self.frozen_time),
-                keys: KeyLayout::default(),
-                timeout: self.call_timeout,
-                target: redact(&self.url),
-                degraded: AtomicBool::new(false),
-                fallbacks: AtomicU64::new(0),
-            }),
-        })
+        ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| Error::from_redis(e, false, self.connect_timeout))
+    }
+
+    async fn connect_cluster(&self) -> Result<ClusterConnection> {
+        let mut seeds = Vec::with_capacity(1 + self.seeds.len());
+        for url in std::iter::once(&self.url).chain(&self.seeds) {
+            let info = url
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| Self::bad_url(url, &e))?;
+            if info.redis_settings().db() != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "redis URL {}: Redis Cluster has only database 0",
+                    redact(url)
+                )));
+            }
+            seeds.push(info);
+        }
+        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.call_timeout)
+            .tcp_settings(tcp_settings())
+            // Redirections and a node coming back are retried within the call timeout,
+            // which bounds the whole call anyway.
+            .retries(3)
+            .min_retry_wait(10)
+            .max_retry_wait(100);
+        if let Some(certs) = self.tls_certificates() {
+            builder = builder.certs(certs);
+        }
+        let client = builder.build().map_err(|e| Self::bad_url(&self.url, &e))?;
+        client
+            .get_async_connection()
+            .await
+            .map_err(|e| Error::from_redis(e, false, self.connect_timeout))
     }
 }
 
@@ -159,11 +279,36 @@ impl Client {
         Self::builder(url).connect().await
     }
 
+    /// Connects to a Redis Cluster through one or more seed nodes, with the default options.
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::connect`]; [`Error::InvalidArgument`] for no seed.
+    pub async fn connect_cluster(seeds: &[&str]) -> Result<Self> {
+        let Some((first, rest)) = seeds.split_first() else {
+            return Err(Error::InvalidArgument(
+                "a cluster needs at least one seed URL".to_owned(),
+            ));
+        };
+        let builder = rest
+            .iter()
+            .fold(Self::cluster_builder(first), |b, url| b.seed(url));
+        builder.connect().await
+    }
+
+    /// Options for a connection to the Redis Cluster that `seed` belongs to; see
+    /// [`ClientBuilder::cluster`].
+    #[must_use]
+    pub fn cluster_builder(seed: &str) -> ClientBuilder {
+        Self::builder(seed).cluster(true)
+    }
+
     /// Options for a connection to `url`.
     #[must_use]
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
             url: url.to_owned(),
+            seeds: Vec::new(),
+            cluster: false,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls_root_ca: None,
@@ -192,7 +337,7 @@ impl Client {
     }
 
     /// A clone of the connection for one call.
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 
@@ -203,11 +348,7 @@ impl Client {
     /// first call after Redis comes back succeeds. Repeating a token-bucket call is safe for
     /// the limit: if the first attempt did reach Redis, the bucket lost a token to it and
     /// allows less, never more.
-    pub(crate) async fn call<T, F>(
-        &self,
-        script: bool,
-        attempt: impl FnMut(ConnectionManager) -> F,
-    ) -> Result<T>
+    pub(crate) async fn call<T, F>(&self, script: bool, attempt: impl FnMut(Conn) -> F) -> Result<T>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
@@ -220,7 +361,7 @@ impl Client {
         &self,
         timeout: Duration,
         script: bool,
-        mut attempt: impl FnMut(ConnectionManager) -> F,
+        mut attempt: impl FnMut(Conn) -> F,
     ) -> Result<T>
     where
         F: Future<Output = redis::RedisResult<T>>,
@@ -282,6 +423,170 @@ impl Client {
             }
         })
         .await
+    }
+
+    /// Runs groups of commands, where each group touches the keys of one throttle (one slot
+    /// on a cluster), and returns each group's replies.
+    ///
+    /// On one server every group goes into a single pipeline: one round trip. A cluster
+    /// pipeline must stay within one slot, so there each group is its own pipeline, 64 in
+    /// flight at once over the multiplexed connections.
+    ///
+    /// # Errors
+    /// The connection's errors; the first error ends the whole call.
+    pub(crate) async fn run_groups(
+        &self,
+        timeout: Duration,
+        groups: &[Vec<Cmd>],
+    ) -> Result<Vec<Vec<Value>>> {
+        use futures_util::{StreamExt, TryStreamExt};
+
+        if groups.iter().all(Vec::is_empty) {
+            // Redis refuses an empty pipeline.
+            return Ok(vec![Vec::new(); groups.len()]);
+        }
+        if !self.inner.keys.cluster {
+            let mut pipe = redis::pipe();
+            for cmd in groups.iter().flatten() {
+                pipe.add_command(cmd.clone());
+            }
+            let pipe = &pipe;
+            let flat: Vec<Value> = self
+                .call_within(timeout, false, |mut conn| async move {
+                    pipe.query_async(&mut conn).await
+                })
+                .await?;
+            let mut flat = flat.into_iter();
+            return Ok(groups
+                .iter()
+                .map(|g| flat.by_ref().take(g.len()).collect())
+                .collect());
+        }
+        let pipes: Vec<Pipeline> = groups
+            .iter()
+            .map(|g| {
+                let mut pipe = redis::pipe();
+                for cmd in g {
+                    pipe.add_command(cmd.clone());
+                }
+                pipe
+            })
+            .collect();
+        let pipes = &pipes;
+        self.call_within(timeout, false, |conn| {
+            let each = pipes.clone().into_iter().map(move |pipe| {
+                let mut conn = conn.clone();
+                async move {
+                    if pipe.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        pipe.query_async::<Vec<Value>>(&mut conn).await
+                    }
+                }
+            });
+            futures_util::stream::iter(each).buffered(64).try_collect()
+        })
+        .await
+    }
+
+    /// Every key matching `pattern`, found with `SCAN` (which, unlike `KEYS`, does not block
+    /// a busy server) on the one server or on each primary of a cluster. May repeat a key.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub(crate) async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
+        let nodes = match &self.inner.conn {
+            Conn::Single(_) => vec![None],
+            Conn::Cluster(_) => self.primaries().await?.into_iter().map(Some).collect(),
+        };
+        let mut keys = Vec::new();
+        for node in &nodes {
+            let mut cursor = 0u64;
+            loop {
+                let cmd = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .to_owned();
+                let (next, batch): (u64, Vec<String>) = self.on_node(node.as_ref(), cmd).await?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Runs `cmd` on the given cluster node, or as usual when `node` is `None`.
+    async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        node: Option<&(String, u16)>,
+        cmd: Cmd,
+    ) -> Result<T> {
+        let cmd = &cmd;
+        let Some((host, port)) = node else {
+            return self
+                .call(
+                    false,
+                    |mut conn| async move { cmd.query_async(&mut conn).await },
+                )
+                .await;
+        };
+        let value: Value = self
+            .call(false, |conn| async move {
+                let Conn::Cluster(mut c) = conn else {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "a node address needs a cluster connection",
+                    )));
+                };
+                let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                );
+                c.route_command(cmd.clone(), route).await
+            })
+            .await?;
+        redis::from_redis_value(value).map_err(|e| Error::Script(format!("unexpected reply: {e}")))
+    }
+
+    /// The cluster's primaries (host, port), from `CLUSTER SLOTS`.
+    async fn primaries(&self) -> Result<Vec<(String, u16)>> {
+        let cmd = redis::cmd("CLUSTER").arg("SLOTS").to_owned();
+        let cmd = &cmd;
+        let ranges: Vec<Vec<Value>> = self
+            .call(
+                false,
+                |mut conn| async move { cmd.query_async(&mut conn).await },
+            )
+            .await?;
+        let mut primaries = Vec::new();
+        for range in ranges {
+            // [start, end, [host, port, id, ...], replicas...]
+            let primary: Option<(String, u16)> = range.get(2).and_then(|node| {
+                let redis::Value::Array(node) = node else {
+                    return None;
+                };
+                let host = redis::from_redis_value_ref(node.first()?).ok()?;
+                let port = redis::from_redis_value_ref(node.get(1)?).ok()?;
+                Some((host, port))
+            });
+            let Some(primary) = primary else {
+                return Err(Error::Script(format!(
+                    "unexpected CLUSTER SLOTS entry: {range:?}"
+                )));
+            };
+            if !primaries.contains(&primary) {
+                primaries.push(primary);
+            }
+        }
+        Ok(primaries)
     }
 
     pub(crate) fn count_fallback(&self) {

@@ -43,6 +43,17 @@ pub enum Error {
     #[error("redis script failed: {0}")]
     Script(String),
 
+    /// The server is a Redis Cluster node and the keys live on another node: the client was
+    /// not connected in cluster mode ([`ClientBuilder::cluster`](crate::ClientBuilder::cluster)).
+    #[error(
+        "redis is a cluster node and the keys are on another node ({source}); connect in cluster mode (--cluster, redis.cluster: true, ClientBuilder::cluster)"
+    )]
+    NotClusterMode {
+        /// The server's redirection.
+        #[source]
+        source: RedisError,
+    },
+
     /// Any other error Redis returned (out of memory, read-only replica, cluster down, ...).
     #[error("redis error: {source}")]
     Redis {
@@ -72,6 +83,7 @@ impl Error {
             Self::Timeout(_) => "timeout",
             Self::Auth { .. } => "auth",
             Self::Script(_) => "script",
+            Self::NotClusterMode { .. } => "not_cluster_mode",
             Self::Redis { .. } => "redis",
             Self::MaxWaitExceeded { .. } => "max_wait_exceeded",
         }
@@ -98,6 +110,9 @@ impl Error {
                 Self::Auth { source: err }
             }
             ErrorKind::Io => Self::Unreachable { source: err },
+            ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => {
+                Self::NotClusterMode { source: err }
+            }
             ErrorKind::InvalidClientConfig => Self::InvalidArgument(err.to_string()),
             ErrorKind::Server(ServerErrorKind::ResponseError) if script => {
                 Self::Script(err.to_string())

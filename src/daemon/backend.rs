@@ -63,6 +63,7 @@ impl Redis {
             return Err(Error::Unreachable { source: e.into() });
         }
         let client = Client::builder(&self.config.url)
+            .cluster(self.config.cluster)
             .call_timeout(self.config.timeout)
             .connect_timeout(self.config.timeout.max(Duration::from_secs(1)))
             .connect()

@@ -91,25 +91,38 @@ impl KnobStore for RedisStore {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for name in names {
-            pipe.cmd("HMGET")
-                .arg(self.keys.knobs(name))
-                .arg("rps")
-                .arg("burst")
-                .arg("window");
-        }
-        let pipe = &pipe;
-        let rows: Vec<(Option<String>, Option<String>, Option<String>)> = self
-            .client
-            .call_within(self.bound(names.len()), false, |mut conn| async move {
-                pipe.query_async(&mut conn).await
-            })
-            .await?;
-        Ok(rows
+        let groups: Vec<Vec<redis::Cmd>> = names
             .iter()
-            .map(|(r, b, w)| StoredKnobs::from_fields(r.as_deref(), b.as_deref(), w.as_deref()))
-            .collect())
+            .map(|name| {
+                vec![
+                    redis::cmd("HMGET")
+                        .arg(self.keys.knobs(name))
+                        .arg("rps")
+                        .arg("burst")
+                        .arg("window")
+                        .to_owned(),
+                ]
+            })
+            .collect();
+        let replies = self
+            .client
+            .run_groups(self.bound(names.len()), &groups)
+            .await?;
+        replies
+            .into_iter()
+            .map(|mut reply| {
+                let row: (Option<String>, Option<String>, Option<String>) =
+                    redis::from_redis_value(reply.pop().unwrap_or(redis::Value::Nil)).map_err(
+                        |e| crate::Error::Script(format!("unexpected HMGET reply: {e}")),
+                    )?;
+                let (r, b, w) = row;
+                Ok(StoredKnobs::from_fields(
+                    r.as_deref(),
+                    b.as_deref(),
+                    w.as_deref(),
+                ))
+            })
+            .collect()
     }
 
     async fn write(&self, changes: &[KnobChange]) -> Result<()> {
@@ -119,29 +132,30 @@ impl KnobStore for RedisStore {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let mut pipe = redis::pipe();
-        let mut written = 0;
+        let mut groups: Vec<Vec<redis::Cmd>> = Vec::with_capacity(changes.len());
         for c in changes {
             let fields = changed_fields(c.old, c.new);
             if fields.is_empty() {
                 continue;
             }
-            written += 1;
+            let mut group = Vec::with_capacity(4);
             let knobs_key = self.keys.knobs(&c.name);
             let mut hset = redis::cmd("HSET");
             hset.arg(&knobs_key);
             for (field, value) in &fields {
                 hset.arg(*field).arg(*value);
             }
-            pipe.add_command(hset).ignore();
-            pipe.cmd("EXPIRE")
-                .arg(&knobs_key)
-                .arg(self.knobs_ttl.as_secs().max(1))
-                .ignore();
+            group.push(hset);
+            group.push(
+                redis::cmd("EXPIRE")
+                    .arg(&knobs_key)
+                    .arg(self.knobs_ttl.as_secs().max(1))
+                    .to_owned(),
+            );
             let old =
                 |f: fn(&Knobs) -> f64| c.old.as_ref().map_or(String::new(), |k| f(k).to_string());
-            pipe.cmd("XADD")
-                .arg(self.keys.history(&c.name))
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(self.keys.history(&c.name))
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(self.history_len)
@@ -165,24 +179,25 @@ impl KnobStore for RedisStore {
                 .arg("law")
                 .arg(c.law)
                 .arg("reason")
-                .arg(&c.reason)
-                .ignore();
+                .arg(&c.reason);
+            group.push(xadd);
             // The history lives as long as the knobs could: a throttle that is gone (a
             // tenant that left, a policy removed) leaves nothing behind for ever.
-            pipe.cmd("EXPIRE")
-                .arg(self.keys.history(&c.name))
-                .arg(self.knobs_ttl.as_secs().max(1))
-                .ignore();
+            group.push(
+                redis::cmd("EXPIRE")
+                    .arg(self.keys.history(&c.name))
+                    .arg(self.knobs_ttl.as_secs().max(1))
+                    .to_owned(),
+            );
+            groups.push(group);
         }
-        if written == 0 {
+        if groups.is_empty() {
             return Ok(());
         }
-        let pipe = &pipe;
         self.client
-            .call_within(self.bound(written * 4), false, |mut conn| async move {
-                pipe.query_async::<()>(&mut conn).await
-            })
+            .run_groups(self.bound(groups.len() * 4), &groups)
             .await
+            .map(drop)
     }
 }
 

@@ -111,6 +111,17 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Kills node `i` (SIGKILL, as a crash) and starts it again on the same port with its
+    /// `nodes.conf`, so it rejoins owning the same slots but with an empty dataset and script
+    /// cache; returns once the cluster reports `cluster_state:ok` again.
+    ///
+    /// # Errors
+    /// As [`RedisCluster::start`].
+    pub fn restart_node(&mut self, i: usize) -> Result<(), FixtureError> {
+        self.nodes[i].restart()?;
+        self.wait_ok(Duration::from_secs(15))
+    }
+
     /// The nodes, to stop or inspect one.
     #[must_use]
     pub fn nodes(&mut self) -> &mut [RedisServer] {

@@ -23,9 +23,9 @@ pub(super) fn validate(c: &Config, indices: &[usize]) -> Problems {
         format!("{:?} is not a redis:// or rediss:// URL", c.redis.url),
     );
     check(
-        !c.redis.cluster,
-        "redis.cluster",
-        "Redis Cluster is not supported by the daemon yet; point it at a standalone Redis".into(),
+        !c.redis.cluster || url_db(&c.redis.url).is_none_or(|db| db == 0),
+        "redis.url",
+        "Redis Cluster has only database 0; drop the /<db> from the URL".into(),
     );
     check(
         !c.redis.timeout.is_zero(),
@@ -319,4 +319,12 @@ fn law(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
             );
         }
     }
+}
+
+/// The database number a Redis URL selects, when it parses.
+fn url_db(url: &str) -> Option<i64> {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info()
+        .ok()
+        .map(|info| info.redis_settings().db())
 }

@@ -1,0 +1,298 @@
+//! Every part that talks to Redis, on a real 3-master Redis Cluster: the token bucket, the admin
+//! operations, the daemon's knob store and lease, and the CLI, including a master restarted
+//! mid-run.
+
+use std::collections::HashSet;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use regulator::client::keys::KeyLayout;
+use regulator::daemon::lease::Lease;
+use regulator::daemon::store::{KnobChange, KnobStore, RedisStore};
+use regulator::testing::RedisCluster;
+use regulator::{Client, Knobs, StoredKnobs};
+
+fn cluster() -> RedisCluster {
+    RedisCluster::start().expect("start a 3-master redis cluster")
+}
+
+async fn connect(cluster: &RedisCluster) -> Client {
+    let urls = cluster.urls();
+    let seeds: Vec<&str> = urls.iter().map(String::as_str).collect();
+    Client::connect_cluster(&seeds).await.expect("connect")
+}
+
+/// The node that serves `key`: the only one that answers instead of redirecting.
+fn owner(cluster: &mut RedisCluster, key: &str) -> usize {
+    (0..3)
+        .find(|&i| {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query::<i64>(&mut cluster.nodes()[i].connection())
+                .is_ok()
+        })
+        .expect("some node serves every slot")
+}
+
+/// `per_node` throttle names whose keys land on each master.
+fn names_on_every_node(cluster: &mut RedisCluster, per_node: usize) -> Vec<String> {
+    let keys = KeyLayout { cluster: true };
+    let mut by_node = vec![Vec::new(); 3];
+    for i in 0..10_000 {
+        let name = format!("t{i}");
+        let list = &mut by_node[owner(cluster, &keys.bucket(&name))];
+        if list.len() < per_node {
+            list.push(name);
+        }
+        if by_node.iter().all(|l| l.len() == per_node) {
+            return by_node.concat();
+        }
+    }
+    panic!("10,000 names and some master got none: {by_node:?}");
+}
+
+#[tokio::test]
+async fn token_buckets_decide_on_every_master() {
+    let mut cluster = cluster();
+    let names = names_on_every_node(&mut cluster, 2);
+    let client = connect(&cluster).await;
+    // rps 1 × burst 1 × window 5: five tokens, refilled only after five seconds.
+    let defaults = Knobs {
+        rps: 1.0,
+        burst: 1.0,
+        window: 5.0,
+    };
+    for name in &names {
+        let bucket = client.token_bucket(name.as_str(), defaults);
+        let allowed = {
+            let mut n = 0;
+            for _ in 0..8 {
+                n += usize::from(bucket.consume(1.0).await.unwrap().allowed);
+            }
+            n
+        };
+        // A call straddling a window boundary may see one refill.
+        assert!((5..=10).contains(&allowed), "{name}: {allowed}");
+        let state = client.get(name).await.unwrap();
+        assert!(state.tokens.is_some(), "{name}: the bucket is readable");
+    }
+    // Knobs set by hand steer the bucket on its own slot.
+    let name = &names[0];
+    client
+        .set_knobs(
+            name,
+            Knobs {
+                rps: 0.0,
+                burst: 1.0,
+                window: 1.0,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let d = client
+        .token_bucket(name.as_str(), defaults)
+        .consume(1.0)
+        .await
+        .unwrap();
+    assert!(!d.allowed, "rps 0 from the knobs denies");
+    let mut found: Vec<String> = client.scan_throttles().await.unwrap();
+    found.sort();
+    found.dedup();
+    let want: HashSet<&String> = names.iter().collect();
+    assert_eq!(
+        found.iter().filter(|n| want.contains(n)).count(),
+        names.len(),
+        "the scan sees every master: {found:?}"
+    );
+    client.reset_knobs(name).await.unwrap();
+    assert_eq!(client.get(name).await.unwrap().knobs(), StoredKnobs::Absent);
+}
+
+#[tokio::test]
+async fn a_restarted_master_is_survived() {
+    let mut cluster = cluster();
+    let names = names_on_every_node(&mut cluster, 1);
+    let client = connect(&cluster).await;
+    let defaults = Knobs {
+        rps: 1000.0,
+        burst: 1.0,
+        window: 1.0,
+    };
+    let buckets: Vec<_> = names
+        .iter()
+        .map(|n| client.token_bucket(n.as_str(), defaults))
+        .collect();
+    for b in &buckets {
+        assert!(b.consume(1.0).await.unwrap().allowed);
+    }
+    // Node 0 crashes and comes back empty: no data, no scripts.
+    let victim = cluster.nodes()[0].port();
+    cluster.restart_node(0).unwrap();
+    // Calls may fail while the client notices; each failure is quick and typed, and every
+    // bucket answers again soon after (the script is loaded again on NOSCRIPT).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pending: Vec<usize> = (0..buckets.len()).collect();
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "buckets {pending:?} never answered after node {victim} restarted"
+        );
+        let mut still = Vec::new();
+        for i in pending {
+            let started = Instant::now();
+            match buckets[i].consume(1.0).await {
+                Ok(d) => assert!(d.allowed),
+                Err(e) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(2),
+                        "a failed call is bounded: {e}"
+                    );
+                    still.push(i);
+                }
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn change(name: &str, old: Option<Knobs>, new: Knobs) -> KnobChange {
+    KnobChange {
+        name: name.into(),
+        old,
+        new,
+        signal: Some(0.3),
+        law: "predictive",
+        reason: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_store_and_lease_work_on_a_cluster() {
+    let mut cluster = cluster();
+    let names = names_on_every_node(&mut cluster, 3);
+    let client = connect(&cluster).await;
+    let store = RedisStore::new(client.clone(), Duration::from_secs(600), 10);
+    let k = |rps| Knobs {
+        rps,
+        burst: 1.0,
+        window: 2.0,
+    };
+    let changes: Vec<KnobChange> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| change(n, None, k(10.0 + i as f64)))
+        .collect();
+    store.write(&changes).await.unwrap();
+    let read = store.read(&names).await.unwrap();
+    for (i, stored) in read.iter().enumerate() {
+        assert_eq!(
+            *stored,
+            StoredKnobs::Valid(k(10.0 + i as f64)),
+            "{}",
+            names[i]
+        );
+    }
+    // The history went to each throttle's own slot.
+    let keys = KeyLayout { cluster: true };
+    for name in &names {
+        let at = owner(&mut cluster, &keys.history(name));
+        let len: i64 = cluster.nodes()[at].cmd(&["XLEN", &keys.history(name)]);
+        assert_eq!(len, 1, "{name}");
+    }
+
+    let a = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(2));
+    let b = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(2));
+    assert!(a.acquire_or_renew().await.unwrap());
+    assert!(!b.acquire_or_renew().await.unwrap());
+    a.release().await.unwrap();
+    assert!(b.acquire_or_renew().await.unwrap());
+}
+
+fn regulator(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regulator"))
+        .args(args)
+        .env_remove("REGULATOR_REDIS_URL")
+        .env_remove("REGULATOR_REDIS_CLUSTER")
+        .output()
+        .expect("run regulator")
+}
+
+#[test]
+fn the_cli_sets_shows_and_resets_on_a_cluster() {
+    let mut cluster = cluster();
+    let names = names_on_every_node(&mut cluster, 1);
+    let seed = cluster.urls()[0].clone();
+    for name in &names {
+        let out = regulator(&[
+            "set",
+            name,
+            "--rps",
+            "7",
+            "--burst",
+            "1",
+            "--window",
+            "3",
+            "--redis",
+            &seed,
+            "--cluster",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = regulator(&["status", "--json", "--redis", &seed, "--cluster"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in text.lines() {
+        let _: serde_json::Value = serde_json::from_str(line).expect("status --json lines");
+    }
+    for name in &names {
+        assert!(
+            text.contains(&format!("\"{name}\"")),
+            "{name} missing from {text}"
+        );
+    }
+    for name in &names {
+        let out = regulator(&["reset", name, "--redis", &seed, "--cluster"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let keys = KeyLayout { cluster: true };
+    for name in &names {
+        // Only the node that serves the key answers; the others redirect.
+        let answers: Vec<i64> = (0..3)
+            .filter_map(|i| {
+                redis::cmd("EXISTS")
+                    .arg(keys.knobs(name))
+                    .query(&mut cluster.nodes()[i].connection())
+                    .ok()
+            })
+            .collect();
+        assert_eq!(answers, vec![0], "{name} reset");
+    }
+    // Without --cluster, the keys of a name that another node serves cannot be reached; the
+    // error says what to do instead of only echoing MOVED.
+    let elsewhere = (0..10_000)
+        .map(|i| format!("x{i}"))
+        .find(|n| owner(&mut cluster, &format!("throttle:{n}:knobs")) != 0)
+        .expect("a name served by another node");
+    let out = regulator(&[
+        "set", &elsewhere, "--rps", "1", "--burst", "1", "--window", "1", "--redis", &seed,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cluster"), "{err}");
+}
