@@ -162,6 +162,7 @@ async fn a_restarted_master_is_survived() {
 fn change(name: &str, old: Option<Knobs>, new: Knobs) -> KnobChange {
     KnobChange {
         name: name.into(),
+        knob: regulator::daemon::config::Knob::Rate,
         old,
         new,
         signal: Some(0.3),
@@ -187,7 +188,10 @@ async fn the_daemon_store_and_lease_work_on_a_cluster() {
         .map(|(i, n)| change(n, None, k(10.0 + i as f64)))
         .collect();
     store.write(&changes).await.unwrap();
-    let read = store.read(&names).await.unwrap();
+    let read = store
+        .read(&names, regulator::daemon::config::Knob::Rate)
+        .await
+        .unwrap();
     for (i, stored) in read.iter().enumerate() {
         assert_eq!(
             *stored,

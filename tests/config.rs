@@ -173,3 +173,51 @@ fn check_subcommand_exit_codes() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(64));
 }
+
+#[test]
+fn a_concurrency_policy_names_its_own_bounds() {
+    let text = r"
+throttles:
+  - name: search-api
+    knob: concurrency
+    defaults: { concurrency: 20 }
+    bounds: { min_concurrency: 2, max_concurrency: 50 }
+    signal: { query: up, target: 1 }
+";
+    let c = config::parse(text, "t.yaml").expect("valid");
+    let t = &c.throttles[0];
+    assert_eq!(t.knob, config::Knob::Concurrency);
+    assert_eq!(
+        (t.defaults.rps, t.defaults.burst, t.defaults.window),
+        (20.0, 1.0, 1.0)
+    );
+    assert_eq!((t.bounds.min_rps, t.bounds.max_rps), (2.0, 50.0));
+}
+
+#[test]
+fn a_concurrency_policy_refuses_rate_keys_and_fractions() {
+    let text = r"
+throttles:
+  - name: search-api
+    knob: concurrency
+    defaults: { concurrency: 2.5, burst: 2 }
+    bounds: { min_concurrency: 0, max_concurrency: 50, min_window: 1 }
+    signal: { query: up, target: 1 }
+  - name: orders
+    defaults: { rps: 5, concurrency: 3 }
+    bounds: { min_rps: 1, max_rps: 10 }
+    signal: { query: up, target: 1 }
+";
+    let got = errors(text);
+    let paths: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
+    for want in [
+        "throttles[0].defaults.concurrency",   // not a whole number
+        "throttles[0].defaults.burst",         // a rate key
+        "throttles[0].bounds.min_concurrency", // below 1
+        "throttles[0].bounds.min_window",      // a rate key
+        "throttles[1].defaults.concurrency",   // a concurrency key in a rate policy
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    // `errors` has already required a line:column for each.
+}

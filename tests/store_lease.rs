@@ -13,6 +13,7 @@ use regulator::{Client, StoredKnobs};
 fn change(name: &str, old: Option<regulator::Knobs>, new: regulator::Knobs) -> KnobChange {
     KnobChange {
         name: name.into(),
+        knob: regulator::daemon::config::Knob::Rate,
         old,
         new,
         signal: Some(0.4),
@@ -42,7 +43,10 @@ async fn writes_only_what_changed_with_ttl_and_history() {
         .await
         .unwrap();
     let stored = store
-        .read(&["orders".into(), "absent".into()])
+        .read(
+            &["orders".into(), "absent".into()],
+            regulator::daemon::config::Knob::Rate,
+        )
         .await
         .unwrap();
     assert_eq!(stored[0], StoredKnobs::Valid(knobs(70.0, 3.0, 5.0)));
@@ -56,7 +60,13 @@ async fn writes_only_what_changed_with_ttl_and_history() {
     );
     // Regression: a template with no throttles yet read with an empty pipeline, which Redis
     // refuses, and every tick failed.
-    assert_eq!(store.read(&[]).await.unwrap(), Vec::new());
+    assert_eq!(
+        store
+            .read(&[], regulator::daemon::config::Knob::Rate)
+            .await
+            .unwrap(),
+        Vec::new()
+    );
 
     let entries: Vec<(String, HashMap<String, String>)> =
         server.cmd(&["XRANGE", "throttle:orders:history", "-", "+"]);
@@ -141,4 +151,48 @@ async fn one_replica_holds_the_lease_and_another_takes_over_when_it_dies() {
     assert!(!a.acquire_or_renew().await.unwrap());
     b.release().await.unwrap();
     assert!(a.acquire_or_renew().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_concurrency_knob_is_its_own_field_with_history() {
+    use regulator::daemon::config::Knob;
+    let server = redis();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let store = RedisStore::new(client, Duration::from_secs(600), 10);
+    let level = |c: f64| knobs(c, 1.0, 1.0);
+    let mut c = change("search", None, level(12.0));
+    c.knob = Knob::Concurrency;
+    store.write(&[c.clone()]).await.unwrap();
+    let fields: HashMap<String, String> = server.cmd(&["HGETALL", "throttle:search:knobs"]);
+    assert_eq!(
+        fields.len(),
+        1,
+        "only concurrency, no rate fields: {fields:?}"
+    );
+    assert_eq!(fields["concurrency"], "12");
+    c.old = Some(level(12.0));
+    c.new = level(9.0);
+    store.write(&[c]).await.unwrap();
+    let read = store
+        .read(&["search".into()], Knob::Concurrency)
+        .await
+        .unwrap();
+    assert_eq!(read, vec![StoredKnobs::Valid(level(9.0))]);
+    let entries: Vec<(String, HashMap<String, String>)> =
+        server.cmd(&["XRANGE", "throttle:search:history", "-", "+"]);
+    let last = &entries[1].1;
+    assert_eq!(
+        (
+            last["old_concurrency"].as_str(),
+            last["concurrency"].as_str()
+        ),
+        ("12", "9")
+    );
+    // A hand-typed fraction is unusable, not a crash and not a level.
+    let _: () = server.cmd(&["HSET", "throttle:search:knobs", "concurrency", "2.5"]);
+    let read = store
+        .read(&["search".into()], Knob::Concurrency)
+        .await
+        .unwrap();
+    assert!(matches!(read[0], StoredKnobs::Invalid(_)), "{read:?}");
 }

@@ -115,9 +115,9 @@ impl Store {
 }
 
 impl KnobStore for Store {
-    async fn read(&self, names: &[String]) -> Result<Vec<StoredKnobs>> {
+    async fn read(&self, names: &[String], knob: super::config::Knob) -> Result<Vec<StoredKnobs>> {
         let result = match self.inner().await {
-            Ok(store) => store.read(names).await,
+            Ok(store) => store.read(names, knob).await,
             Err(e) => Err(e),
         };
         self.redis.note(result)

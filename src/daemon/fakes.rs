@@ -57,7 +57,11 @@ impl MemStore {
 }
 
 impl KnobStore for MemStore {
-    async fn read(&self, names: &[String]) -> crate::Result<Vec<StoredKnobs>> {
+    async fn read(
+        &self,
+        names: &[String],
+        _knob: crate::daemon::config::Knob,
+    ) -> crate::Result<Vec<StoredKnobs>> {
         self.fail_if_down()?;
         let knobs = self.knobs.lock().unwrap();
         Ok(names

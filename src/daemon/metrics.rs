@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::config::Knob;
 use crate::Knobs;
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -185,12 +186,16 @@ impl Metrics {
     }
 
     /// The knobs computed for `throttle` and the signal behind them.
-    pub fn throttle(&self, throttle: &str, knobs: Knobs, signal: Option<f64>) {
-        for (knob, value) in [
-            ("rps", knobs.rps),
-            ("burst", knobs.burst),
-            ("window", knobs.window),
-        ] {
+    pub fn throttle(&self, throttle: &str, knob: Knob, knobs: Knobs, signal: Option<f64>) {
+        let values = match knob {
+            Knob::Rate => vec![
+                ("rps", knobs.rps),
+                ("burst", knobs.burst),
+                ("window", knobs.window),
+            ],
+            Knob::Concurrency => vec![("concurrency", knobs.rps)],
+        };
+        for (knob, value) in values {
             self.knob
                 .get_or_create(&KnobLabels {
                     throttle: throttle.to_owned(),
@@ -207,7 +212,7 @@ impl Metrics {
 
     /// Drops a throttle's series (it left the configuration or its template's answer).
     pub fn forget_throttle(&self, throttle: &str) {
-        for knob in ["rps", "burst", "window"] {
+        for knob in ["rps", "burst", "window", "concurrency"] {
             self.knob.remove(&KnobLabels {
                 throttle: throttle.to_owned(),
                 knob,
@@ -312,6 +317,7 @@ mod tests {
         let m = Metrics::new();
         m.throttle(
             "orders-db",
+            Knob::Rate,
             Knobs {
                 rps: 12.5,
                 burst: 1.0,

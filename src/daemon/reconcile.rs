@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::Throttle;
+use super::config::{Knob, Throttle};
 use super::control::{Change, Controller, Step};
 use super::metrics::Metrics;
 use super::source::{MetricSource, NoData, per_label, single};
@@ -136,7 +136,7 @@ impl PolicyState {
         let stored = if names.is_empty() {
             Vec::new()
         } else {
-            ctx.store.read(&names).await?
+            ctx.store.read(&names, policy.throttle.knob).await?
         };
 
         let mut report = Report {
@@ -180,6 +180,7 @@ impl PolicyState {
                 member.last = Some((ctx.now, step));
                 step
             };
+            let step = whole_levels(policy.throttle.knob, step, current);
             // The controller keeps knobs inside validated bounds; this is the last guard
             // before Redis, so a bug there can never reach the workers.
             if let Err(e) = step.knobs.validate() {
@@ -187,8 +188,12 @@ impl PolicyState {
                 tracing::error!(throttle = %name, error = %e, "computed knobs are invalid; not written");
                 continue;
             }
-            ctx.metrics
-                .throttle(&name, step.knobs, signal.as_ref().ok().copied());
+            ctx.metrics.throttle(
+                &name,
+                policy.throttle.knob,
+                step.knobs,
+                signal.as_ref().ok().copied(),
+            );
             directions[match step.change {
                 Change::Up => 0,
                 Change::Down => 1,
@@ -197,6 +202,7 @@ impl PolicyState {
             if old != Some(step.knobs) {
                 changes.push(KnobChange {
                     name,
+                    knob: policy.throttle.knob,
                     old,
                     new: step.knobs,
                     signal: signal.ok(),
@@ -300,6 +306,26 @@ impl PolicyState {
 
 /// One event per knob change: INFO when written or in a dry run, DEBUG in shadow (the
 /// leader logs the same change).
+/// A concurrency is a whole number of holders: a step up rounds up and a step down rounds
+/// down, so every step the law takes moves it (bounds are whole numbers, so they hold).
+/// Rates are left as they are.
+fn whole_levels(knob: Knob, mut step: Step, current: crate::Knobs) -> Step {
+    if knob == Knob::Rate {
+        return step;
+    }
+    // Float noise in a law's arithmetic is not a step.
+    let level = step.knobs.rps;
+    let noise = 1e-9 * current.rps.abs().max(1.0);
+    step.knobs.rps = if level > current.rps + noise {
+        level.ceil()
+    } else if level < current.rps - noise {
+        level.floor()
+    } else {
+        current.rps.round()
+    };
+    step
+}
+
 fn log_change(c: &KnobChange, mode: Mode) {
     let from = c.old.map_or_else(|| "none".to_owned(), |k| show(&k));
     let to = show(&c.new);

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::config::Knob;
 use crate::client::keys::KeyLayout;
 use crate::{Client, Knobs, Result, StoredKnobs};
 
@@ -15,6 +16,9 @@ use crate::{Client, Knobs, Result, StoredKnobs};
 pub struct KnobChange {
     /// The throttle.
     pub name: String,
+    /// Which knob: the rate fields, or `concurrency` (then `rps` holds the concurrency,
+    /// a whole number, and burst and window are 1).
+    pub knob: Knob,
     /// The knobs in force before (`None`: none stored, or unusable).
     pub old: Option<Knobs>,
     /// The knobs to write.
@@ -29,8 +33,13 @@ pub struct KnobChange {
 
 /// Reads and writes knobs. Redis in production; in-memory in unit tests.
 pub trait KnobStore: Send + Sync {
-    /// The stored knobs of each throttle, in order.
-    fn read(&self, names: &[String]) -> impl Future<Output = Result<Vec<StoredKnobs>>> + Send;
+    /// The stored knobs of each throttle, in order. For [`Knob::Concurrency`], the stored
+    /// `concurrency` as the `rps` of knobs whose burst and window are 1.
+    fn read(
+        &self,
+        names: &[String],
+        knob: Knob,
+    ) -> impl Future<Output = Result<Vec<StoredKnobs>>> + Send;
     /// Writes the changes of one tick, with their history.
     fn write(&self, changes: &[KnobChange]) -> impl Future<Output = Result<()>> + Send;
 }
@@ -67,8 +76,34 @@ impl RedisStore {
     }
 }
 
+/// The stored `concurrency` field as the knobs a concurrency policy works on: a whole number
+/// of at least 1 (as the semaphore reads it), else unusable.
+#[must_use]
+pub fn concurrency_knobs(field: Option<&str>) -> StoredKnobs {
+    let Some(text) = field else {
+        return StoredKnobs::Absent;
+    };
+    match crate::client::lua_tonumber(text) {
+        Some(c) if c >= 1.0 && c.fract() == 0.0 && c <= f64::from(u32::MAX) => {
+            StoredKnobs::Valid(Knobs {
+                rps: c,
+                burst: 1.0,
+                window: 1.0,
+            })
+        }
+        _ => StoredKnobs::Invalid(format!("concurrency {text:?} is not a whole number >= 1")),
+    }
+}
+
 /// The fields whose values differ (all three when nothing valid was stored).
-fn changed_fields(old: Option<Knobs>, new: Knobs) -> Vec<(&'static str, f64)> {
+fn changed_fields(knob: Knob, old: Option<Knobs>, new: Knobs) -> Vec<(&'static str, f64)> {
+    if knob == Knob::Concurrency {
+        return if old.is_some_and(|o| o.rps == new.rps) {
+            Vec::new()
+        } else {
+            vec![("concurrency", new.rps)]
+        };
+    }
     let fields = [
         ("rps", new.rps),
         ("burst", new.burst),
@@ -86,7 +121,7 @@ fn changed_fields(old: Option<Knobs>, new: Knobs) -> Vec<(&'static str, f64)> {
 }
 
 impl KnobStore for RedisStore {
-    async fn read(&self, names: &[String]) -> Result<Vec<StoredKnobs>> {
+    async fn read(&self, names: &[String], knob: Knob) -> Result<Vec<StoredKnobs>> {
         if names.is_empty() {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
@@ -94,14 +129,13 @@ impl KnobStore for RedisStore {
         let groups: Vec<Vec<redis::Cmd>> = names
             .iter()
             .map(|name| {
-                vec![
-                    redis::cmd("HMGET")
-                        .arg(self.keys.knobs(name))
-                        .arg("rps")
-                        .arg("burst")
-                        .arg("window")
-                        .to_owned(),
-                ]
+                let mut hmget = redis::cmd("HMGET");
+                hmget.arg(self.keys.knobs(name));
+                match knob {
+                    Knob::Rate => hmget.arg("rps").arg("burst").arg("window"),
+                    Knob::Concurrency => hmget.arg("concurrency"),
+                };
+                vec![hmget]
             })
             .collect();
         let replies = self
@@ -111,16 +145,21 @@ impl KnobStore for RedisStore {
         replies
             .into_iter()
             .map(|mut reply| {
-                let row: (Option<String>, Option<String>, Option<String>) =
-                    redis::from_redis_value(reply.pop().unwrap_or(redis::Value::Nil)).map_err(
-                        |e| crate::Error::Script(format!("unexpected HMGET reply: {e}")),
-                    )?;
-                let (r, b, w) = row;
-                Ok(StoredKnobs::from_fields(
-                    r.as_deref(),
-                    b.as_deref(),
-                    w.as_deref(),
-                ))
+                let bad = |e: redis::ParsingError| {
+                    crate::Error::Script(format!("unexpected HMGET reply: {e}"))
+                };
+                let fields: Vec<Option<String>> =
+                    redis::from_redis_value(reply.pop().unwrap_or(redis::Value::Nil))
+                        .map_err(bad)?;
+                let field = |i: usize| fields.get(i).cloned().flatten();
+                Ok(match knob {
+                    Knob::Rate => StoredKnobs::from_fields(
+                        field(0).as_deref(),
+                        field(1).as_deref(),
+                        field(2).as_deref(),
+                    ),
+                    Knob::Concurrency => concurrency_knobs(field(0).as_deref()),
+                })
             })
             .collect()
     }
@@ -134,7 +173,7 @@ impl KnobStore for RedisStore {
             .map_or(0, |d| d.as_millis());
         let mut groups: Vec<Vec<redis::Cmd>> = Vec::with_capacity(changes.len());
         for c in changes {
-            let fields = changed_fields(c.old, c.new);
+            let fields = changed_fields(c.knob, c.old, c.new);
             if fields.is_empty() {
                 continue;
             }
@@ -143,7 +182,7 @@ impl KnobStore for RedisStore {
             let mut hset = redis::cmd("HSET");
             hset.arg(&knobs_key);
             for (field, value) in &fields {
-                hset.arg(*field).arg(*value);
+                hset.arg(*field).arg(value.to_string());
             }
             group.push(hset);
             group.push(
@@ -161,20 +200,28 @@ impl KnobStore for RedisStore {
                 .arg(self.history_len)
                 .arg("*")
                 .arg("ts_ms")
-                .arg(now_ms.to_string())
-                .arg("old_rps")
-                .arg(old(|k| k.rps))
-                .arg("old_burst")
-                .arg(old(|k| k.burst))
-                .arg("old_window")
-                .arg(old(|k| k.window))
-                .arg("rps")
-                .arg(c.new.rps.to_string())
-                .arg("burst")
-                .arg(c.new.burst.to_string())
-                .arg("window")
-                .arg(c.new.window.to_string())
-                .arg("signal")
+                .arg(now_ms.to_string());
+            match c.knob {
+                Knob::Rate => xadd
+                    .arg("old_rps")
+                    .arg(old(|k| k.rps))
+                    .arg("old_burst")
+                    .arg(old(|k| k.burst))
+                    .arg("old_window")
+                    .arg(old(|k| k.window))
+                    .arg("rps")
+                    .arg(c.new.rps.to_string())
+                    .arg("burst")
+                    .arg(c.new.burst.to_string())
+                    .arg("window")
+                    .arg(c.new.window.to_string()),
+                Knob::Concurrency => xadd
+                    .arg("old_concurrency")
+                    .arg(old(|k| k.rps))
+                    .arg("concurrency")
+                    .arg(c.new.rps.to_string()),
+            };
+            xadd.arg("signal")
                 .arg(c.signal.map_or(String::new(), |s| s.to_string()))
                 .arg("law")
                 .arg(c.law)
@@ -208,11 +255,31 @@ mod tests {
     #[test]
     fn only_changed_fields_are_written() {
         let k = |rps, burst, window| Knobs { rps, burst, window };
-        assert_eq!(changed_fields(None, k(1.0, 2.0, 3.0)).len(), 3);
+        let rate = Knob::Rate;
+        assert_eq!(changed_fields(rate, None, k(1.0, 2.0, 3.0)).len(), 3);
         assert_eq!(
-            changed_fields(Some(k(1.0, 2.0, 3.0)), k(5.0, 2.0, 3.0)),
+            changed_fields(rate, Some(k(1.0, 2.0, 3.0)), k(5.0, 2.0, 3.0)),
             vec![("rps", 5.0)]
         );
-        assert!(changed_fields(Some(k(1.0, 2.0, 3.0)), k(1.0, 2.0, 3.0)).is_empty());
+        assert!(changed_fields(rate, Some(k(1.0, 2.0, 3.0)), k(1.0, 2.0, 3.0)).is_empty());
+        let c = Knob::Concurrency;
+        assert_eq!(
+            changed_fields(c, Some(k(4.0, 1.0, 1.0)), k(5.0, 1.0, 1.0)),
+            vec![("concurrency", 5.0)]
+        );
+        assert!(changed_fields(c, Some(k(4.0, 1.0, 1.0)), k(4.0, 1.0, 1.0)).is_empty());
+        assert_eq!(changed_fields(c, None, k(4.0, 1.0, 1.0)).len(), 1);
+    }
+
+    #[test]
+    fn stored_concurrency_must_be_a_whole_number() {
+        assert_eq!(concurrency_knobs(None), StoredKnobs::Absent);
+        assert!(matches!(concurrency_knobs(Some("12")), StoredKnobs::Valid(k) if k.rps == 12.0));
+        for bad in ["0", "2.5", "-1", "nan", "x", "inf"] {
+            assert!(
+                matches!(concurrency_knobs(Some(bad)), StoredKnobs::Invalid(_)),
+                "{bad}"
+            );
+        }
     }
 }

@@ -239,7 +239,66 @@ impl Collector {
         items
             .into_iter()
             .enumerate()
-            .filter_map(|(i, item)| Some((i, self.section(&format!("throttles[{i}]"), item)?)))
+            .filter_map(|(i, item)| {
+                let at = format!("throttles[{i}]");
+                let item = self.concurrency_names(&at, item);
+                Some((i, self.section(&at, item)?))
+            })
             .collect()
+    }
+
+    /// A policy with `knob: concurrency` names its values `defaults.concurrency` and
+    /// `bounds.min_concurrency`/`max_concurrency`; they are read into the fields a rate
+    /// policy calls `rps`, `min_rps` and `max_rps` (the level the laws move), and burst and
+    /// window are fixed at 1. A rate-only key in such a policy is an error at that key.
+    fn concurrency_names(&mut self, at: &str, mut item: Value) -> Value {
+        let Value::Mapping(policy) = &mut item else {
+            return item;
+        };
+        if policy.get("knob").and_then(Value::as_str) != Some("concurrency") {
+            return item;
+        }
+        let mut rename = |section: &str, from: &str, to: &str, rate_only: &[&str]| {
+            let Some(Value::Mapping(m)) = policy.get_mut(section) else {
+                return;
+            };
+            for key in rate_only {
+                if m.contains_key(*key) {
+                    self.push(
+                        &format!("{at}.{section}.{key}"),
+                        format!("`{key}` is for rate policies; this one has `knob: concurrency`"),
+                    );
+                    m.remove(*key);
+                }
+            }
+            if let Some(v) = m.remove(from) {
+                m.insert(Value::from(to), v);
+            }
+        };
+        rename(
+            "defaults",
+            "concurrency",
+            "rps",
+            &["rps", "burst", "window"],
+        );
+        rename(
+            "bounds",
+            "min_concurrency",
+            "min_rps",
+            &[
+                "min_rps",
+                "max_rps",
+                "min_burst",
+                "max_burst",
+                "min_window",
+                "max_window",
+            ],
+        );
+        rename("bounds", "max_concurrency", "max_rps", &[]);
+        if let Some(Value::Mapping(d)) = policy.get_mut("defaults") {
+            d.insert(Value::from("burst"), Value::from(1.0));
+            d.insert(Value::from("window"), Value::from(1.0));
+        }
+        item
     }
 }

@@ -148,6 +148,9 @@ impl Default for HistoryConfig {
 pub struct Throttle {
     /// The throttle's name; with `signal.name_label`, the prefix of every generated name.
     pub name: String,
+    /// Which knob the policy drives: the token bucket's rate, or a semaphore's concurrency.
+    #[serde(default)]
+    pub knob: Knob,
     /// Start values, and what workers use without knobs.
     pub defaults: KnobValues,
     /// The daemon never writes knobs outside these.
@@ -189,6 +192,36 @@ impl Throttle {
 
 fn default_deadband() -> f64 {
     0.05
+}
+
+/// Which knob a policy drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Knob {
+    /// `rps` (and `burst`, `window` when bounded): token buckets, leaky and continuous
+    /// buckets, scheduled buckets.
+    #[default]
+    Rate,
+    /// `concurrency`: semaphores, so a fleet's concurrency adapts as Netflix's
+    /// concurrency-limits and Envoy's adaptive concurrency do inside one process. Written as
+    /// a whole number; `defaults.concurrency`, `bounds.min_concurrency` and
+    /// `bounds.max_concurrency` replace `rps`, `min_rps` and `max_rps`.
+    Concurrency,
+}
+
+impl Knob {
+    /// The names of the level, its lower and its upper bound in this policy's YAML.
+    #[must_use]
+    pub fn names(self) -> [&'static str; 3] {
+        match self {
+            Self::Rate => ["defaults.rps", "bounds.min_rps", "bounds.max_rps"],
+            Self::Concurrency => [
+                "defaults.concurrency",
+                "bounds.min_concurrency",
+                "bounds.max_concurrency",
+            ],
+        }
+    }
 }
 
 /// `defaults:` the knobs a throttle starts from.

@@ -105,11 +105,31 @@ fn throttle(p: &mut Problems, at: &str, t: &Throttle) {
         "must not be empty".into(),
     );
     let d = t.defaults;
+    let [level, min, max] = t.knob.names();
     check(
         d.rps.is_finite() && d.rps > 0.0,
-        "defaults.rps",
+        level,
         format!("must be a number above 0, got {}", d.rps),
     );
+    if t.knob == super::Knob::Concurrency {
+        let whole =
+            |v: f64| v.is_finite() && v >= 1.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX);
+        check(
+            whole(d.rps),
+            level,
+            format!("must be a whole number >= 1, got {}", d.rps),
+        );
+        check(
+            whole(t.bounds.min_rps),
+            min,
+            format!("must be a whole number >= 1, got {}", t.bounds.min_rps),
+        );
+        check(
+            whole(t.bounds.max_rps),
+            max,
+            format!("must be a whole number >= 1, got {}", t.bounds.max_rps),
+        );
+    }
     check(
         d.burst.is_finite() && d.burst > 0.0,
         "defaults.burst",
@@ -158,19 +178,21 @@ fn bounds(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
     let Bounds {
         min_rps, max_rps, ..
     } = t.bounds;
+    let [level, min, max] = t.knob.names();
+    let min_name = min.trim_start_matches("bounds.");
     check(
         min_rps.is_finite() && min_rps >= 0.0,
-        "bounds.min_rps",
+        min,
         format!("must be a number >= 0, got {min_rps}"),
     );
     check(
         max_rps.is_finite() && max_rps > 0.0 && max_rps >= min_rps,
-        "bounds.max_rps",
-        format!("must be a number above 0 and >= min_rps ({min_rps}), got {max_rps}"),
+        max,
+        format!("must be a number above 0 and >= {min_name} ({min_rps}), got {max_rps}"),
     );
     check(
         !(t.defaults.rps < min_rps || t.defaults.rps > max_rps),
-        "defaults.rps",
+        level,
         format!(
             "{} is outside bounds [{min_rps}, {max_rps}]",
             t.defaults.rps

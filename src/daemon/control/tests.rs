@@ -8,6 +8,7 @@ use crate::daemon::config::{Bounds, KnobValues, Signal};
 fn policy(control: Control) -> Throttle {
     Throttle {
         name: "t".into(),
+        knob: crate::daemon::config::Knob::Rate,
         defaults: KnobValues {
             rps: 100.0,
             burst: 2.0,

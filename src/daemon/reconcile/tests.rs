@@ -92,6 +92,44 @@ async fn an_overloaded_signal_lowers_rps_and_explains_it() {
     assert!(text.contains(r#"regulator_knob_writes_total{policy="orders-db"} 1"#));
 }
 
+const CONCURRENCY: &str = r"
+throttles:
+  - name: search-api
+    knob: concurrency
+    defaults: { concurrency: 20 }
+    bounds: { min_concurrency: 2, max_concurrency: 50 }
+    signal: { query: 'latency', target: 0.25 }
+    control: { law: aimd, increase: 0.4, decrease: 0.7 }
+";
+
+#[tokio::test]
+async fn a_concurrency_policy_writes_whole_holders_both_ways() {
+    let w = World::new();
+    let mut s = state(CONCURRENCY);
+    w.source.set(Ok(vec![sample(0.5, &[])]));
+    w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    // 20 × 0.7 = 14 exactly; then 14 × 0.7 = 9.8 rounds down to 9.
+    assert_eq!(w.store.rps("search-api"), Some(14.0));
+    w.tick(&mut s, Mode::Write, 2).await.unwrap();
+    assert_eq!(w.store.rps("search-api"), Some(9.0));
+    // +0.4 a tick still moves: a step up rounds up.
+    w.source.set(Ok(vec![sample(0.1, &[])]));
+    w.tick(&mut s, Mode::Write, 3).await.unwrap();
+    assert_eq!(w.store.rps("search-api"), Some(10.0));
+    let writes = w.store.writes.lock().unwrap().clone();
+    assert!(
+        writes
+            .iter()
+            .all(|c| c.knob == crate::daemon::config::Knob::Concurrency)
+    );
+    let text = w.metrics.encode();
+    assert!(
+        text.contains(r#"regulator_knob{throttle="search-api",knob="concurrency"} 10.0"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"knob="rps""#), "{text}");
+}
+
 #[tokio::test]
 async fn a_knob_set_by_hand_is_where_control_continues() {
     let w = World::new();
