@@ -221,3 +221,17 @@ throttles:
     }
     // `errors` has already required a line:column for each.
 }
+
+#[test]
+fn the_shipped_concurrency_example_is_valid_when_uncommented() {
+    let text = std::fs::read_to_string("config/regulator.yaml").unwrap();
+    let start = text.find("  # - name: search-api").expect("the example");
+    let example: String = text[start..]
+        .lines()
+        .map(|l| l.replacen("  # ", "  ", 1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = config::parse(&format!("throttles:\n{example}\n"), "example").expect("valid");
+    assert_eq!(c.throttles[0].knob, config::Knob::Concurrency);
+    assert_eq!(c.throttles[0].bounds.max_rps, 200.0);
+}
