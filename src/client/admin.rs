@@ -26,6 +26,35 @@ pub struct ThrottleState {
     pub bucket_ttl: Option<Duration>,
     /// Time until the knobs expire (`None`: no knobs, or no expiry).
     pub knobs_ttl: Option<Duration>,
+    /// Knobs `concurrency` field (semaphores).
+    pub concurrency: Option<String>,
+    /// The other kinds of limiter found under this name.
+    pub kinds: OtherKinds,
+}
+
+/// What the limiters other than limitlion's bucket hold for a throttle, raw, as stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OtherKinds {
+    /// Semaphore holders whose lease has not run out (`None`: no holders set).
+    pub holders: Option<u64>,
+    /// Semaphore holders in the set, expired leases not yet swept included.
+    pub holders_total: Option<u64>,
+    /// Leaky bucket `level` at its last call (`throttle:<name>:leaky`).
+    pub leaky_level: Option<String>,
+    /// How long the leaky bucket stays blocked (`None`: not blocked).
+    pub leaky_blocked_for: Option<Duration>,
+    /// Continuous bucket `tokens` at its last call (`throttle:<name>:continuous`).
+    pub continuous_tokens: Option<String>,
+    /// Time until the scheduled bucket's next free slot, zero when one is free now (`None`:
+    /// no scheduled bucket, `throttle:<name>:scheduled`).
+    pub scheduled_next: Option<Duration>,
+}
+
+/// Time from `now_us` to a stored instant in microseconds of Redis time, if it is later.
+fn until(stored_us: Option<&str>, now_us: u64) -> Option<Duration> {
+    let at = lua_tonumber(stored_us?)?;
+    let left = at - now_us as f64;
+    (left.is_finite() && left > 0.0).then(|| Duration::from_micros(left as u64))
 }
 
 impl ThrottleState {
@@ -52,18 +81,42 @@ impl ThrottleState {
 /// `HMGET bucket`, `HMGET knobs`, `PTTL bucket`, `PTTL knobs`.
 type GetReply = (
     (Option<String>, Option<String>),
-    (Option<String>, Option<String>, Option<String>),
+    (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
     i64,
     i64,
 );
 
-/// The throttle a key belongs to: `throttle:<name>[:knobs|:history]`, with the hash tag
-/// that cluster mode adds unwrapped.
+/// `TIME`, `ZCARD holders`, `HMGET leaky`, `HGET continuous`, `HGET scheduled`.
+type KindsReply = (
+    (u64, u64),
+    u64,
+    (Option<String>, Option<String>),
+    Option<String>,
+    Option<String>,
+);
+
+/// The suffixes of a throttle's keys beside limitlion's bucket.
+const SUFFIXES: [&str; 6] = [
+    ":knobs",
+    ":history",
+    ":holders",
+    ":leaky",
+    ":continuous",
+    ":scheduled",
+];
+
+/// The throttle a key belongs to: `throttle:<name>[:knobs|:history|:holders|...]`, with the
+/// hash tag that cluster mode adds unwrapped.
 fn throttle_name(key: &str, cluster: bool) -> Option<String> {
     let rest = key.strip_prefix("throttle:")?;
-    let name = rest
-        .strip_suffix(":knobs")
-        .or_else(|| rest.strip_suffix(":history"))
+    let name = SUFFIXES
+        .iter()
+        .find_map(|s| rest.strip_suffix(s))
         .unwrap_or(rest);
     let name = if cluster {
         name.strip_prefix('{')
@@ -98,12 +151,13 @@ impl Client {
             .arg("rps")
             .arg("burst")
             .arg("window")
+            .arg("concurrency")
             .cmd("PTTL")
             .arg(&bucket)
             .cmd("PTTL")
             .arg(&knobs);
-        let ((tokens, refreshed), (rps, burst, window), bucket_ttl, knobs_ttl): GetReply = self
-            .call(false, |mut conn| {
+        let ((tokens, refreshed), (rps, burst, window, concurrency), bucket_ttl, knobs_ttl): GetReply =
+            self.call(false, |mut conn| {
                 let pipe = &pipe;
                 async move { pipe.query_async(&mut conn).await }
             })
@@ -116,6 +170,63 @@ impl Client {
             window,
             bucket_ttl: ttl(bucket_ttl),
             knobs_ttl: ttl(knobs_ttl),
+            concurrency,
+            kinds: self.other_kinds(name).await?,
+        })
+    }
+
+    /// What the semaphore, leaky, continuous and scheduled limiters of `name` hold: one round
+    /// trip (the keys share a slot), read at one Redis time.
+    async fn other_kinds(&self, name: &str) -> Result<OtherKinds> {
+        let base = self.keys().bucket(name);
+        let holders = format!("{base}:holders");
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME")
+            .cmd("ZCARD")
+            .arg(&holders)
+            .cmd("HMGET")
+            .arg(format!("{base}:leaky"))
+            .arg("level")
+            .arg("blocked_until")
+            .cmd("HGET")
+            .arg(format!("{base}:continuous"))
+            .arg("tokens")
+            .cmd("HGET")
+            .arg(format!("{base}:scheduled"))
+            .arg("slot");
+        let pipe = &pipe;
+        let ((secs, micros), total, (level, blocked), continuous, slot): KindsReply = self
+            .call(false, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        let now_us = secs.saturating_mul(1_000_000).saturating_add(micros);
+        let live = if total == 0 {
+            None
+        } else {
+            let cmd = redis::cmd("ZCOUNT")
+                .arg(&holders)
+                .arg(now_us / 1000)
+                .arg("+inf")
+                .to_owned();
+            let cmd = &cmd;
+            Some(
+                self.call(
+                    false,
+                    |mut conn| async move { cmd.query_async(&mut conn).await },
+                )
+                .await?,
+            )
+        };
+        Ok(OtherKinds {
+            holders: live,
+            holders_total: (total > 0).then_some(total),
+            leaky_level: level,
+            leaky_blocked_for: until(blocked.as_deref(), now_us),
+            continuous_tokens: continuous,
+            scheduled_next: slot
+                .as_deref()
+                .map(|s| until(Some(s), now_us).unwrap_or_default()),
         })
     }
 

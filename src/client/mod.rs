@@ -13,7 +13,7 @@ pub mod model;
 mod scripts;
 mod token_bucket;
 
-pub use admin::ThrottleState;
+pub use admin::{OtherKinds, ThrottleState};
 pub use connection::{Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
 pub use error::{Error, Result};
 pub use knobs::{Knobs, KnobsUpdate, StoredKnobs, lua_tonumber};

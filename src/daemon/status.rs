@@ -115,6 +115,43 @@ impl ThrottleStatus {
         Some(model::refill(self.state.bucket(), knobs, now as f64).0)
     }
 
+    /// The other kinds of limiter under this name, in a few words each (`holders 3/20`,
+    /// `leaky level 4 blocked 0.8s`...); empty when there are none.
+    #[must_use]
+    pub fn other_kinds(&self) -> Vec<String> {
+        let s = &self.state;
+        let k = &s.kinds;
+        let mut out = Vec::new();
+        if let Some(c) = &s.concurrency {
+            out.push(format!("concurrency {c}"));
+        }
+        if let Some(total) = k.holders_total {
+            let live = k.holders.unwrap_or(0);
+            let mut h = match &s.concurrency {
+                Some(c) => format!("holders {live}/{c}"),
+                None => format!("holders {live}"),
+            };
+            if total > live {
+                let _ = write!(h, " ({} expired)", total - live);
+            }
+            out.push(h);
+        }
+        if let Some(level) = &k.leaky_level {
+            let mut l = format!("leaky level {level}");
+            if let Some(b) = k.leaky_blocked_for {
+                let _ = write!(l, " blocked {:.1}s", b.as_secs_f64());
+            }
+            out.push(l);
+        }
+        if let Some(t) = &k.continuous_tokens {
+            out.push(format!("continuous tokens {t}"));
+        }
+        if let Some(next) = k.scheduled_next {
+            out.push(format!("scheduled next slot in {:.3}s", next.as_secs_f64()));
+        }
+        out
+    }
+
     /// A JSON object (hand-written: the status line format is small and fixed).
     #[must_use]
     pub fn to_json(&self) -> String {
@@ -143,14 +180,30 @@ impl ThrottleStatus {
                 )
             },
         );
+        let k = &s.kinds;
         format!(
-            r#"{{"name":{},"knobs":{},"knobs_invalid":{},"raw":{{"rps":{},"burst":{},"window":{}}},"tokens":{},"tokens_now":{},"refreshed":{},"knobs_ttl_s":{},"bucket_ttl_s":{},"last_change":{}}}"#,
+            r#"{{"name":{},"knobs":{},"knobs_invalid":{},"raw":{{"rps":{},"burst":{},"window":{},"concurrency":{}}},"holders":{},"holders_total":{},"leaky_level":{},"leaky_blocked_for_s":{},"continuous_tokens":{},"scheduled_next_s":{},"tokens":{},"tokens_now":{},"refreshed":{},"knobs_ttl_s":{},"bucket_ttl_s":{},"last_change":{}}}"#,
             json_str(Some(&self.name)),
             knobs,
             json_str(problem.as_deref()),
             json_str(s.rps.as_deref()),
             json_str(s.burst.as_deref()),
             json_str(s.window.as_deref()),
+            json_str(s.concurrency.as_deref()),
+            json_num(k.holders.map(|h| h as f64)),
+            json_num(k.holders_total.map(|h| h as f64)),
+            json_num(
+                k.leaky_level
+                    .as_deref()
+                    .and_then(crate::client::lua_tonumber)
+            ),
+            json_num(k.leaky_blocked_for.map(|d| d.as_secs_f64())),
+            json_num(
+                k.continuous_tokens
+                    .as_deref()
+                    .and_then(crate::client::lua_tonumber)
+            ),
+            json_num(k.scheduled_next.map(|d| d.as_secs_f64())),
             json_num(s.bucket().tokens),
             json_num(self.tokens_now()),
             json_num(s.bucket().refreshed),
@@ -194,6 +247,10 @@ pub fn table(rows: &[ThrottleStatus]) -> String {
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |c| c.describe(now)),
         );
+        let others = row.other_kinds();
+        if !others.is_empty() {
+            let _ = writeln!(out, "{:<24} {}", "", others.join(" · "));
+        }
     }
     out
 }
@@ -256,6 +313,40 @@ mod tests {
     fn json_escapes_names_people_type() {
         assert_eq!(json_str(Some("a\"b\\c\nd")), r#""a\"b\\c\u000ad""#);
         assert_eq!(json_num(Some(f64::NAN)), "null");
+    }
+
+    #[test]
+    fn every_kind_of_limiter_is_shown() {
+        let row = ThrottleStatus {
+            name: "pool".into(),
+            state: ThrottleState {
+                concurrency: Some("20".into()),
+                kinds: crate::client::OtherKinds {
+                    holders: Some(3),
+                    holders_total: Some(4),
+                    leaky_level: Some("4".into()),
+                    leaky_blocked_for: Some(Duration::from_millis(800)),
+                    continuous_tokens: Some("2.5".into()),
+                    scheduled_next: Some(Duration::from_millis(1200)),
+                },
+                ..ThrottleState::default()
+            },
+            last_change: None,
+        };
+        let text = table(std::slice::from_ref(&row));
+        for want in [
+            "concurrency 20",
+            "holders 3/20 (1 expired)",
+            "leaky level 4 blocked 0.8s",
+            "continuous tokens 2.5",
+            "scheduled next slot in 1.200s",
+        ] {
+            assert!(text.contains(want), "{want} missing from {text}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&row.to_json()).expect("valid JSON");
+        assert_eq!(json["holders"], 3.0);
+        assert_eq!(json["leaky_blocked_for_s"], 0.8);
+        assert_eq!(json["raw"]["concurrency"], "20");
     }
 
     #[test]
