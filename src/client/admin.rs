@@ -57,13 +57,15 @@ type GetReply = (
     i64,
 );
 
-/// The throttle a key belongs to: `throttle:<name>[:knobs|:history]`, with the hash tag
-/// that cluster mode adds unwrapped.
+/// The throttle a key belongs to: `throttle:<name>[:knobs|:history|:leaky|:continuous]`, with
+/// the hash tag that cluster mode adds unwrapped.
 fn throttle_name(key: &str, cluster: bool) -> Option<String> {
     let rest = key.strip_prefix("throttle:")?;
     let name = rest
         .strip_suffix(":knobs")
         .or_else(|| rest.strip_suffix(":history"))
+        .or_else(|| rest.strip_suffix(":leaky"))
+        .or_else(|| rest.strip_suffix(":continuous"))
         .unwrap_or(rest);
     let name = if cluster {
         name.strip_prefix('{')
@@ -167,14 +169,21 @@ impl Client {
         self.del(&[self.keys().knobs(name)]).await
     }
 
-    /// Deletes a throttle's bucket and knobs (limitlion's `throttle_delete`).
+    /// Deletes a throttle's bucket and knobs (limitlion's `throttle_delete`), and the state
+    /// of its leaky and continuous buckets.
     ///
     /// # Errors
     /// The connection's errors.
     pub async fn delete(&self, name: &str) -> Result<()> {
         check_name(name).map_err(Error::InvalidArgument)?;
         let keys = self.keys();
-        self.del(&[keys.bucket(name), keys.knobs(name)]).await
+        self.del(&[
+            keys.bucket(name),
+            keys.knobs(name),
+            keys.leaky(name),
+            keys.continuous(name),
+        ])
+        .await
     }
 
     /// Names of the throttles that have a bucket, knobs or history in Redis, found with
