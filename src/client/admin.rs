@@ -230,3 +230,30 @@ impl Client {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::throttle_name;
+
+    #[test]
+    fn every_key_of_a_throttle_names_it() {
+        for key in [
+            "throttle:orders",
+            "throttle:orders:knobs",
+            "throttle:orders:history",
+            "throttle:orders:leaky",
+            "throttle:orders:continuous",
+        ] {
+            assert_eq!(
+                throttle_name(key, false).as_deref(),
+                Some("orders"),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            throttle_name("throttle:{orders}:leaky", true).as_deref(),
+            Some("orders")
+        );
+        assert_eq!(throttle_name("frozen_second", false), None);
+    }
+}
