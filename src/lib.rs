@@ -21,6 +21,11 @@
 //! - [`client`]: the worker library, available without default features.
 //!   - `connection`: [`Client`], one multiplexed auto-reconnecting connection, call timeouts.
 //!   - `token_bucket`: [`TokenBucket`], the limitlion-compatible limiter (`lua/token_bucket.lua`).
+//!   - `leaky_bucket`: [`LeakyBucket`], aiosteady's leaky bucket with blocking
+//!     (`lua/leaky_bucket.lua`, state in `throttle:<name>:leaky`).
+//!   - `continuous_bucket`: [`ContinuousBucket`], python-redis-rate-limiter's continuously
+//!     refilling bucket (`lua/continuous_bucket.lua`, state in `throttle:<name>:continuous`).
+//!   - `reply`: reading the limiter scripts' replies.
 //!   - `admin`: `get`, `set_knobs`, `reset_knobs`, `delete` on [`Client`].
 //!   - `knobs`: [`Knobs`], their validation and how stored values parse.
 //!   - [`client::keys`]: key naming (`throttle:<name>`, hash tags for cluster).
@@ -45,6 +50,7 @@ pub mod testing;
 
 pub use client::blocking;
 pub use client::{
-    Client, ClientBuilder, Decision, Error, FailMode, Knobs, KnobsUpdate, Limiter, Result, Source,
+    Client, ClientBuilder, ContinuousBucket, ContinuousDecision, ContinuousParams, Decision, Error,
+    FailMode, Knobs, KnobsUpdate, LeakyBucket, LeakyDecision, LeakyParams, Limiter, Result, Source,
     StoredKnobs, ThrottleState, TokenBucket,
 };

@@ -278,14 +278,21 @@ impl Client {
         self.del(&[self.keys().knobs(name)]).await
     }
 
-    /// Deletes a throttle's bucket and knobs (limitlion's `throttle_delete`).
+    /// Deletes a throttle's bucket and knobs (limitlion's `throttle_delete`), and the state
+    /// of its leaky and continuous buckets.
     ///
     /// # Errors
     /// The connection's errors.
     pub async fn delete(&self, name: &str) -> Result<()> {
         check_name(name).map_err(Error::InvalidArgument)?;
         let keys = self.keys();
-        self.del(&[keys.bucket(name), keys.knobs(name)]).await
+        self.del(&[
+            keys.bucket(name),
+            keys.knobs(name),
+            keys.leaky(name),
+            keys.continuous(name),
+        ])
+        .await
     }
 
     /// Names of the throttles that have a bucket, knobs or history in Redis, found with
@@ -312,5 +319,32 @@ impl Client {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::throttle_name;
+
+    #[test]
+    fn every_key_of_a_throttle_names_it() {
+        for key in [
+            "throttle:orders",
+            "throttle:orders:knobs",
+            "throttle:orders:history",
+            "throttle:orders:leaky",
+            "throttle:orders:continuous",
+        ] {
+            assert_eq!(
+                throttle_name(key, false).as_deref(),
+                Some("orders"),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            throttle_name("throttle:{orders}:leaky", true).as_deref(),
+            Some("orders")
+        );
+        assert_eq!(throttle_name("frozen_second", false), None);
     }
 }

@@ -9,8 +9,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use super::continuous_bucket::sync::ContinuousBucket;
 use super::error::{Error, Result};
 use super::knobs::{Knobs, KnobsUpdate};
+pub use super::leaky_bucket::sync::LeakyBucket;
 use super::token_bucket::{Decision, FailMode, retry_delay};
 use super::{ClientBuilder, ThrottleState};
 
@@ -77,7 +79,6 @@ impl Client {
     }
 
     /// The runtime that drives the connection, for the blocking wrappers of each limiter.
-    #[allow(dead_code)] // until the first limiter besides the token bucket wraps it
     pub(crate) fn runtime(&self) -> Arc<tokio::runtime::Runtime> {
         self.runtime.clone()
     }

@@ -37,6 +37,21 @@ impl KeyLayout {
     pub fn history(self, name: &str) -> String {
         self.base(name) + ":history"
     }
+
+    /// A [`LeakyBucket`](crate::LeakyBucket)'s state: `throttle:<name>:leaky`, a hash
+    /// (`level`, `updated`, `blocked_until`, `rate`). Distinct from limitlion's bucket of the
+    /// same name, so both kinds of limiter can share one throttle's knobs.
+    #[must_use]
+    pub fn leaky(self, name: &str) -> String {
+        self.base(name) + ":leaky"
+    }
+
+    /// A [`ContinuousBucket`](crate::ContinuousBucket)'s state: `throttle:<name>:continuous`,
+    /// a hash (`tokens`, `updated`, `capacity`, `period`).
+    #[must_use]
+    pub fn continuous(self, name: &str) -> String {
+        self.base(name) + ":continuous"
+    }
 }
 
 /// Whether Redis Cluster would hash only part of `name`: a `{` followed later by a `}` with at
@@ -66,6 +81,8 @@ mod tests {
         assert_eq!(k.bucket("orders-db"), "throttle:orders-db");
         assert_eq!(k.knobs("orders-db"), "throttle:orders-db:knobs");
         assert_eq!(k.history("a b"), "throttle:a b:history");
+        assert_eq!(k.leaky("orders-db"), "throttle:orders-db:leaky");
+        assert_eq!(k.continuous("orders-db"), "throttle:orders-db:continuous");
     }
 
     #[test]
@@ -74,6 +91,8 @@ mod tests {
         assert_eq!(k.bucket("orders"), "throttle:{orders}");
         assert_eq!(k.knobs("orders"), "throttle:{orders}:knobs");
         assert_eq!(k.knobs("t:{tenant}"), "throttle:t:{tenant}:knobs");
+        assert_eq!(k.leaky("orders"), "throttle:{orders}:leaky");
+        assert_eq!(k.continuous("orders"), "throttle:{orders}:continuous");
         // `{}` is not a hash tag: Redis hashes the whole key, so we still wrap.
         assert_eq!(k.knobs("a{}b"), "throttle:{a{}b}:knobs");
     }

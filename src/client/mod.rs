@@ -5,17 +5,22 @@
 mod admin;
 pub mod blocking;
 mod connection;
+mod continuous_bucket;
 mod error;
 pub mod keys;
 mod knobs;
+mod leaky_bucket;
 mod limiter;
 pub mod model;
+mod reply;
 mod scripts;
 mod token_bucket;
 
 pub use admin::{OtherKinds, ThrottleState};
 pub use connection::{Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+pub use continuous_bucket::{ContinuousBucket, ContinuousDecision, ContinuousParams};
 pub use error::{Error, Result};
 pub use knobs::{Knobs, KnobsUpdate, StoredKnobs, lua_tonumber};
+pub use leaky_bucket::{LeakyBucket, LeakyDecision, LeakyParams};
 pub use limiter::Limiter;
 pub use token_bucket::{DEFAULT_KNOBS_TTL, Decision, FailMode, Source, TokenBucket};

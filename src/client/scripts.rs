@@ -4,6 +4,8 @@ use redis::Script;
 
 const TOKEN_BUCKET: &str = include_str!("../../lua/token_bucket.lua");
 const SET_KNOBS: &str = include_str!("../../lua/set_knobs.lua");
+const LEAKY_BUCKET: &str = include_str!("../../lua/leaky_bucket.lua");
+const CONTINUOUS_BUCKET: &str = include_str!("../../lua/continuous_bucket.lua");
 
 /// The line every time-reading script uses; the frozen-clock variant replaces it.
 const TIME_LINE: &str = "local time = redis.call('TIME')";
@@ -13,18 +15,24 @@ const TIME_LINE: &str = "local time = redis.call('TIME')";
 pub(crate) struct Scripts {
     pub(crate) token_bucket: Script,
     pub(crate) set_knobs: Script,
+    pub(crate) leaky_bucket: Script,
+    pub(crate) continuous_bucket: Script,
 }
 
 impl Scripts {
     pub(crate) fn new(frozen_time: bool) -> Self {
-        let token_bucket = if frozen_time {
-            Script::new(&frozen(TOKEN_BUCKET))
-        } else {
-            Script::new(TOKEN_BUCKET)
+        let clocked = |source: &str| {
+            if frozen_time {
+                Script::new(&frozen(source))
+            } else {
+                Script::new(source)
+            }
         };
         Self {
-            token_bucket,
+            token_bucket: clocked(TOKEN_BUCKET),
             set_knobs: Script::new(SET_KNOBS),
+            leaky_bucket: clocked(LEAKY_BUCKET),
+            continuous_bucket: clocked(CONTINUOUS_BUCKET),
         }
     }
 }
@@ -48,6 +56,14 @@ fn frozen(script: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_clocked_script_reads_time_once() {
+        for script in [TOKEN_BUCKET, LEAKY_BUCKET, CONTINUOUS_BUCKET] {
+            assert_eq!(script.matches(TIME_LINE).count(), 1);
+            assert_eq!(script.matches("'TIME'").count(), 1);
+        }
+    }
 
     #[test]
     fn frozen_variant_replaces_the_clock_only() {
