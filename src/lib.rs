@@ -21,6 +21,10 @@
 //! - [`client`]: the worker library, available without default features.
 //!   - `connection`: [`Client`], one multiplexed auto-reconnecting connection, call timeouts.
 //!   - `token_bucket`: [`TokenBucket`], the limitlion-compatible limiter (`lua/token_bucket.lua`).
+//!   - `semaphore`: [`Semaphore`] and its [`Permit`]: at most N holders at once fleet-wide,
+//!     each under a lease (`lua/semaphore_*.lua`, holders in `throttle:<name>:holders`).
+//!   - `scheduled_bucket`: [`ScheduledBucket`], which never denies but reserves the time the
+//!     tokens are there (`lua/scheduled_bucket.lua`).
 //!   - `admin`: `get`, `set_knobs`, `reset_knobs`, `delete` on [`Client`].
 //!   - `knobs`: [`Knobs`], their validation and how stored values parse.
 //!   - [`client::keys`]: key naming (`throttle:<name>`, hash tags for cluster).
@@ -45,6 +49,7 @@ pub mod testing;
 
 pub use client::blocking;
 pub use client::{
-    Client, ClientBuilder, Decision, Error, FailMode, Knobs, KnobsUpdate, Limiter, Result, Source,
+    Client, ClientBuilder, Decision, Error, FailMode, Knobs, KnobsUpdate, Limiter, Permit,
+    Reservation, Result, ScheduledBucket, ScheduledParams, Semaphore, SemaphoreParams, Source,
     StoredKnobs, ThrottleState, TokenBucket,
 };

@@ -57,13 +57,13 @@ type GetReply = (
     i64,
 );
 
-/// The throttle a key belongs to: `throttle:<name>[:knobs|:history]`, with the hash tag
-/// that cluster mode adds unwrapped.
+/// The throttle a key belongs to: `throttle:<name>[:knobs|:history|:holders|:scheduled]`,
+/// with the hash tag that cluster mode adds unwrapped.
 fn throttle_name(key: &str, cluster: bool) -> Option<String> {
     let rest = key.strip_prefix("throttle:")?;
-    let name = rest
-        .strip_suffix(":knobs")
-        .or_else(|| rest.strip_suffix(":history"))
+    let name = [":knobs", ":history", ":holders", ":scheduled"]
+        .iter()
+        .find_map(|suffix| rest.strip_suffix(suffix))
         .unwrap_or(rest);
     let name = if cluster {
         name.strip_prefix('{')

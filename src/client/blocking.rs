@@ -14,6 +14,9 @@ use super::knobs::{Knobs, KnobsUpdate};
 use super::token_bucket::{Decision, FailMode, retry_delay};
 use super::{ClientBuilder, ThrottleState};
 
+pub use super::scheduled_bucket::blocking::ScheduledBucket;
+pub use super::semaphore::blocking::{Permit, Semaphore};
+
 /// A blocking handle to Redis. Cheap to clone; shareable across threads.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -77,7 +80,6 @@ impl Client {
     }
 
     /// The runtime that drives the connection, for the blocking wrappers of each limiter.
-    #[allow(dead_code)] // until the first limiter besides the token bucket wraps it
     pub(crate) fn runtime(&self) -> Arc<tokio::runtime::Runtime> {
         self.runtime.clone()
     }

@@ -10,7 +10,9 @@ pub mod keys;
 mod knobs;
 mod limiter;
 pub mod model;
+mod scheduled_bucket;
 mod scripts;
+mod semaphore;
 mod token_bucket;
 
 pub use admin::ThrottleState;
@@ -18,4 +20,6 @@ pub use connection::{Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNEC
 pub use error::{Error, Result};
 pub use knobs::{Knobs, KnobsUpdate, StoredKnobs, lua_tonumber};
 pub use limiter::Limiter;
+pub use scheduled_bucket::{Reservation, ScheduledBucket, ScheduledParams};
+pub use semaphore::{Permit, Semaphore, SemaphoreParams};
 pub use token_bucket::{DEFAULT_KNOBS_TTL, Decision, FailMode, Source, TokenBucket};

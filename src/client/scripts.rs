@@ -4,6 +4,10 @@ use redis::Script;
 
 const TOKEN_BUCKET: &str = include_str!("../../lua/token_bucket.lua");
 const SET_KNOBS: &str = include_str!("../../lua/set_knobs.lua");
+const SEMAPHORE_ACQUIRE: &str = include_str!("../../lua/semaphore_acquire.lua");
+const SEMAPHORE_RENEW: &str = include_str!("../../lua/semaphore_renew.lua");
+const SEMAPHORE_RELEASE: &str = include_str!("../../lua/semaphore_release.lua");
+const SCHEDULED_BUCKET: &str = include_str!("../../lua/scheduled_bucket.lua");
 
 /// The line every time-reading script uses; the frozen-clock variant replaces it.
 const TIME_LINE: &str = "local time = redis.call('TIME')";
@@ -13,18 +17,28 @@ const TIME_LINE: &str = "local time = redis.call('TIME')";
 pub(crate) struct Scripts {
     pub(crate) token_bucket: Script,
     pub(crate) set_knobs: Script,
+    pub(crate) semaphore_acquire: Script,
+    pub(crate) semaphore_renew: Script,
+    pub(crate) semaphore_release: Script,
+    pub(crate) scheduled_bucket: Script,
 }
 
 impl Scripts {
     pub(crate) fn new(frozen_time: bool) -> Self {
-        let token_bucket = if frozen_time {
-            Script::new(&frozen(TOKEN_BUCKET))
-        } else {
-            Script::new(TOKEN_BUCKET)
+        let timed = |script: &str| {
+            if frozen_time {
+                Script::new(&frozen(script))
+            } else {
+                Script::new(script)
+            }
         };
         Self {
-            token_bucket,
+            token_bucket: timed(TOKEN_BUCKET),
             set_knobs: Script::new(SET_KNOBS),
+            semaphore_acquire: timed(SEMAPHORE_ACQUIRE),
+            semaphore_renew: timed(SEMAPHORE_RENEW),
+            semaphore_release: timed(SEMAPHORE_RELEASE),
+            scheduled_bucket: timed(SCHEDULED_BUCKET),
         }
     }
 }
@@ -55,5 +69,19 @@ mod tests {
         assert!(!f.contains(TIME_LINE));
         assert!(f.contains("frozen_second"));
         assert!(!TOKEN_BUCKET.contains("frozen_second"));
+    }
+
+    #[test]
+    fn every_timed_script_reads_the_clock_once() {
+        for script in [
+            TOKEN_BUCKET,
+            SEMAPHORE_ACQUIRE,
+            SEMAPHORE_RENEW,
+            SEMAPHORE_RELEASE,
+            SCHEDULED_BUCKET,
+        ] {
+            assert_eq!(script.matches(TIME_LINE).count(), 1);
+            assert_eq!(script.matches("redis.call('TIME')").count(), 1);
+        }
     }
 }
