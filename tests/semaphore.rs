@@ -296,7 +296,8 @@ const ENTER: &str = "local n = redis.call('INCR', KEYS[1]) \
 /// Runs `CROWD_TASKS` tasks, each taking the semaphore `CROWD_ROUNDS` times.
 async fn crowd(url: &str) {
     let client = client(url).await;
-    let semaphore = client.semaphore(CROWD, params(3, 30_000));
+    let capacity = u32::try_from(CROWD_CAPACITY).unwrap();
+    let semaphore = client.semaphore(CROWD, params(capacity, 30_000));
     let counter = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
