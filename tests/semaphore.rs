@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -356,11 +356,11 @@ async fn many_processes_never_exceed_the_capacity() {
     crowd(&server.url()).await;
     for mut other in others {
         let stdout = other.0.stdout.take().unwrap();
+        // Read to the end: a closed pipe would fail the helper's last writes.
         let done = tokio::task::spawn_blocking(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .any(|l| l.contains("DONE"))
+            let mut out = String::new();
+            BufReader::new(stdout).read_to_string(&mut out).unwrap();
+            out.contains("DONE")
         });
         let done = tokio::time::timeout(Duration::from_secs(120), done)
             .await
