@@ -26,6 +26,10 @@
 //!   - `continuous_bucket`: [`ContinuousBucket`], python-redis-rate-limiter's continuously
 //!     refilling bucket (`lua/continuous_bucket.lua`, state in `throttle:<name>:continuous`).
 //!   - `reply`: reading the limiter scripts' replies.
+//!   - `semaphore`: [`Semaphore`] and its [`Permit`]: at most N holders at once fleet-wide,
+//!     each under a lease (`lua/semaphore_*.lua`, holders in `throttle:<name>:holders`).
+//!   - `scheduled_bucket`: [`ScheduledBucket`], which never denies but reserves the time the
+//!     tokens are there (`lua/scheduled_bucket.lua`).
 //!   - `admin`: `get`, `set_knobs`, `reset_knobs`, `delete` on [`Client`].
 //!   - `knobs`: [`Knobs`], their validation and how stored values parse.
 //!   - [`client::keys`]: key naming (`throttle:<name>`, hash tags for cluster).
@@ -51,6 +55,7 @@ pub mod testing;
 pub use client::blocking;
 pub use client::{
     Client, ClientBuilder, ContinuousBucket, ContinuousDecision, ContinuousParams, Decision, Error,
-    FailMode, Knobs, KnobsUpdate, LeakyBucket, LeakyDecision, LeakyParams, Limiter, Result, Source,
+    FailMode, Knobs, KnobsUpdate, LeakyBucket, LeakyDecision, LeakyParams, Limiter, Permit,
+    Reservation, Result, ScheduledBucket, ScheduledParams, Semaphore, SemaphoreParams, Source,
     StoredKnobs, ThrottleState, TokenBucket,
 };

@@ -16,6 +16,9 @@ pub use super::leaky_bucket::sync::LeakyBucket;
 use super::token_bucket::{Decision, FailMode, retry_delay};
 use super::{ClientBuilder, ThrottleState};
 
+pub use super::scheduled_bucket::blocking::ScheduledBucket;
+pub use super::semaphore::blocking::{Permit, Semaphore};
+
 /// A blocking handle to Redis. Cheap to clone; shareable across threads.
 #[derive(Debug, Clone)]
 pub struct Client {

@@ -62,14 +62,26 @@ pub enum Error {
         source: RedisError,
     },
 
-    /// [`TokenBucket::wait`](crate::TokenBucket::wait) would have had to wait longer than
-    /// `max_wait`; it returns as soon as it knows, without sleeping past the deadline.
+    /// [`TokenBucket::wait`](crate::TokenBucket::wait),
+    /// [`Semaphore::acquire`](crate::Semaphore::acquire) or
+    /// [`ScheduledBucket::reserve`](crate::ScheduledBucket::reserve) would have had to wait
+    /// longer than `max_wait`; it returns as soon as it knows, without sleeping past the
+    /// deadline, and holds nothing.
     #[error("not allowed within max_wait: waited {waited:?}, next chance in {retry_after:?}")]
     MaxWaitExceeded {
         /// How long the call waited before giving up.
         waited: Duration,
         /// The limiter's hint for when a retry could succeed.
         retry_after: Duration,
+    },
+
+    /// A semaphore [`Permit`](crate::Permit)'s lease ran out before it was renewed or
+    /// released: its slot may have gone to another holder, so the capacity may have been
+    /// exceeded. Renew more often than the lease, or choose a longer lease.
+    #[error("the lease on semaphore {name:?} ran out: its slot may be another holder's now")]
+    LeaseExpired {
+        /// The semaphore's name.
+        name: String,
     },
 }
 
@@ -86,6 +98,7 @@ impl Error {
             Self::NotClusterMode { .. } => "not_cluster_mode",
             Self::Redis { .. } => "redis",
             Self::MaxWaitExceeded { .. } => "max_wait_exceeded",
+            Self::LeaseExpired { .. } => "lease_expired",
         }
     }
 

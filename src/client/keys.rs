@@ -52,6 +52,20 @@ impl KeyLayout {
     pub fn continuous(self, name: &str) -> String {
         self.base(name) + ":continuous"
     }
+
+    /// A semaphore's holders: `throttle:<name>:holders`, a sorted set (member = holder id,
+    /// score = lease deadline in milliseconds of Redis time).
+    #[must_use]
+    pub fn holders(self, name: &str) -> String {
+        self.base(name) + ":holders"
+    }
+
+    /// A scheduled bucket's state: `throttle:<name>:scheduled`, a hash (fields `slot`, the
+    /// latest reserved slot in microseconds of Redis time, and `tokens`, those left at it).
+    #[must_use]
+    pub fn scheduled(self, name: &str) -> String {
+        self.base(name) + ":scheduled"
+    }
 }
 
 /// Whether Redis Cluster would hash only part of `name`: a `{` followed later by a `}` with at
@@ -83,6 +97,8 @@ mod tests {
         assert_eq!(k.history("a b"), "throttle:a b:history");
         assert_eq!(k.leaky("orders-db"), "throttle:orders-db:leaky");
         assert_eq!(k.continuous("orders-db"), "throttle:orders-db:continuous");
+        assert_eq!(k.holders("pool"), "throttle:pool:holders");
+        assert_eq!(k.scheduled("api"), "throttle:api:scheduled");
     }
 
     #[test]
@@ -90,6 +106,8 @@ mod tests {
         let k = KeyLayout { cluster: true };
         assert_eq!(k.bucket("orders"), "throttle:{orders}");
         assert_eq!(k.knobs("orders"), "throttle:{orders}:knobs");
+        assert_eq!(k.holders("orders"), "throttle:{orders}:holders");
+        assert_eq!(k.scheduled("orders"), "throttle:{orders}:scheduled");
         assert_eq!(k.knobs("t:{tenant}"), "throttle:t:{tenant}:knobs");
         assert_eq!(k.leaky("orders"), "throttle:{orders}:leaky");
         assert_eq!(k.continuous("orders"), "throttle:{orders}:continuous");

@@ -13,7 +13,9 @@ mod leaky_bucket;
 mod limiter;
 pub mod model;
 mod reply;
+mod scheduled_bucket;
 mod scripts;
+mod semaphore;
 mod token_bucket;
 
 pub use admin::{OtherKinds, ThrottleState};
@@ -23,4 +25,6 @@ pub use error::{Error, Result};
 pub use knobs::{Knobs, KnobsUpdate, StoredKnobs, lua_tonumber};
 pub use leaky_bucket::{LeakyBucket, LeakyDecision, LeakyParams};
 pub use limiter::Limiter;
+pub use scheduled_bucket::{Reservation, ScheduledBucket, ScheduledParams};
+pub use semaphore::{Permit, Semaphore, SemaphoreParams};
 pub use token_bucket::{DEFAULT_KNOBS_TTL, Decision, FailMode, Source, TokenBucket};

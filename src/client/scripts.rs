@@ -6,6 +6,10 @@ const TOKEN_BUCKET: &str = include_str!("../../lua/token_bucket.lua");
 const SET_KNOBS: &str = include_str!("../../lua/set_knobs.lua");
 const LEAKY_BUCKET: &str = include_str!("../../lua/leaky_bucket.lua");
 const CONTINUOUS_BUCKET: &str = include_str!("../../lua/continuous_bucket.lua");
+const SEMAPHORE_ACQUIRE: &str = include_str!("../../lua/semaphore_acquire.lua");
+const SEMAPHORE_RENEW: &str = include_str!("../../lua/semaphore_renew.lua");
+const SEMAPHORE_RELEASE: &str = include_str!("../../lua/semaphore_release.lua");
+const SCHEDULED_BUCKET: &str = include_str!("../../lua/scheduled_bucket.lua");
 
 /// The line every time-reading script uses; the frozen-clock variant replaces it.
 const TIME_LINE: &str = "local time = redis.call('TIME')";
@@ -17,6 +21,10 @@ pub(crate) struct Scripts {
     pub(crate) set_knobs: Script,
     pub(crate) leaky_bucket: Script,
     pub(crate) continuous_bucket: Script,
+    pub(crate) semaphore_acquire: Script,
+    pub(crate) semaphore_renew: Script,
+    pub(crate) semaphore_release: Script,
+    pub(crate) scheduled_bucket: Script,
 }
 
 impl Scripts {
@@ -33,6 +41,10 @@ impl Scripts {
             set_knobs: Script::new(SET_KNOBS),
             leaky_bucket: clocked(LEAKY_BUCKET),
             continuous_bucket: clocked(CONTINUOUS_BUCKET),
+            semaphore_acquire: clocked(SEMAPHORE_ACQUIRE),
+            semaphore_renew: clocked(SEMAPHORE_RENEW),
+            semaphore_release: clocked(SEMAPHORE_RELEASE),
+            scheduled_bucket: clocked(SCHEDULED_BUCKET),
         }
     }
 }
@@ -58,18 +70,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_clocked_script_reads_time_once() {
-        for script in [TOKEN_BUCKET, LEAKY_BUCKET, CONTINUOUS_BUCKET] {
-            assert_eq!(script.matches(TIME_LINE).count(), 1);
-            assert_eq!(script.matches("'TIME'").count(), 1);
-        }
-    }
-
-    #[test]
     fn frozen_variant_replaces_the_clock_only() {
         let f = frozen(TOKEN_BUCKET);
         assert!(!f.contains(TIME_LINE));
         assert!(f.contains("frozen_second"));
         assert!(!TOKEN_BUCKET.contains("frozen_second"));
+    }
+
+    #[test]
+    fn every_timed_script_reads_the_clock_once() {
+        for script in [
+            TOKEN_BUCKET,
+            LEAKY_BUCKET,
+            CONTINUOUS_BUCKET,
+            SEMAPHORE_ACQUIRE,
+            SEMAPHORE_RENEW,
+            SEMAPHORE_RELEASE,
+            SCHEDULED_BUCKET,
+        ] {
+            assert_eq!(script.matches(TIME_LINE).count(), 1);
+            assert_eq!(script.matches("'TIME'").count(), 1);
+        }
     }
 }

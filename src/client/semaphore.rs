@@ -1,0 +1,482 @@
+//! [`Semaphore`]: at most `capacity` holders at once across every process, each holding its
+//! slot under a lease (`lua/semaphore_acquire.lua`, `_renew.lua`, `_release.lua`).
+//!
+//! Holders live in the sorted set `throttle:<name>:holders`, scored by their lease deadlines
+//! in Redis time. A crashed holder frees its own slot when its lease runs out, and no other;
+//! the `concurrency` knob, when stored, replaces the caller's capacity on the next acquire.
+//!
+//! # Waiting
+//!
+//! A waiting [`Semaphore::acquire`] polls: 5 ms after a refusal, doubling to 50 ms, each delay
+//! jittered down by up to half (so waiters do not call in step) and never longer than the time
+//! until the earliest lease runs out (which the script replies with). A release is therefore
+//! noticed within 50 ms, at a cost of 20 to 40 calls a second per waiter. Being woken by a
+//! release (pub/sub, or `BLPOP` on a list of tokens as `limiters` does) would notice sooner,
+//! but needs a second, dedicated connection per client (and per node on Redis Cluster), and
+//! a lost notification or a crashed holder must still be covered by polling: the poll alone is
+//! simpler and always correct. Polling is not fair: a waiter may be overtaken by a newer one.
+
+pub(crate) mod blocking;
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::connection::Client;
+use super::error::{Error, Result};
+use super::keys::check_name;
+use super::knobs::reply_source;
+use super::token_bucket::{DEFAULT_KNOBS_TTL, Source};
+
+/// The first delay between polls of a waiting acquire; it doubles up to [`MAX_POLL`].
+const MIN_POLL: Duration = Duration::from_millis(5);
+/// The longest delay between polls: how late a waiter may notice a release.
+const MAX_POLL: Duration = Duration::from_millis(50);
+/// The longest lease a holder may take: `u32::MAX` milliseconds, about 49 days.
+const MAX_LEASE: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// A semaphore's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemaphoreParams {
+    /// How many may hold the semaphore at once (at least 1), unless the throttle's knobs hash
+    /// has a `concurrency` field, which then applies.
+    pub capacity: u32,
+    /// Each holder's lease: a holder that neither releases nor renews within it loses its slot
+    /// (from 1 ms to about 49 days).
+    pub lease: Duration,
+}
+
+impl SemaphoreParams {
+    /// Checks the parameters: `capacity >= 1`, `1 ms <= lease <= u32::MAX ms`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        if self.capacity == 0 {
+            return Err(Error::InvalidArgument(
+                "semaphore capacity must be at least 1; got 0".to_owned(),
+            ));
+        }
+        if self.lease < Duration::from_millis(1) || self.lease > MAX_LEASE {
+            return Err(Error::InvalidArgument(format!(
+                "semaphore lease must be from 1 ms to {MAX_LEASE:?}; got {:?}",
+                self.lease
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A named semaphore shared through Redis: at most `capacity` holders at once, across every
+/// process that uses the same name. Cheap to clone.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), regulator::Error> {
+/// use std::time::Duration;
+/// use regulator::SemaphoreParams;
+/// let client = regulator::Client::connect("redis://127.0.0.1:6379/0").await?;
+/// let exports = client.semaphore(
+///     "exports",
+///     SemaphoreParams { capacity: 4, lease: Duration::from_secs(30) },
+/// );
+/// let permit = exports.acquire(Duration::from_secs(10)).await?; // Err(MaxWaitExceeded) past it
+/// // ... at most 4 of these run at once, fleet-wide; renew within 30 s if the work runs long:
+/// permit.renew().await?;
+/// permit.release().await?; // or drop it
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Semaphore {
+    client: Client,
+    name: Arc<str>,
+    holders: Arc<str>,
+    knobs: Arc<str>,
+    params: SemaphoreParams,
+    knobs_ttl: u64,
+}
+
+impl Client {
+    /// A semaphore named `name`: at most `params.capacity` holders at once (or the
+    /// throttle's `concurrency` knob, when stored), each for at most `params.lease` unless
+    /// renewed.
+    #[must_use]
+    pub fn semaphore(&self, name: impl Into<String>, params: SemaphoreParams) -> Semaphore {
+        Semaphore::new(self.clone(), name.into(), params)
+    }
+}
+
+/// What one acquire call found.
+enum Attempt {
+    Granted {
+        capacity: u32,
+        source: Source,
+    },
+    /// All slots are held; the earliest lease runs out in `next`.
+    Busy {
+        next: Duration,
+    },
+}
+
+impl Semaphore {
+    pub(crate) fn new(client: Client, name: String, params: SemaphoreParams) -> Self {
+        let keys = client.keys();
+        Self {
+            holders: keys.holders(&name).into(),
+            knobs: keys.knobs(&name).into(),
+            name: name.into(),
+            client,
+            params,
+            knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
+        }
+    }
+
+    /// Sets the TTL each acquire that uses the `concurrency` knob gives the knobs hash (whole
+    /// seconds; zero leaves the TTL alone). Default: [`DEFAULT_KNOBS_TTL`].
+    #[must_use]
+    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
+        self.knobs_ttl = ttl.as_secs();
+        self
+    }
+
+    /// The semaphore's (throttle's) name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The parameters it was made with.
+    #[must_use]
+    pub fn params(&self) -> SemaphoreParams {
+        self.params
+    }
+
+    /// Takes a slot, waiting up to `max_wait` for one to free (`Duration::ZERO`: wait as long
+    /// as it takes).
+    ///
+    /// It waits by polling: 5 ms after a refusal, doubling to 50 ms, each delay jittered and
+    /// never longer than the time until the earliest lease runs out. A release is noticed
+    /// within 50 ms; waiters are not served in order.
+    ///
+    /// When the wait runs out nothing is held, not even a slot granted by a call still in
+    /// flight at the deadline: that call's holder is released before the error returns. A
+    /// call whose reply is lost (a timeout) may have taken a slot nevertheless; it is given
+    /// back in the background, and if Redis cannot be reached for that, its lease frees it.
+    ///
+    /// # Errors
+    /// [`Error::MaxWaitExceeded`]; [`Error::InvalidArgument`] before any call for invalid
+    /// parameters or an empty name; otherwise the connection's errors.
+    pub async fn acquire(&self, max_wait: Duration) -> Result<Permit> {
+        self.check()?;
+        let id = holder_id();
+        let start = Instant::now();
+        let deadline = (!max_wait.is_zero()).then(|| start + max_wait);
+        let mut poll = MIN_POLL;
+        // When the earliest lease runs out, as the last refusal said: the retry hint.
+        let mut frees_at = start;
+        loop {
+            let attempt = match deadline {
+                None => self.attempt(&id).await,
+                Some(deadline) => {
+                    if let Ok(attempt) = tokio::time::timeout_at(deadline, self.attempt(&id)).await
+                    {
+                        attempt
+                    } else {
+                        // The call may have been granted after all; the release goes out on
+                        // the same connection behind it, so it undoes it either way.
+                        self.give_back_quietly(&id).await;
+                        return Err(exceeded(start, frees_at));
+                    }
+                }
+            };
+            let next = match attempt {
+                Ok(Attempt::Granted { capacity, source }) => {
+                    return Ok(self.permit(id, capacity, source));
+                }
+                Ok(Attempt::Busy { next }) => next,
+                Err(e) => {
+                    if e.is_unavailable() {
+                        self.give_back_later(id);
+                    }
+                    return Err(e);
+                }
+            };
+            frees_at = Instant::now() + next;
+            let mut wake = Instant::now() + jitter(poll).min(next).max(Duration::from_millis(1));
+            poll = (poll * 2).min(MAX_POLL);
+            if let Some(deadline) = deadline {
+                wake = wake.min(deadline);
+            }
+            tokio::time::sleep_until(wake).await;
+            if deadline.is_some_and(|deadline| wake >= deadline) {
+                // No call is in flight: nothing is held.
+                return Err(exceeded(start, frees_at));
+            }
+        }
+    }
+
+    /// Takes a slot if one is free now; one call.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire), but never [`Error::MaxWaitExceeded`].
+    pub async fn try_acquire(&self) -> Result<Option<Permit>> {
+        self.check()?;
+        let id = holder_id();
+        match self.attempt(&id).await {
+            Ok(Attempt::Granted { capacity, source }) => {
+                Ok(Some(self.permit(id, capacity, source)))
+            }
+            Ok(Attempt::Busy { .. }) => Ok(None),
+            Err(e) => {
+                if e.is_unavailable() {
+                    self.give_back_later(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn permit(&self, id: String, capacity: u32, source: Source) -> Permit {
+        Permit {
+            semaphore: self.clone(),
+            id,
+            capacity,
+            source,
+            held: true,
+        }
+    }
+
+    async fn attempt(&self, id: &str) -> Result<Attempt> {
+        let scripts = &self.client.inner.scripts;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(scripts.semaphore_acquire.get_hash())
+            .arg(2)
+            .arg(&*self.holders)
+            .arg(&*self.knobs)
+            .arg(self.params.capacity)
+            .arg(lease_ms(self.params.lease))
+            .arg(self.knobs_ttl)
+            .arg(id);
+        let (granted, _holders, capacity, source, _deadline, next): (i64, i64, i64, i64, i64, i64) =
+            self.client
+                .run_script(&scripts.semaphore_acquire, &cmd)
+                .await?;
+        let source = reply_source(source)?;
+        if granted == 1 {
+            let capacity = u32::try_from(capacity)
+                .map_err(|_| Error::Script(format!("unexpected capacity {capacity} in reply")))?;
+            return Ok(Attempt::Granted { capacity, source });
+        }
+        let next = Duration::from_millis(u64::try_from(next).unwrap_or_default());
+        Ok(Attempt::Busy { next })
+    }
+
+    async fn renew_id(&self, id: &str) -> Result<()> {
+        let scripts = &self.client.inner.scripts;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(scripts.semaphore_renew.get_hash())
+            .arg(1)
+            .arg(&*self.holders)
+            .arg(lease_ms(self.params.lease))
+            .arg(id);
+        let (renewed, _deadline): (i64, i64) = self
+            .client
+            .run_script(&scripts.semaphore_renew, &cmd)
+            .await?;
+        if renewed == 1 {
+            Ok(())
+        } else {
+            Err(self.lease_expired())
+        }
+    }
+
+    /// Removes `id` from the holders; `Ok(false)` when its lease had run out already.
+    async fn give_back(&self, id: &str) -> Result<bool> {
+        let scripts = &self.client.inner.scripts;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(scripts.semaphore_release.get_hash())
+            .arg(1)
+            .arg(&*self.holders)
+            .arg(id);
+        let in_time: i64 = self
+            .client
+            .run_script(&scripts.semaphore_release, &cmd)
+            .await?;
+        Ok(in_time == 1)
+    }
+
+    /// Gives back a slot this id may hold; when that fails, the lease will free it.
+    async fn give_back_quietly(&self, id: &str) {
+        if let Err(error) = self.give_back(id).await {
+            tracing::debug!(semaphore = %self.name, %error, "release failed; the lease will free the slot");
+        }
+    }
+
+    /// As [`give_back_quietly`](Self::give_back_quietly), on the current runtime, without
+    /// waiting for it.
+    fn give_back_later(&self, id: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let semaphore = self.clone();
+        runtime.spawn(async move { semaphore.give_back_quietly(&id).await });
+    }
+
+    fn lease_expired(&self) -> Error {
+        Error::LeaseExpired {
+            name: self.name.to_string(),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        check_name(&self.name).map_err(Error::InvalidArgument)?;
+        self.params.validate()
+    }
+}
+
+/// A slot in a [`Semaphore`], held until released, dropped or its lease runs out.
+///
+/// Dropping a permit releases it in the background on the current Tokio runtime (best effort:
+/// without a runtime, or when the release fails, the lease frees the slot).
+/// [`release`](Self::release) does it now and reports the outcome.
+#[derive(Debug)]
+#[must_use = "dropping a permit releases it at once"]
+pub struct Permit {
+    semaphore: Semaphore,
+    id: String,
+    capacity: u32,
+    source: Source,
+    held: bool,
+}
+
+impl Permit {
+    /// This holder's id: its member in `throttle:<name>:holders`.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The capacity that applied when the slot was granted.
+    #[must_use]
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Whether that capacity came from the `concurrency` knob
+    /// ([`Source::Knobs`]), the caller ([`Source::Defaults`]), or the caller because the knob
+    /// is not a positive integer ([`Source::InvalidKnobs`]).
+    #[must_use]
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Extends the lease to a full lease from now, for work that runs longer than one lease.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExpired`] when the lease had run out already (the slot is lost; the
+    /// permit no longer counts as a holder); otherwise the connection's errors.
+    pub async fn renew(&self) -> Result<()> {
+        self.semaphore.renew_id(&self.id).await
+    }
+
+    /// Gives the slot back now.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExpired`] when the lease had run out before the release (the work
+    /// outlived its lease: the capacity may have been exceeded); otherwise the connection's
+    /// errors, after which the lease frees the slot.
+    pub async fn release(mut self) -> Result<()> {
+        let result = self.semaphore.give_back(&self.id).await;
+        self.held = false;
+        if result? {
+            Ok(())
+        } else {
+            Err(self.semaphore.lease_expired())
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.held {
+            self.semaphore.give_back_later(std::mem::take(&mut self.id));
+        }
+    }
+}
+
+fn exceeded(start: Instant, frees_at: Instant) -> Error {
+    let now = Instant::now();
+    Error::MaxWaitExceeded {
+        waited: now - start,
+        retry_after: frees_at.saturating_duration_since(now),
+    }
+}
+
+fn lease_ms(lease: Duration) -> u64 {
+    u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A holder id unique to this acquisition, fleet-wide: 64 random bits drawn once per process,
+/// the process id, and a counter. The same id is used for every call of one acquire, so a
+/// call repeated after a lost reply finds its own slot rather than taking a second one.
+fn holder_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let random =
+            RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
+        format!("{random:016x}-{}", std::process::id())
+    });
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `d` shortened by a random fraction of up to half.
+fn jitter(d: Duration) -> Duration {
+    let r = RandomState::new().hash_one(0u8) as f64 / u64::MAX as f64;
+    d.mul_f64(1.0 - r / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_ids_are_unique() {
+        let a = holder_id();
+        let b = holder_id();
+        assert_ne!(a, b);
+        assert_eq!(a.rsplit_once('-').unwrap().0, b.rsplit_once('-').unwrap().0);
+    }
+
+    #[test]
+    fn jitter_stays_within_half() {
+        for _ in 0..1000 {
+            let j = jitter(Duration::from_millis(50));
+            assert!(j >= Duration::from_millis(25) && j <= Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn params_are_checked() {
+        let ok = SemaphoreParams {
+            capacity: 1,
+            lease: Duration::from_millis(1),
+        };
+        assert!(ok.validate().is_ok());
+        for bad in [
+            SemaphoreParams { capacity: 0, ..ok },
+            SemaphoreParams {
+                lease: Duration::from_micros(999),
+                ..ok
+            },
+            SemaphoreParams {
+                lease: MAX_LEASE + Duration::from_millis(1),
+                ..ok
+            },
+        ] {
+            assert!(matches!(bad.validate(), Err(Error::InvalidArgument(_))));
+        }
+    }
+}
