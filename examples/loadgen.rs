@@ -1,15 +1,29 @@
-//! A load generator for the token bucket: N tasks share one client (one multiplexed
-//! connection) and call `consume(1)` as fast as they can for S seconds. Prints one JSON line.
+//! A load generator for every limiter: N tasks share one client (one multiplexed
+//! connection) and make decisions as fast as they can for S seconds. Prints one JSON line.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --redis redis://127.0.0.1:6379/0 \
-//!     --throttle bench --concurrency 64 --seconds 10
+//!     --throttle bench --concurrency 64 --seconds 10 [--limiter semaphore --hold-ms 5] [--cluster]
 //! ```
+//!
+//! A call is one decision: `consume(1)` (token bucket, leaky, memory), `allow(1)`
+//! (continuous), `reserve(1)` without sleeping (scheduled), or `acquire` then, after
+//! `--hold-ms`, release (semaphore; the latency counted is the acquire's).
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use regulator::{Client, Knobs};
+use clap::{Parser, ValueEnum};
+use regulator::{Client, ContinuousParams, Knobs, LeakyParams, ScheduledParams, SemaphoreParams};
+
+/// The limiter under load.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    TokenBucket,
+    Leaky,
+    Continuous,
+    Semaphore,
+    Scheduled,
+}
 
 #[derive(Parser)]
 struct Args {
@@ -32,6 +46,102 @@ struct Args {
     /// Tokio worker threads; 0 runs everything on the main thread (current-thread runtime).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Which limiter.
+    #[arg(long, value_enum, default_value = "token-bucket")]
+    limiter: Kind,
+    /// `--redis` is a seed node of a Redis Cluster.
+    #[arg(long)]
+    cluster: bool,
+    /// How long each semaphore slot is held, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+    /// The semaphore's capacity (the `concurrency` knob overrides it).
+    #[arg(long, default_value_t = 1_000_000)]
+    capacity: u32,
+}
+
+/// One limiter of any kind, cloned into every task.
+#[derive(Clone)]
+enum Limiter {
+    TokenBucket(regulator::TokenBucket),
+    Leaky(regulator::LeakyBucket),
+    Continuous(regulator::ContinuousBucket),
+    Semaphore(regulator::Semaphore, Duration),
+    Scheduled(regulator::ScheduledBucket),
+}
+
+impl Limiter {
+    fn new(client: &Client, args: &Args) -> Result<Self, regulator::Error> {
+        let name = args.throttle.clone();
+        let rps = args.rps;
+        Ok(match args.limiter {
+            Kind::TokenBucket => Self::TokenBucket(client.token_bucket(
+                name,
+                Knobs {
+                    rps,
+                    burst: 1.0,
+                    window: 1.0,
+                },
+            )),
+            Kind::Leaky => Self::Leaky(client.leaky_bucket(
+                name,
+                LeakyParams {
+                    rate: rps,
+                    capacity: rps,
+                    block: None,
+                },
+            )),
+            Kind::Continuous => Self::Continuous(client.continuous_bucket(
+                name,
+                ContinuousParams {
+                    tokens_per_period: rps,
+                    period: Duration::from_secs(1),
+                },
+            )),
+            Kind::Semaphore => Self::Semaphore(
+                client.semaphore(
+                    name,
+                    SemaphoreParams {
+                        capacity: args.capacity,
+                        lease: Duration::from_secs(30),
+                    },
+                ),
+                Duration::from_millis(args.hold_ms),
+            ),
+            Kind::Scheduled => Self::Scheduled(client.scheduled_bucket(
+                name,
+                ScheduledParams {
+                    capacity: u32::try_from(rps as u64).unwrap_or(u32::MAX),
+                    refill_every: Duration::from_secs(1),
+                    refill_amount: u32::try_from(rps as u64).unwrap_or(u32::MAX),
+                },
+            )),
+        })
+    }
+
+    /// One decision: whether it was allowed, and how long the decision took.
+    async fn decide(&self) -> Result<(bool, Duration), regulator::Error> {
+        let t = Instant::now();
+        let allowed = match self {
+            Self::TokenBucket(b) => b.consume(1.0).await?.allowed,
+            Self::Leaky(b) => b.consume(1.0).await?.allowed,
+            Self::Continuous(b) => b.allow(1.0).await?.allowed,
+            Self::Scheduled(b) => b.reserve(1, Duration::ZERO).await.is_ok(),
+            Self::Semaphore(s, hold) => {
+                let permit = s.try_acquire().await?;
+                let took = t.elapsed();
+                let Some(permit) = permit else {
+                    return Ok((false, took));
+                };
+                if !hold.is_zero() {
+                    tokio::time::sleep(*hold).await;
+                }
+                permit.release().await?;
+                return Ok((true, took));
+            }
+        };
+        Ok((allowed, t.elapsed()))
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,16 +158,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::builder(&args.redis)
+        .cluster(args.cluster)
         .call_timeout(Duration::from_secs(5))
         .connect()
         .await?;
-    let knobs = Knobs {
-        rps: args.rps,
-        burst: 1.0,
-        window: 1.0,
-    };
-    let bucket = client.token_bucket(args.throttle, knobs);
-    bucket.consume(1.0).await?; // load the script before the clock starts
+    let bucket = Limiter::new(&client, &args)?;
+    bucket.decide().await?; // load the script before the clock starts
     let run_for = Duration::from_secs_f64(args.seconds);
     let start = Instant::now();
     let tasks: Vec<_> = (0..args.concurrency)
@@ -67,10 +173,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let mut latencies = Vec::with_capacity(1 << 16);
                 let mut allowed = 0u64;
                 while start.elapsed() < run_for {
-                    let t = Instant::now();
-                    let d = bucket.consume(1.0).await.expect("consume");
-                    latencies.push(t.elapsed().as_micros() as u32);
-                    allowed += u64::from(d.allowed);
+                    let (ok, took) = bucket.decide().await.expect("decide");
+                    latencies.push(took.as_micros() as u32);
+                    allowed += u64::from(ok);
                 }
                 (latencies, allowed)
             })

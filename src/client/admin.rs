@@ -178,21 +178,21 @@ impl Client {
     /// What the semaphore, leaky, continuous and scheduled limiters of `name` hold: one round
     /// trip (the keys share a slot), read at one Redis time.
     async fn other_kinds(&self, name: &str) -> Result<OtherKinds> {
-        let base = self.keys().bucket(name);
-        let holders = format!("{base}:holders");
+        let keys = self.keys();
+        let holders = keys.holders(name);
         let mut pipe = redis::pipe();
         pipe.cmd("TIME")
             .cmd("ZCARD")
             .arg(&holders)
             .cmd("HMGET")
-            .arg(format!("{base}:leaky"))
+            .arg(keys.leaky(name))
             .arg("level")
             .arg("blocked_until")
             .cmd("HGET")
-            .arg(format!("{base}:continuous"))
+            .arg(keys.continuous(name))
             .arg("tokens")
             .cmd("HGET")
-            .arg(format!("{base}:scheduled"))
+            .arg(keys.scheduled(name))
             .arg("slot");
         let pipe = &pipe;
         let ((secs, micros), total, (level, blocked), continuous, slot): KindsReply = self
@@ -279,7 +279,7 @@ impl Client {
     }
 
     /// Deletes a throttle's bucket and knobs (limitlion's `throttle_delete`), and the state
-    /// of its leaky and continuous buckets.
+    /// of its leaky, continuous and scheduled buckets and its semaphore holders.
     ///
     /// # Errors
     /// The connection's errors.
@@ -291,6 +291,8 @@ impl Client {
             keys.knobs(name),
             keys.leaky(name),
             keys.continuous(name),
+            keys.holders(name),
+            keys.scheduled(name),
         ])
         .await
     }
