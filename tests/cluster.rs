@@ -34,7 +34,8 @@ fn owner(cluster: &mut RedisCluster, key: &str) -> usize {
         .expect("some node serves every slot")
 }
 
-/// `per_node` throttle names whose keys land on each master.
+/// `per_node` throttle names whose keys (of every kind: they share the name's slot) land on
+/// each master.
 fn names_on_every_node(cluster: &mut RedisCluster, per_node: usize) -> Vec<String> {
     let keys = KeyLayout { cluster: true };
     let mut by_node = vec![Vec::new(); 3];
@@ -299,4 +300,75 @@ fn the_cli_sets_shows_and_resets_on_a_cluster() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--cluster"), "{err}");
+}
+
+#[tokio::test]
+async fn every_limiter_decides_on_every_master() {
+    use regulator::{ContinuousParams, LeakyParams, ScheduledParams, SemaphoreParams};
+    let mut cluster = cluster();
+    let names = names_on_every_node(&mut cluster, 1);
+    let client = connect(&cluster).await;
+    for name in &names {
+        let leaky = client.leaky_bucket(
+            name.as_str(),
+            LeakyParams {
+                rate: 0.001,
+                capacity: 3.0,
+                block: None,
+            },
+        );
+        let mut allowed = 0;
+        for _ in 0..4 {
+            allowed += usize::from(leaky.consume(1.0).await.unwrap().allowed);
+        }
+        assert_eq!(allowed, 3, "{name}: a leaky bucket of 3 holds 3");
+
+        let continuous = client.continuous_bucket(
+            name.as_str(),
+            ContinuousParams {
+                tokens_per_period: 2.0,
+                period: Duration::from_secs(1000),
+            },
+        );
+        let mut allowed = 0;
+        for _ in 0..3 {
+            allowed += usize::from(continuous.allow(1.0).await.unwrap().allowed);
+        }
+        assert_eq!(allowed, 2, "{name}: a continuous bucket of 2 holds 2");
+
+        let semaphore = client.semaphore(
+            name.as_str(),
+            SemaphoreParams {
+                capacity: 2,
+                lease: Duration::from_secs(30),
+            },
+        );
+        let a = semaphore.try_acquire().await.unwrap().expect("first slot");
+        let b = semaphore.try_acquire().await.unwrap().expect("second slot");
+        assert!(
+            semaphore.try_acquire().await.unwrap().is_none(),
+            "{name}: full"
+        );
+        let state = client.get(name).await.unwrap();
+        assert_eq!(state.kinds.holders, Some(2), "{name}: holders visible");
+        a.release().await.unwrap();
+        b.release().await.unwrap();
+
+        let scheduled = client.scheduled_bucket(
+            name.as_str(),
+            ScheduledParams {
+                capacity: 1,
+                refill_every: Duration::from_secs(100),
+                refill_amount: 1,
+            },
+        );
+        let first = scheduled.reserve(1, Duration::ZERO).await.unwrap();
+        assert!(first.wait.is_zero(), "{name}: the first token is there");
+        let second = scheduled.reserve(1, Duration::ZERO).await.unwrap();
+        assert!(
+            second.wait > Duration::from_secs(90),
+            "{name}: {:?}",
+            second.wait
+        );
+    }
 }
