@@ -71,10 +71,10 @@ enum Limiter {
 }
 
 impl Limiter {
-    fn new(client: &Client, args: &Args) -> Result<Self, regulator::Error> {
+    fn new(client: &Client, args: &Args) -> Self {
         let name = args.throttle.clone();
         let rps = args.rps;
-        Ok(match args.limiter {
+        match args.limiter {
             Kind::TokenBucket => Self::TokenBucket(client.token_bucket(
                 name,
                 Knobs {
@@ -116,7 +116,7 @@ impl Limiter {
                     refill_amount: u32::try_from(rps as u64).unwrap_or(u32::MAX),
                 },
             )),
-        })
+        }
     }
 
     /// One decision: whether it was allowed, and how long the decision took.
@@ -162,7 +162,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .call_timeout(Duration::from_secs(5))
         .connect()
         .await?;
-    let bucket = Limiter::new(&client, &args)?;
+    let bucket = Limiter::new(&client, &args);
     bucket.decide().await?; // load the script before the clock starts
     let run_for = Duration::from_secs_f64(args.seconds);
     let start = Instant::now();
