@@ -21,6 +21,9 @@
 //! - [`client`]: the worker library, available without default features.
 //!   - `connection`: [`Client`], one multiplexed auto-reconnecting connection, call timeouts.
 //!   - `token_bucket`: [`TokenBucket`], the limitlion-compatible limiter (`lua/token_bucket.lua`).
+//!   - `memory`: [`MemoryLimiter`] (a bucket per key) and [`MemoryBucket`] (one bucket), in
+//!     process memory with no Redis: lock-free GCRA on an atomic, idle keys forgotten.
+//!   - `limiter`: [`Limiter`], what the Redis and in-memory buckets have in common.
 //!   - `admin`: `get`, `set_knobs`, `reset_knobs`, `delete` on [`Client`].
 //!   - `knobs`: [`Knobs`], their validation and how stored values parse.
 //!   - [`client::keys`]: key naming (`throttle:<name>`, hash tags for cluster).
@@ -45,6 +48,6 @@ pub mod testing;
 
 pub use client::blocking;
 pub use client::{
-    Client, ClientBuilder, Decision, Error, FailMode, Knobs, KnobsUpdate, Limiter, Result, Source,
-    StoredKnobs, ThrottleState, TokenBucket,
+    Client, ClientBuilder, Decision, Error, FailMode, Knobs, KnobsUpdate, Limiter, MemoryBucket,
+    MemoryLimiter, Result, Source, StoredKnobs, ThrottleState, TokenBucket,
 };

@@ -9,6 +9,7 @@ mod error;
 pub mod keys;
 mod knobs;
 mod limiter;
+mod memory;
 pub mod model;
 mod scripts;
 mod token_bucket;
@@ -18,4 +19,5 @@ pub use connection::{Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNEC
 pub use error::{Error, Result};
 pub use knobs::{Knobs, KnobsUpdate, StoredKnobs, lua_tonumber};
 pub use limiter::Limiter;
+pub use memory::{MAX_RATE, MAX_REFILL, MemoryBucket, MemoryLimiter};
 pub use token_bucket::{DEFAULT_KNOBS_TTL, Decision, FailMode, Source, TokenBucket};
