@@ -12,10 +12,15 @@
 //! lost token), and no timer thread.
 //!
 //! Time is counted in *ticks*, the time the bucket takes to earn `2^-k` token, with `k ≤ 32`
-//! chosen per limiter so that the tick clock lasts over a century. Token counts that are whole
-//! (or multiples of `2^-k`) are exact, and a monotonic clock reading becomes ticks with one
-//! 128-bit multiplication by a factor rounded up, so a bucket that waited `n/r` seconds has
-//! earned at least `n` tokens, never a tick less.
+//! chosen per limiter so that the tick clock lasts over a century. Nanoseconds would not do: at
+//! 6·10^8 tokens/s a token takes 1.67 ns. Token counts that are whole (or multiples of `2^-k`)
+//! are exact, and nanoseconds become ticks with one 128-bit multiplication by a factor rounded
+//! up, so a bucket that waited `n/r` seconds has earned at least `n` tokens, never a tick less.
+//!
+//! The clock is the CPU's time-stamp counter read through `quanta`, as governor reads it: on a
+//! VM it costs a third of `Instant::now`, and it is most of the cost of a call. Its count
+//! becomes ticks directly, with one multiplication too. Tests freeze time by passing `now`
+//! (feature `test-util`), in nanoseconds since the limiter was made.
 //!
 //! # Memory
 //!
@@ -28,7 +33,7 @@ use std::future::{Future, ready};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hashbrown::HashTable;
 
@@ -45,7 +50,7 @@ pub const MAX_RATE: f64 = 2_147_483_648.0;
 pub const MAX_REFILL: Duration = Duration::from_secs(1 << 31);
 
 /// Bits after the point in the ticks-per-nanosecond factor.
-const FRAC: u32 = 62;
+const FRAC: i32 = 62;
 /// Finest tick: 2^-32 token.
 const MAX_SHIFT: i32 = 32;
 /// Shards of the keyed map; a power of two.
@@ -60,8 +65,9 @@ struct Gcra {
     capacity: f64,
     /// Ticks per token, `2^k`.
     per_token: f64,
-    /// The capacity in ticks.
+    /// The capacity in ticks, and as a float for the request's test.
     tau: u64,
+    tau_f: f64,
     /// Ticks per nanosecond in fixed point (`FRAC` bits), rounded up.
     per_nano: u64,
 }
@@ -93,19 +99,21 @@ impl Gcra {
             shift -= 1;
         }
         let per_token = 2f64.powi(shift);
+        let tau_f = (capacity * per_token).floor();
         Ok(Self {
             rate,
             capacity,
             per_token,
-            tau: (capacity * per_token).floor() as u64,
+            tau: tau_f as u64,
+            tau_f,
             per_nano: ticks_per_nano(rate, shift),
         })
     }
 
     /// The tick clock at `nanos` nanoseconds after the epoch.
-    #[inline]
+    #[cfg(any(test, feature = "test-util"))]
     fn ticks(&self, nanos: u64) -> u64 {
-        ((u128::from(nanos) * u128::from(self.per_nano)) >> FRAC) as u64
+        scale(nanos, self.per_nano)
     }
 
     /// The shortest time in which the clock advances by `ticks`.
@@ -117,13 +125,30 @@ impl Gcra {
     /// `tokens` in ticks, rounded up; `None` when more than the capacity (never allowed).
     #[inline]
     fn cost(&self, tokens: f64) -> Result<Option<u64>> {
-        if !(tokens > 0.0 && tokens.is_finite()) {
-            return Err(invalid(format!(
-                "tokens must be a finite number above 0; got {tokens}"
-            )));
+        // The usual request; the capacity is at least one token.
+        if tokens == 1.0 {
+            return Ok(Some(self.per_token as u64));
         }
-        let ticks = (tokens * self.per_token).ceil();
-        Ok((ticks <= self.tau as f64).then_some(ticks as u64))
+        let ticks = tokens * self.per_token;
+        // One test admits every valid request within the capacity: NaN and ≤ 0 fail it, and
+        // the capacity is a whole number of ticks, so `ticks` fits iff its ceiling does.
+        if tokens > 0.0 && ticks <= self.tau_f {
+            // Within 2^62: the signed conversions are single instructions.
+            let whole = ticks as i64;
+            return Ok(Some((whole + i64::from((whole as f64) < ticks)) as u64));
+        }
+        Self::cost_beyond(tokens)
+    }
+
+    #[cold]
+    fn cost_beyond(tokens: f64) -> Result<Option<u64>> {
+        if tokens > 0.0 && tokens.is_finite() {
+            Ok(None)
+        } else {
+            Err(invalid(format!(
+                "tokens must be a finite number above 0; got {tokens}"
+            )))
+        }
     }
 
     /// One request of `cost` ticks at `now` on a bucket full at `tat`: `Ok(new tat)` when
@@ -191,7 +216,7 @@ fn ticks_per_nano(rate: f64, shift: i32) -> u64 {
     } else {
         ((bits & MANTISSA) | (1 << 52), biased - 1075)
     };
-    let up = exponent + shift + FRAC as i32;
+    let up = exponent + shift + FRAC;
     let billion = 1_000_000_000_u128;
     let factor = if up >= 0 {
         (u128::from(mantissa) << up).div_ceil(billion)
@@ -209,10 +234,52 @@ fn invalid(message: String) -> Error {
     Error::InvalidArgument(message)
 }
 
-/// Nanoseconds from `epoch` to `now`, saturating (585 years).
+/// A limiter's monotonic clock, in its ticks since it was made. It reads the CPU's time-stamp
+/// counter through `quanta` as governor does (calibrated once per process against the OS
+/// monotonic clock; that clock itself where the counter is not invariant), and turns the count
+/// into ticks with one multiplication: a third of what `Instant::now` costs on a VM.
+#[derive(Debug, Clone)]
+struct Clock {
+    source: quanta::Clock,
+    start: u64,
+    /// Ticks per counter unit in fixed point (`FRAC` bits), or 0 when that does not fit in 64
+    /// bits (a counter slower than 1 GHz under a fast bucket): the count then goes through
+    /// nanoseconds.
+    per_raw: u64,
+    per_nano: u64,
+}
+
+impl Clock {
+    fn new(gcra: &Gcra) -> Self {
+        // quanta scales its counter by a fixed ratio; read it off a long span.
+        const SPAN: u64 = 1 << 50;
+        let source = quanta::Clock::new();
+        let nanos = source.delta_as_nanos(0, SPAN);
+        let per_raw = (u128::from(gcra.per_nano) * u128::from(nanos)).div_ceil(u128::from(SPAN));
+        Self {
+            start: source.raw(),
+            source,
+            per_raw: u64::try_from(per_raw).unwrap_or(0),
+            per_nano: gcra.per_nano,
+        }
+    }
+
+    /// Ticks since the clock was made (0 while a core's counter lags the first reading).
+    #[inline]
+    fn ticks(&self) -> u64 {
+        let raw = self.source.raw().saturating_sub(self.start);
+        if self.per_raw == 0 {
+            scale(self.source.delta_as_nanos(0, raw), self.per_nano)
+        } else {
+            scale(raw, self.per_raw)
+        }
+    }
+}
+
+/// `x · factor / 2^FRAC`, rounded down.
 #[inline]
-fn nanos_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+fn scale(x: u64, factor: u64) -> u64 {
+    ((u128::from(x) * u128::from(factor)) >> FRAC) as u64
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -223,6 +290,18 @@ fn duration_nanos(now: Duration) -> u64 {
 /// One token bucket in memory, shared by every thread that holds it (put it in an `Arc`).
 /// Implements [`Limiter`], so code written for the Redis [`TokenBucket`](crate::TokenBucket)
 /// can limit one process instead.
+///
+/// The bucket refills continuously, `min(capacity, tokens + rate·dt)`, starts full, and takes a
+/// request all or nothing. It is one atomic number (GCRA's theoretical arrival time), updated
+/// by compare-and-swap: lock-free and exact under any number of threads (no negative count, no
+/// lost token), with no timer thread. Whole token counts are exact: a full bucket allows
+/// exactly `capacity` tokens at once, and one that waited `n / rate` seconds has earned `n`
+/// tokens, not a fraction less.
+///
+/// The clock is the CPU's time-stamp counter read through `quanta`, as governor reads it,
+/// calibrated against the OS monotonic clock (the first limiter a process makes spends about
+/// a millisecond, at most 200, on that); where the counter is not invariant, that clock
+/// itself.
 ///
 /// ```
 /// # fn main() -> Result<(), regulator::Error> {
@@ -235,10 +314,17 @@ fn duration_nanos(now: Duration) -> u64 {
 /// ```
 #[derive(Debug)]
 pub struct MemoryBucket {
-    tat: AtomicU64,
     gcra: Gcra,
-    epoch: Instant,
+    clock: Clock,
+    /// On a cache line of its own: a thread's update does not evict the constants from the
+    /// other cores' caches.
+    tat: Padded<AtomicU64>,
 }
+
+/// Aligned to 128 bytes: two cache lines, which adjacent-line prefetching pairs.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
 
 impl MemoryBucket {
     /// A full bucket that earns `rate` tokens a second and holds at most `capacity`.
@@ -248,10 +334,11 @@ impl MemoryBucket {
     /// capacity that is not a finite number of at least 1, or a bucket that would take longer
     /// than [`MAX_REFILL`] to refill.
     pub fn new(rate: f64, capacity: f64) -> Result<Self> {
+        let gcra = Gcra::new(rate, capacity)?;
         Ok(Self {
-            tat: AtomicU64::new(0),
-            gcra: Gcra::new(rate, capacity)?,
-            epoch: Instant::now(),
+            tat: Padded::default(),
+            clock: Clock::new(&gcra),
+            gcra,
         })
     }
 
@@ -279,8 +366,10 @@ impl MemoryBucket {
         let Some(cost) = self.gcra.cost(tokens)? else {
             return Ok(false);
         };
-        let now = self.gcra.ticks(nanos_since(self.epoch));
-        Ok(self.gcra.take(&self.tat, now, cost).is_ok())
+        Ok(self
+            .gcra
+            .take(&self.tat.0, self.clock.ticks(), cost)
+            .is_ok())
     }
 
     /// As [`try_consume`](Self::try_consume), with the whole [`Decision`]: the tokens left
@@ -290,28 +379,26 @@ impl MemoryBucket {
     /// # Errors
     /// [`Error::InvalidArgument`] for `tokens` that is not a finite number above 0.
     pub fn consume_now(&self, tokens: f64) -> Result<Decision> {
-        self.consume_at_nanos(tokens, nanos_since(self.epoch))
+        self.consume_at_ticks(tokens, self.clock.ticks())
     }
 
     /// Tokens the bucket holds now.
     #[must_use]
     pub fn tokens(&self) -> f64 {
-        self.tokens_at_nanos(nanos_since(self.epoch))
+        self.tokens_at_ticks(self.clock.ticks())
     }
 
-    fn consume_at_nanos(&self, tokens: f64, nanos: u64) -> Result<Decision> {
+    fn consume_at_ticks(&self, tokens: f64, now: u64) -> Result<Decision> {
         let cost = self.gcra.cost(tokens)?;
-        let now = self.gcra.ticks(nanos);
         let outcome = match cost {
-            Some(cost) => self.gcra.take(&self.tat, now, cost),
-            None => Err(self.tat.load(Relaxed)),
+            Some(cost) => self.gcra.take(&self.tat.0, now, cost),
+            None => Err(self.tat.0.load(Relaxed)),
         };
         Ok(self.gcra.decision(now, cost, outcome))
     }
 
-    fn tokens_at_nanos(&self, nanos: u64) -> f64 {
-        self.gcra
-            .left(self.tat.load(Relaxed), self.gcra.ticks(nanos))
+    fn tokens_at_ticks(&self, now: u64) -> f64 {
+        self.gcra.left(self.tat.0.load(Relaxed), now)
     }
 }
 
@@ -323,13 +410,13 @@ impl MemoryBucket {
     /// # Errors
     /// As [`consume_now`](Self::consume_now).
     pub fn consume_at(&self, tokens: f64, now: Duration) -> Result<Decision> {
-        self.consume_at_nanos(tokens, duration_nanos(now))
+        self.consume_at_ticks(tokens, self.gcra.ticks(duration_nanos(now)))
     }
 
     /// [`tokens`](Self::tokens) at `now` after the bucket was made.
     #[must_use]
     pub fn tokens_at(&self, now: Duration) -> f64 {
-        self.tokens_at_nanos(duration_nanos(now))
+        self.tokens_at_ticks(self.gcra.ticks(duration_nanos(now)))
     }
 }
 
@@ -339,9 +426,15 @@ impl Limiter for MemoryBucket {
     }
 }
 
-/// Token buckets in memory, one per key, all with the same rate and capacity, created full
-/// on first use and forgotten once full again (see the [module docs](self)). Share it between
-/// threads with an `Arc`; calls on a known key take a shard's read lock and one atomic update.
+/// Token buckets in memory, one per key, all with the same rate and capacity, each as a
+/// [`MemoryBucket`]. Share it between threads with an `Arc`; a call on a known key takes a
+/// shard's read lock and one atomic update.
+///
+/// Memory stays bounded without a timer thread: a full bucket behaves exactly as one never
+/// used, so it is forgotten. When a shard of the map has doubled since it was last swept, the
+/// next new key sweeps it of full buckets first. The map holds about twice the keys whose
+/// buckets are not full (and a few dozen per shard), and never loses the state of one of
+/// those.
 ///
 /// ```
 /// # fn main() -> Result<(), regulator::Error> {
@@ -355,14 +448,13 @@ impl Limiter for MemoryBucket {
 /// ```
 pub struct MemoryLimiter {
     gcra: Gcra,
-    epoch: Instant,
+    clock: Clock,
     hasher: foldhash::fast::RandomState,
     shards: Box<[Shard]>,
 }
 
 /// A cache line of its own per shard, so that threads on different shards do not contend.
-#[repr(align(128))]
-struct Shard(RwLock<Table>);
+type Shard = Padded<RwLock<Table>>;
 
 struct Table {
     entries: HashTable<Entry>,
@@ -394,17 +486,18 @@ impl MemoryLimiter {
     /// # Errors
     /// As [`MemoryBucket::new`].
     pub fn new(rate: f64, capacity: f64) -> Result<Self> {
+        let gcra = Gcra::new(rate, capacity)?;
         let shards = (0..SHARDS)
             .map(|_| {
-                Shard(RwLock::new(Table {
+                Padded(RwLock::new(Table {
                     entries: HashTable::new(),
                     sweep_at: MIN_SWEEP,
                 }))
             })
             .collect();
         Ok(Self {
-            gcra: Gcra::new(rate, capacity)?,
-            epoch: Instant::now(),
+            clock: Clock::new(&gcra),
+            gcra,
             hasher: foldhash::fast::RandomState::default(),
             shards,
         })
@@ -433,8 +526,7 @@ impl MemoryLimiter {
         let Some(cost) = self.check(key, tokens)? else {
             return Ok(false);
         };
-        let epoch = self.epoch;
-        Ok(self.take(key, cost, || nanos_since(epoch)).1.is_ok())
+        Ok(self.take(key, cost, || self.clock.ticks()).1.is_ok())
     }
 
     /// As [`try_consume`](Self::try_consume), with the whole [`Decision`], as
@@ -443,8 +535,7 @@ impl MemoryLimiter {
     /// # Errors
     /// As [`try_consume`](Self::try_consume).
     pub fn consume(&self, key: &str, tokens: f64) -> Result<Decision> {
-        let epoch = self.epoch;
-        self.consume_with(key, tokens, || nanos_since(epoch))
+        self.consume_with(key, tokens, || self.clock.ticks())
     }
 
     /// Tokens `key`'s bucket holds now, without taking any (the capacity for an unknown key).
@@ -453,7 +544,7 @@ impl MemoryLimiter {
     /// [`Error::InvalidArgument`] for an empty key.
     pub fn tokens(&self, key: &str) -> Result<f64> {
         check_key(key)?;
-        Ok(self.peek(key, self.gcra.ticks(nanos_since(self.epoch))))
+        Ok(self.peek(key, self.clock.ticks()))
     }
 
     /// Keys held in memory: the buckets that are not full, and full ones not yet swept.
@@ -475,7 +566,7 @@ impl MemoryLimiter {
 
     fn consume_with(&self, key: &str, tokens: f64, clock: impl Fn() -> u64) -> Result<Decision> {
         let Some(cost) = self.check(key, tokens)? else {
-            let now = self.gcra.ticks(clock());
+            let now = clock();
             let tat = self.find(key, |e| e.tat.load(Relaxed)).unwrap_or(0);
             return Ok(self.gcra.decision(now, None, Err(tat)));
         };
@@ -493,12 +584,12 @@ impl MemoryLimiter {
         {
             let table = read(shard);
             if let Some(e) = table.entries.find(hash, |e| *e.key == *key) {
-                let now = self.gcra.ticks(clock());
+                let now = clock();
                 return (now, self.gcra.take(&e.tat, now, cost));
             }
         }
         let mut table = shard.0.write().unwrap_or_else(PoisonError::into_inner);
-        let now = self.gcra.ticks(clock());
+        let now = clock();
         if let Some(e) = table.entries.find(hash, |e| *e.key == *key) {
             return (now, self.gcra.take(&e.tat, now, cost));
         }
@@ -538,7 +629,7 @@ impl MemoryLimiter {
     /// # Errors
     /// As [`consume`](Self::consume).
     pub fn consume_at(&self, key: &str, tokens: f64, now: Duration) -> Result<Decision> {
-        self.consume_with(key, tokens, || duration_nanos(now))
+        self.consume_with(key, tokens, || self.gcra.ticks(duration_nanos(now)))
     }
 
     /// [`tokens`](Self::tokens) at `now` after the limiter was made.
@@ -606,10 +697,33 @@ mod tests {
         assert_eq!(u128::from(g.per_nano), (1_u128 << 84).div_ceil(1_953_125));
         // 0.3 tokens/s is not a binary fraction: rounded up, by less than one unit.
         let g = Gcra::new(0.3, 1.0).unwrap();
-        let exact = 0.3 * 2f64.powi(32 + FRAC as i32) / 1e9;
+        let exact = 0.3 * 2f64.powi(32 + FRAC) / 1e9;
         assert!((g.per_nano as f64 - exact).abs() / exact < 1e-15);
         assert_eq!(Gcra::new(MAX_RATE, 1.0).unwrap().per_token, 1.0);
         assert_eq!(Gcra::new(1e9, 1.0).unwrap().per_token, 2.0);
+    }
+
+    #[test]
+    fn the_counter_and_its_nanoseconds_give_the_same_ticks() {
+        for rate in [0.3, 100.0, 1e6, 1e9] {
+            let g = Gcra::new(rate, 1.0).unwrap();
+            let mut clock = Clock::new(&g);
+            let raw = 1u64 << 44;
+            let via_nanos = g.ticks(clock.source.delta_as_nanos(0, raw));
+            // Zero only for a counter slower than 1 GHz under a fast bucket.
+            if clock.per_raw != 0 {
+                let direct = scale(raw, clock.per_raw);
+                assert!(
+                    direct.abs_diff(via_nanos) <= 1 + (via_nanos >> 40),
+                    "{rate}"
+                );
+            }
+            // The way through nanoseconds, for slow counters, runs too.
+            clock.per_raw = 0;
+            let before = clock.ticks();
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(clock.ticks() > before);
+        }
     }
 
     #[test]
