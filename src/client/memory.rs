@@ -63,8 +63,9 @@ const MIN_SWEEP: usize = 32;
 struct Gcra {
     rate: f64,
     capacity: f64,
-    /// Ticks per token, `2^k`.
+    /// Ticks per token, `2^k`, as a float and as an integer.
     per_token: f64,
+    one: u64,
     /// The capacity in ticks, and as a float for the request's test.
     tau: u64,
     tau_f: f64,
@@ -104,6 +105,7 @@ impl Gcra {
             rate,
             capacity,
             per_token,
+            one: per_token as u64,
             tau: tau_f as u64,
             tau_f,
             per_nano: ticks_per_nano(rate, shift),
@@ -127,7 +129,7 @@ impl Gcra {
     fn cost(&self, tokens: f64) -> Result<Option<u64>> {
         // The usual request; the capacity is at least one token.
         if tokens == 1.0 {
-            return Ok(Some(self.per_token as u64));
+            return Ok(Some(self.one));
         }
         let ticks = tokens * self.per_token;
         // One test admits every valid request within the capacity: NaN and ≤ 0 fail it, and
