@@ -578,7 +578,8 @@ impl MemoryLimiter {
 
     /// Applies a request of `cost` ticks to `key`'s bucket, creating it (full) if need be.
     /// The clock is read under the shard's lock, after any sweep that forgot the bucket, so a
-    /// recreated bucket never starts earlier than the one forgotten was full.
+    /// recreated bucket never starts earlier than the one forgotten was full (to within the
+    /// cores' agreement on the time-stamp counter, nanoseconds).
     #[inline]
     fn take(&self, key: &str, cost: u64, clock: impl Fn() -> u64) -> (u64, Result<u64, u64>) {
         let hash = self.hasher.hash_one(key);
