@@ -30,6 +30,9 @@
 //!     each under a lease (`lua/semaphore_*.lua`, holders in `throttle:<name>:holders`).
 //!   - `scheduled_bucket`: [`ScheduledBucket`], which never denies but reserves the time the
 //!     tokens are there (`lua/scheduled_bucket.lua`).
+//!   - `memory`: [`MemoryLimiter`] (a bucket per key) and [`MemoryBucket`] (one bucket), in
+//!     process memory with no Redis: lock-free GCRA on an atomic, idle keys forgotten.
+//!   - `limiter`: [`Limiter`], what the Redis and in-memory buckets have in common.
 //!   - `admin`: `get`, `set_knobs`, `reset_knobs`, `delete` on [`Client`].
 //!   - `knobs`: [`Knobs`], their validation and how stored values parse.
 //!   - [`client::keys`]: key naming (`throttle:<name>`, hash tags for cluster).
@@ -55,7 +58,7 @@ pub mod testing;
 pub use client::blocking;
 pub use client::{
     Client, ClientBuilder, ContinuousBucket, ContinuousDecision, ContinuousParams, Decision, Error,
-    FailMode, Knobs, KnobsUpdate, LeakyBucket, LeakyDecision, LeakyParams, Limiter, Permit,
-    Reservation, Result, ScheduledBucket, ScheduledParams, Semaphore, SemaphoreParams, Source,
-    StoredKnobs, ThrottleState, TokenBucket,
+    FailMode, Knobs, KnobsUpdate, LeakyBucket, LeakyDecision, LeakyParams, Limiter, MemoryBucket,
+    MemoryLimiter, Permit, Reservation, Result, ScheduledBucket, ScheduledParams, Semaphore,
+    SemaphoreParams, Source, StoredKnobs, ThrottleState, TokenBucket,
 };
