@@ -6,14 +6,18 @@
 //!     --throttle bench --concurrency 64 --seconds 10 [--limiter semaphore --hold-ms 5] [--cluster]
 //! ```
 //!
-//! A call is one decision: `consume(1)` (token bucket, leaky, memory), `allow(1)`
-//! (continuous), `reserve(1)` without sleeping (scheduled), or `acquire` then, after
-//! `--hold-ms`, release (semaphore; the latency counted is the acquire's).
+//! A call is one decision: `consume(1)` (token bucket, leaky), `allow(1)` (continuous),
+//! `reserve(1)` without sleeping (scheduled), `acquire` then, after `--hold-ms`, release
+//! (semaphore; the latency counted is the acquire's), or `try_consume(1)` on one key of a
+//! `MemoryLimiter` (memory: no Redis, `--redis` is not used).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use regulator::{Client, ContinuousParams, Knobs, LeakyParams, ScheduledParams, SemaphoreParams};
+use regulator::{
+    Client, ContinuousParams, Knobs, LeakyParams, MemoryLimiter, ScheduledParams, SemaphoreParams,
+};
 
 /// The limiter under load.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -23,6 +27,8 @@ enum Kind {
     Continuous,
     Semaphore,
     Scheduled,
+    /// In process memory, no Redis: `MemoryLimiter::consume(--throttle, 1)`.
+    Memory,
 }
 
 #[derive(Parser)]
@@ -68,13 +74,29 @@ enum Limiter {
     Continuous(regulator::ContinuousBucket),
     Semaphore(regulator::Semaphore, Duration),
     Scheduled(regulator::ScheduledBucket),
+    Memory(Arc<MemoryLimiter>, String),
 }
 
 impl Limiter {
-    fn new(client: &Client, args: &Args) -> Self {
+    async fn new(args: &Args) -> Result<Self, regulator::Error> {
         let name = args.throttle.clone();
         let rps = args.rps;
-        match args.limiter {
+        if let Kind::Memory = args.limiter {
+            return Ok(Self::Memory(
+                Arc::new(MemoryLimiter::new(
+                    rps.min(regulator::client::MAX_RATE),
+                    rps,
+                )?),
+                name,
+            ));
+        }
+        let client = Client::builder(&args.redis)
+            .cluster(args.cluster)
+            .call_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(match args.limiter {
+            Kind::Memory => unreachable!("handled above"),
             Kind::TokenBucket => Self::TokenBucket(client.token_bucket(
                 name,
                 Knobs {
@@ -116,7 +138,7 @@ impl Limiter {
                     refill_amount: u32::try_from(rps as u64).unwrap_or(u32::MAX),
                 },
             )),
-        }
+        })
     }
 
     /// One decision: whether it was allowed, and how long the decision took.
@@ -127,6 +149,13 @@ impl Limiter {
             Self::Leaky(b) => b.consume(1.0).await?.allowed,
             Self::Continuous(b) => b.allow(1.0).await?.allowed,
             Self::Scheduled(b) => b.reserve(1, Duration::ZERO).await.is_ok(),
+            Self::Memory(m, key) => {
+                let allowed = m.try_consume(key, 1.0)?;
+                let took = t.elapsed();
+                // Nothing here awaits: let the other tasks of a current-thread runtime run.
+                tokio::task::yield_now().await;
+                return Ok((allowed, took));
+            }
             Self::Semaphore(s, hold) => {
                 let permit = s.try_acquire().await?;
                 let took = t.elapsed();
@@ -157,12 +186,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::builder(&args.redis)
-        .cluster(args.cluster)
-        .call_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    let bucket = Limiter::new(&client, &args);
+    let bucket = Limiter::new(&args).await?;
     bucket.decide().await?; // load the script before the clock starts
     let run_for = Duration::from_secs_f64(args.seconds);
     let start = Instant::now();
