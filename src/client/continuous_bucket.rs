@@ -1,14 +1,15 @@
 //! [`ContinuousBucket`]: python-redis-rate-limiter's continuously refilling bucket, as one
 //! script (`lua/continuous_bucket.lua`), and its blocking wrapper.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
 use super::reply;
-use super::token_bucket::{DEFAULT_KNOBS_TTL, Source};
+use super::script_call::ScriptCall;
+use super::scripts::ScriptId;
+use super::token_bucket::Source;
 
 /// A continuous bucket's limits, as a worker passes them; the knobs hash overrides them per
 /// field.
@@ -95,13 +96,8 @@ pub struct ContinuousDecision {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ContinuousBucket {
-    client: Client,
-    name: Arc<str>,
     params: ContinuousParams,
-    knobs_ttl: u64,
-    /// `EVALSHA <sha> 2 <bucket> <knobs> <tokens per period> <period us> <knobs ttl>`, built
-    /// once; each call clones it and appends the requested tokens.
-    call: Arc<redis::Cmd>,
+    call: ScriptCall,
 }
 
 impl Client {
@@ -119,43 +115,28 @@ impl Client {
 
 impl ContinuousBucket {
     fn new(client: Client, name: String, params: ContinuousParams) -> Self {
-        let mut bucket = Self {
-            call: Arc::new(redis::Cmd::new()),
-            name: name.into(),
-            client,
-            params,
-            knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
-        };
-        bucket.prepare();
-        bucket
-    }
-
-    fn prepare(&mut self) {
-        let keys = self.client.keys();
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.client.inner.scripts.continuous_bucket.get_hash())
-            .arg(2)
-            .arg(keys.continuous(&self.name))
-            .arg(keys.knobs(&self.name))
-            .arg(self.params.tokens_per_period)
-            .arg(period_micros(self.params.period))
-            .arg(self.knobs_ttl);
-        self.call = Arc::new(cmd);
+        let keys = client.keys();
+        let keys = [keys.continuous(&name), keys.knobs(&name)];
+        let call = ScriptCall::new(client, name, ScriptId::ContinuousBucket, &keys, |cmd| {
+            cmd.arg(params.tokens_per_period)
+                .arg(period_micros(params.period));
+        });
+        Self { params, call }
     }
 
     /// Sets the TTL a call whose knobs applied gives the knobs hash (whole seconds; zero
-    /// leaves the TTL alone). Default [`DEFAULT_KNOBS_TTL`], as for the token bucket.
+    /// leaves the TTL alone). Default [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL),
+    /// as for the token bucket.
     #[must_use]
     pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.knobs_ttl = ttl.as_secs();
-        self.prepare();
+        self.call.set_knobs_ttl(ttl);
         self
     }
 
     /// The throttle's name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        self.call.name()
     }
 
     /// The parameters used where the knobs hold none.
@@ -176,15 +157,15 @@ impl ContinuousBucket {
                 "tokens must be a finite number above 0; got {tokens}"
             )));
         }
-        check_name(&self.name).map_err(Error::InvalidArgument)?;
+        check_name(self.name()).map_err(Error::InvalidArgument)?;
         self.params
             .validate()
-            .map_err(|e| Error::InvalidArgument(format!("params of {:?}: {e}", self.name)))?;
-        let mut cmd = (*self.call).clone();
-        cmd.arg(tokens);
+            .map_err(|e| Error::InvalidArgument(format!("params of {:?}: {e}", self.name())))?;
         let (allowed, time_us, left, source, capacity, period_us): Reply = self
-            .client
-            .run_script(&self.client.inner.scripts.continuous_bucket, &cmd)
+            .call
+            .run(|cmd| {
+                cmd.arg(tokens);
+            })
             .await?;
         let period_us = reply::float("period", &period_us)?;
         Ok(ContinuousDecision {

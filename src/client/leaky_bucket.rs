@@ -1,14 +1,15 @@
 //! [`LeakyBucket`]: aiosteady's leaky bucket with blocking, shared through Redis
 //! (`lua/leaky_bucket.lua`), and its blocking wrapper.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
 use super::reply;
-use super::token_bucket::{DEFAULT_KNOBS_TTL, Source};
+use super::script_call::ScriptCall;
+use super::scripts::ScriptId;
+use super::token_bucket::Source;
 
 /// A leaky bucket's limits, as a worker passes them; the knobs hash overrides them per field.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,13 +102,8 @@ impl LeakyDecision {
 /// ```
 #[derive(Debug, Clone)]
 pub struct LeakyBucket {
-    client: Client,
-    name: Arc<str>,
     params: LeakyParams,
-    knobs_ttl: u64,
-    /// `EVALSHA <sha> 2 <bucket> <knobs> <rate> <capacity> <block> <knobs ttl>`, built once;
-    /// each call clones it and appends the operation and amount.
-    call: Arc<redis::Cmd>,
+    call: ScriptCall,
 }
 
 impl Client {
@@ -121,45 +117,29 @@ impl Client {
 
 impl LeakyBucket {
     fn new(client: Client, name: String, params: LeakyParams) -> Self {
-        let mut bucket = Self {
-            call: Arc::new(redis::Cmd::new()),
-            name: name.into(),
-            client,
-            params,
-            knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
-        };
-        bucket.prepare();
-        bucket
-    }
-
-    fn prepare(&mut self) {
-        let keys = self.client.keys();
-        let p = self.params;
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.client.inner.scripts.leaky_bucket.get_hash())
-            .arg(2)
-            .arg(keys.leaky(&self.name))
-            .arg(keys.knobs(&self.name))
-            .arg(p.rate)
-            .arg(p.capacity)
-            .arg(p.block.map_or(0.0, |b| b.as_secs_f64()))
-            .arg(self.knobs_ttl);
-        self.call = Arc::new(cmd);
+        let keys = client.keys();
+        let keys = [keys.leaky(&name), keys.knobs(&name)];
+        let call = ScriptCall::new(client, name, ScriptId::LeakyBucket, &keys, |cmd| {
+            cmd.arg(params.rate)
+                .arg(params.capacity)
+                .arg(params.block.map_or(0.0, |b| b.as_secs_f64()));
+        });
+        Self { params, call }
     }
 
     /// Sets the TTL a consume whose knobs applied gives the knobs hash (whole seconds; zero
-    /// leaves the TTL alone). Default [`DEFAULT_KNOBS_TTL`], as for the token bucket.
+    /// leaves the TTL alone). Default [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL),
+    /// as for the token bucket.
     #[must_use]
     pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.knobs_ttl = ttl.as_secs();
-        self.prepare();
+        self.call.set_knobs_ttl(ttl);
         self
     }
 
     /// The throttle's name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        self.call.name()
     }
 
     /// The parameters used where the knobs hold none.
@@ -196,15 +176,15 @@ impl LeakyBucket {
     }
 
     async fn run(&self, op: &str, amount: f64) -> Result<LeakyDecision> {
-        check_name(&self.name).map_err(Error::InvalidArgument)?;
+        check_name(self.name()).map_err(Error::InvalidArgument)?;
         self.params
             .validate()
-            .map_err(|e| Error::InvalidArgument(format!("params of {:?}: {e}", self.name)))?;
-        let mut cmd = (*self.call).clone();
-        cmd.arg(op).arg(amount);
+            .map_err(|e| Error::InvalidArgument(format!("params of {:?}: {e}", self.name())))?;
         let (allowed, level, next_us, blocked_us, source, capacity, rate): Reply = self
-            .client
-            .run_script(&self.client.inner.scripts.leaky_bucket, &cmd)
+            .call
+            .run(|cmd| {
+                cmd.arg(op).arg(amount);
+            })
             .await?;
         Ok(LeakyDecision {
             allowed: allowed == 1,

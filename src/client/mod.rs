@@ -15,6 +15,7 @@ mod memory;
 pub mod model;
 mod reply;
 mod scheduled_bucket;
+mod script_call;
 mod scripts;
 mod semaphore;
 mod token_bucket;

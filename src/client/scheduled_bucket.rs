@@ -4,14 +4,15 @@
 
 pub(crate) mod blocking;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
 use super::knobs::reply_source;
-use super::token_bucket::{DEFAULT_KNOBS_TTL, Source};
+use super::script_call::ScriptCall;
+use super::scripts::ScriptId;
+use super::token_bucket::Source;
 
 /// The longest refill period, as the script bounds it: 2^42 µs, about 50 days.
 const MAX_PERIOD: Duration = Duration::from_micros(1 << 42);
@@ -91,12 +92,9 @@ pub struct Reservation {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ScheduledBucket {
-    client: Client,
-    name: Arc<str>,
-    state: Arc<str>,
-    knobs: Arc<str>,
     params: ScheduledParams,
-    knobs_ttl: u64,
+    /// `EVALSHA <sha> 2 <state> <knobs> <capacity> <refill amount> <refill every us>`.
+    call: ScriptCall,
 }
 
 impl Client {
@@ -110,30 +108,36 @@ impl Client {
     ) -> ScheduledBucket {
         let name = name.into();
         let keys = self.keys();
-        ScheduledBucket {
-            client: self.clone(),
-            state: keys.scheduled(&name).into(),
-            knobs: keys.knobs(&name).into(),
-            name: name.into(),
-            params,
-            knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
-        }
+        let keys = [keys.scheduled(&name), keys.knobs(&name)];
+        let call = ScriptCall::new(
+            self.clone(),
+            name,
+            ScriptId::ScheduledBucket,
+            &keys,
+            |cmd| {
+                cmd.arg(params.capacity)
+                    .arg(params.refill_amount)
+                    .arg(micros(params.refill_every));
+            },
+        );
+        ScheduledBucket { params, call }
     }
 }
 
 impl ScheduledBucket {
     /// Sets the TTL each call that uses a stored knob gives the knobs hash (whole seconds;
-    /// zero leaves the TTL alone). Default: [`DEFAULT_KNOBS_TTL`].
+    /// zero leaves the TTL alone). Default:
+    /// [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL).
     #[must_use]
     pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.knobs_ttl = ttl.as_secs();
+        self.call.set_knobs_ttl(ttl);
         self
     }
 
     /// The bucket's (throttle's) name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        self.call.name()
     }
 
     /// The parameters it was made with.
@@ -190,25 +194,17 @@ impl ScheduledBucket {
     }
 
     async fn call(&self, tokens: u32, max_wait: Duration) -> Result<(i64, Reservation)> {
-        let script = &self.client.inner.scripts.scheduled_bucket;
-        let p = self.params;
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash())
-            .arg(2)
-            .arg(&*self.state)
-            .arg(&*self.knobs)
-            .arg(p.capacity)
-            .arg(p.refill_amount)
-            .arg(micros(p.refill_every))
-            .arg(self.knobs_ttl)
-            .arg(tokens)
-            .arg(if max_wait.is_zero() {
-                0
-            } else {
-                micros(max_wait).max(1)
-            });
-        let (status, wait, slot, source, capacity, period): (i64, i64, i64, i64, i64, i64) =
-            self.client.run_script(script, &cmd).await?;
+        let max_wait = if max_wait.is_zero() {
+            0
+        } else {
+            micros(max_wait).max(1)
+        };
+        let (status, wait, slot, source, capacity, period): (i64, i64, i64, i64, i64, i64) = self
+            .call
+            .run(|cmd| {
+                cmd.arg(tokens).arg(max_wait);
+            })
+            .await?;
         let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or_default());
         let capacity = u32::try_from(capacity)
             .map_err(|_| Error::Script(format!("unexpected capacity {capacity} in reply")))?;
@@ -228,7 +224,7 @@ impl ScheduledBucket {
                 "tokens must be at least 1; got 0".to_owned(),
             ));
         }
-        check_name(&self.name).map_err(Error::InvalidArgument)?;
+        check_name(self.name()).map_err(Error::InvalidArgument)?;
         self.params.validate()
     }
 }

@@ -14,6 +14,16 @@ const SCHEDULED_BUCKET: &str = include_str!("../../lua/scheduled_bucket.lua");
 /// The line every time-reading script uses; the frozen-clock variant replaces it.
 const TIME_LINE: &str = "local time = redis.call('TIME')";
 
+/// The limiter scripts a [`ScriptCall`](super::script_call::ScriptCall) can run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScriptId {
+    TokenBucket,
+    LeakyBucket,
+    ContinuousBucket,
+    SemaphoreAcquire,
+    ScheduledBucket,
+}
+
 /// The scripts a client runs. Built once per [`Client`](crate::Client).
 #[derive(Debug)]
 pub(crate) struct Scripts {

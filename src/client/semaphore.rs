@@ -29,7 +29,9 @@ use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
 use super::knobs::reply_source;
-use super::token_bucket::{DEFAULT_KNOBS_TTL, Source};
+use super::script_call::ScriptCall;
+use super::scripts::ScriptId;
+use super::token_bucket::Source;
 
 /// The first delay between polls of a waiting acquire; it doubles up to [`MAX_POLL`].
 const MIN_POLL: Duration = Duration::from_millis(5);
@@ -90,12 +92,11 @@ impl SemaphoreParams {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Semaphore {
-    client: Client,
-    name: Arc<str>,
-    holders: Arc<str>,
-    knobs: Arc<str>,
     params: SemaphoreParams,
-    knobs_ttl: u64,
+    holders: Arc<str>,
+    /// `EVALSHA <sha> 2 <holders> <knobs> <capacity> <lease ms>`; each acquire appends the
+    /// knobs TTL and the holder id.
+    acquire: ScriptCall,
 }
 
 impl Client {
@@ -123,28 +124,31 @@ enum Attempt {
 impl Semaphore {
     pub(crate) fn new(client: Client, name: String, params: SemaphoreParams) -> Self {
         let keys = client.keys();
+        let keys = [keys.holders(&name), keys.knobs(&name)];
+        let holders = keys[0].as_str().into();
+        let acquire = ScriptCall::new(client, name, ScriptId::SemaphoreAcquire, &keys, |cmd| {
+            cmd.arg(params.capacity).arg(lease_ms(params.lease));
+        });
         Self {
-            holders: keys.holders(&name).into(),
-            knobs: keys.knobs(&name).into(),
-            name: name.into(),
-            client,
             params,
-            knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
+            holders,
+            acquire,
         }
     }
 
     /// Sets the TTL each acquire that uses the `concurrency` knob gives the knobs hash (whole
-    /// seconds; zero leaves the TTL alone). Default: [`DEFAULT_KNOBS_TTL`].
+    /// seconds; zero leaves the TTL alone). Default:
+    /// [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL).
     #[must_use]
     pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.knobs_ttl = ttl.as_secs();
+        self.acquire.set_knobs_ttl(ttl);
         self
     }
 
     /// The semaphore's (throttle's) name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        self.acquire.name()
     }
 
     /// The parameters it was made with.
@@ -249,19 +253,11 @@ impl Semaphore {
     }
 
     async fn attempt(&self, id: &str) -> Result<Attempt> {
-        let scripts = &self.client.inner.scripts;
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(scripts.semaphore_acquire.get_hash())
-            .arg(2)
-            .arg(&*self.holders)
-            .arg(&*self.knobs)
-            .arg(self.params.capacity)
-            .arg(lease_ms(self.params.lease))
-            .arg(self.knobs_ttl)
-            .arg(id);
         let (granted, _holders, capacity, source, _deadline, next): (i64, i64, i64, i64, i64, i64) =
-            self.client
-                .run_script(&scripts.semaphore_acquire, &cmd)
+            self.acquire
+                .run(|cmd| {
+                    cmd.arg(id);
+                })
                 .await?;
         let source = reply_source(source)?;
         if granted == 1 {
@@ -274,17 +270,16 @@ impl Semaphore {
     }
 
     async fn renew_id(&self, id: &str) -> Result<()> {
-        let scripts = &self.client.inner.scripts;
+        let client = self.acquire.client();
+        let scripts = &client.inner.scripts;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(scripts.semaphore_renew.get_hash())
             .arg(1)
             .arg(&*self.holders)
             .arg(lease_ms(self.params.lease))
             .arg(id);
-        let (renewed, _deadline): (i64, i64) = self
-            .client
-            .run_script(&scripts.semaphore_renew, &cmd)
-            .await?;
+        let (renewed, _deadline): (i64, i64) =
+            client.run_script(&scripts.semaphore_renew, &cmd).await?;
         if renewed == 1 {
             Ok(())
         } else {
@@ -294,23 +289,21 @@ impl Semaphore {
 
     /// Removes `id` from the holders; `Ok(false)` when its lease had run out already.
     async fn give_back(&self, id: &str) -> Result<bool> {
-        let scripts = &self.client.inner.scripts;
+        let client = self.acquire.client();
+        let scripts = &client.inner.scripts;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(scripts.semaphore_release.get_hash())
             .arg(1)
             .arg(&*self.holders)
             .arg(id);
-        let in_time: i64 = self
-            .client
-            .run_script(&scripts.semaphore_release, &cmd)
-            .await?;
+        let in_time: i64 = client.run_script(&scripts.semaphore_release, &cmd).await?;
         Ok(in_time == 1)
     }
 
     /// Gives back a slot this id may hold; when that fails, the lease will free it.
     async fn give_back_quietly(&self, id: &str) {
         if let Err(error) = self.give_back(id).await {
-            tracing::debug!(semaphore = %self.name, %error, "release failed; the lease will free the slot");
+            tracing::debug!(semaphore = self.name(), %error, "release failed; the lease will free the slot");
         }
     }
 
@@ -326,12 +319,12 @@ impl Semaphore {
 
     fn lease_expired(&self) -> Error {
         Error::LeaseExpired {
-            name: self.name.to_string(),
+            name: self.name().to_owned(),
         }
     }
 
     fn check(&self) -> Result<()> {
-        check_name(&self.name).map_err(Error::InvalidArgument)?;
+        check_name(self.name()).map_err(Error::InvalidArgument)?;
         self.params.validate()
     }
 }

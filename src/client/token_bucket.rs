@@ -1,12 +1,13 @@
 //! [`TokenBucket`]: the limitlion-compatible limiter workers call before each unit of work.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
 use super::knobs::Knobs;
+use super::script_call::ScriptCall;
+use super::scripts::ScriptId;
 
 /// limitlion's default knobs TTL: 7 days, refreshed by every call that uses the knobs.
 pub const DEFAULT_KNOBS_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -71,56 +72,36 @@ pub struct Decision {
 /// ```
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
-    client: Client,
-    name: Arc<str>,
     defaults: Knobs,
-    knobs_ttl: u64,
-    /// `EVALSHA <sha> 2 <bucket> <knobs> <rps> <burst> <window> <knobs ttl>`, built once; each
-    /// call clones it and appends the token count.
-    call: Arc<redis::Cmd>,
+    /// `EVALSHA <sha> 2 <bucket> <knobs> <rps> <burst> <window>`, built once; each call
+    /// appends the knobs TTL and the token count.
+    call: ScriptCall,
 }
 
 impl TokenBucket {
     pub(crate) fn new(client: Client, name: String, defaults: Knobs) -> Self {
-        let mut bucket = Self {
-            call: Arc::new(redis::Cmd::new()),
-            name: name.into(),
-            client,
-            defaults,
-            knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
-        };
-        bucket.prepare();
-        bucket
-    }
-
-    fn prepare(&mut self) {
-        let keys = self.client.keys();
-        let d = self.defaults;
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.client.inner.scripts.token_bucket.get_hash())
-            .arg(2)
-            .arg(keys.bucket(&self.name))
-            .arg(keys.knobs(&self.name))
-            .arg(d.rps)
-            .arg(d.burst)
-            .arg(d.window)
-            .arg(self.knobs_ttl);
-        self.call = Arc::new(cmd);
+        let keys = client.keys();
+        let keys = [keys.bucket(&name), keys.knobs(&name)];
+        let call = ScriptCall::new(client, name, ScriptId::TokenBucket, &keys, |cmd| {
+            cmd.arg(defaults.rps)
+                .arg(defaults.burst)
+                .arg(defaults.window);
+        });
+        Self { defaults, call }
     }
 
     /// Sets the TTL each call gives the knobs hash (whole seconds; zero leaves the TTL alone,
     /// as limitlion's `knobs_ttl=0`).
     #[must_use]
     pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.knobs_ttl = ttl.as_secs();
-        self.prepare();
+        self.call.set_knobs_ttl(ttl);
         self
     }
 
     /// The throttle's name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        self.call.name()
     }
 
     /// The knobs used while Redis holds none.
@@ -138,11 +119,11 @@ impl TokenBucket {
     /// above 0, invalid defaults or an empty name; otherwise the connection's errors.
     pub async fn consume(&self, tokens: f64) -> Result<Decision> {
         self.check(tokens)?;
-        let mut cmd = (*self.call).clone();
-        cmd.arg(tokens);
         let reply = self
-            .client
-            .run_script(&self.client.inner.scripts.token_bucket, &cmd)
+            .call
+            .run(|cmd| {
+                cmd.arg(tokens);
+            })
             .await?;
         parse_reply(reply)
     }
@@ -156,7 +137,7 @@ impl TokenBucket {
     pub async fn consume_or(&self, tokens: f64, mode: FailMode) -> Result<Decision> {
         match self.consume(tokens).await {
             Err(e) if e.is_unavailable() => {
-                self.client.count_fallback();
+                self.call.client().count_fallback();
                 Ok(fallback(mode, self.defaults))
             }
             other => other,
@@ -196,10 +177,10 @@ impl TokenBucket {
                 "tokens must be a finite number above 0; got {tokens}"
             )));
         }
-        check_name(&self.name).map_err(Error::InvalidArgument)?;
+        check_name(self.name()).map_err(Error::InvalidArgument)?;
         self.defaults
             .validate()
-            .map_err(|e| Error::InvalidArgument(format!("defaults of {:?}: {e}", self.name)))
+            .map_err(|e| Error::InvalidArgument(format!("defaults of {:?}: {e}", self.name())))
     }
 }
 

@@ -1,0 +1,92 @@
+//! [`ScriptCall`]: what every Redis limiter does to decide: one `EVALSHA` of its script on its
+//! throttle's keys, with the caller's defaults, the knobs TTL and the operation's arguments.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::connection::Client;
+use super::error::Result;
+use super::scripts::{ScriptId, Scripts};
+use super::token_bucket::DEFAULT_KNOBS_TTL;
+
+/// A limiter's script call, its fixed part built once: `EVALSHA <sha> <numkeys> <keys..>
+/// <defaults..>`. Each call clones that prefix and appends the knobs TTL, then the operation's
+/// own arguments, so every script reads `ARGV` in that order. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct ScriptCall {
+    client: Client,
+    name: Arc<str>,
+    script: ScriptId,
+    knobs_ttl: u64,
+    prefix: Arc<redis::Cmd>,
+}
+
+impl ScriptCall {
+    /// `keys` are the throttle's keys the script touches, in its `KEYS` order; `defaults`
+    /// appends the arguments that stay the same for every call (the caller's parameters).
+    pub(crate) fn new(
+        client: Client,
+        name: String,
+        script: ScriptId,
+        keys: &[String],
+        defaults: impl FnOnce(&mut redis::Cmd),
+    ) -> Self {
+        let mut prefix = redis::cmd("EVALSHA");
+        prefix
+            .arg(client.inner.scripts.get(script).get_hash())
+            .arg(keys.len());
+        for key in keys {
+            prefix.arg(key);
+        }
+        defaults(&mut prefix);
+        Self {
+            client,
+            name: name.into(),
+            script,
+            knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
+            prefix: Arc::new(prefix),
+        }
+    }
+
+    /// The throttle's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sets the TTL a call whose stored knobs applied gives the knobs hash, in whole seconds
+    /// (zero leaves the TTL alone).
+    pub(crate) fn set_knobs_ttl(&mut self, ttl: Duration) {
+        self.knobs_ttl = ttl.as_secs();
+    }
+
+    /// Runs the script once: the prefix, the knobs TTL, then what `args` appends.
+    ///
+    /// # Errors
+    /// The connection's errors; a script failure is [`Error::Script`](super::Error::Script).
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        args: impl FnOnce(&mut redis::Cmd),
+    ) -> Result<T> {
+        let mut cmd = (*self.prefix).clone();
+        cmd.arg(self.knobs_ttl);
+        args(&mut cmd);
+        let script = self.client.inner.scripts.get(self.script);
+        self.client.run_script(script, &cmd).await
+    }
+}
+
+impl Scripts {
+    pub(crate) fn get(&self, id: ScriptId) -> &redis::Script {
+        match id {
+            ScriptId::TokenBucket => &self.token_bucket,
+            ScriptId::LeakyBucket => &self.leaky_bucket,
+            ScriptId::ContinuousBucket => &self.continuous_bucket,
+            ScriptId::SemaphoreAcquire => &self.semaphore_acquire,
+            ScriptId::ScheduledBucket => &self.scheduled_bucket,
+        }
+    }
+}
