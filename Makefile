@@ -15,9 +15,10 @@ test: deps ## Run every test against real redis-server, prometheus and limitlion
 	cargo test --doc --quiet
 	cargo nextest run --no-fail-fast
 
-lint: ## cargo fmt --check, clippy -D warnings, and the client-only dependency check
+lint: ## cargo fmt --check, clippy -D warnings, rustdoc -D warnings, the client-only dependency check
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 	scripts/check-client-deps.sh
 
 bench: deps ## Criterion benches; see BENCHMARKS.md for the load-generator runs

@@ -26,12 +26,60 @@ pub struct Client {
     runtime: Arc<tokio::runtime::Runtime>,
 }
 
-/// A blocking token bucket; see [`crate::TokenBucket`].
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    inner: crate::TokenBucket,
-    runtime: Arc<tokio::runtime::Runtime>,
+/// Declares the blocking twin of an async limiter `crate::$ty`: a struct of the limiter and
+/// the runtime that drives it, its constructor `$ctor(name, $params)` on the blocking
+/// [`Client`], `with_knobs_ttl`, `name` and `$getter` (the parameters used where the knobs hold
+/// none). Each twin then adds its own operations.
+macro_rules! blocking_twin {
+    ($(#[$doc:meta])* $ty:ident, $ctor:ident($params:ty), $getter:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $ty {
+            inner: $crate::$ty,
+            runtime: std::sync::Arc<tokio::runtime::Runtime>,
+        }
+
+        impl $crate::blocking::Client {
+            #[doc = concat!("See [`crate::Client::", stringify!($ctor), "`].")]
+            #[must_use]
+            pub fn $ctor(&self, name: impl Into<String>, params: $params) -> $ty {
+                $ty {
+                    inner: self.as_async().$ctor(name, params),
+                    runtime: self.runtime(),
+                }
+            }
+        }
+
+        impl $ty {
+            #[doc = concat!("See [`crate::", stringify!($ty), "::with_knobs_ttl`].")]
+            #[must_use]
+            pub fn with_knobs_ttl(mut self, ttl: std::time::Duration) -> Self {
+                self.inner = self.inner.with_knobs_ttl(ttl);
+                self
+            }
+
+            /// The throttle's name.
+            #[must_use]
+            pub fn name(&self) -> &str {
+                self.inner.name()
+            }
+
+            /// The parameters used where the knobs hold none.
+            #[must_use]
+            pub fn $getter(&self) -> $params {
+                self.inner.$getter()
+            }
+        }
+    };
 }
+pub(crate) use blocking_twin;
+
+blocking_twin!(
+    /// A blocking token bucket; see [`crate::TokenBucket`].
+    TokenBucket,
+    token_bucket(Knobs),
+    defaults
+);
 
 /// Runs `fut` on the client's I/O runtime, refusing (rather than panicking) when called from
 /// inside an async runtime.
@@ -70,15 +118,6 @@ impl Client {
             inner,
             runtime: Arc::new(runtime),
         })
-    }
-
-    /// See [`crate::Client::token_bucket`].
-    #[must_use]
-    pub fn token_bucket(&self, name: impl Into<String>, defaults: Knobs) -> TokenBucket {
-        TokenBucket {
-            inner: self.inner.token_bucket(name, defaults),
-            runtime: self.runtime.clone(),
-        }
     }
 
     /// The runtime that drives the connection, for the blocking wrappers of each limiter.
@@ -131,19 +170,6 @@ impl Client {
 }
 
 impl TokenBucket {
-    /// See [`crate::TokenBucket::with_knobs_ttl`].
-    #[must_use]
-    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.inner = self.inner.with_knobs_ttl(ttl);
-        self
-    }
-
-    /// The throttle's name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.inner.name()
-    }
-
     /// See [`crate::TokenBucket::consume`].
     ///
     /// # Errors

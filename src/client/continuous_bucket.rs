@@ -184,68 +184,31 @@ type Reply = (i64, i64, String, i64, String, String);
 
 /// The blocking wrapper, re-exported as [`crate::blocking::ContinuousBucket`].
 pub(crate) mod sync {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::{ContinuousDecision, ContinuousParams};
     use crate::Result;
-    use crate::blocking::{Client, block_on};
+    use crate::blocking::block_on;
 
-    /// A blocking continuous bucket; see [`crate::ContinuousBucket`].
-    ///
-    /// ```no_run
-    /// # fn f() -> Result<(), regulator::Error> {
-    /// use std::time::Duration;
-    /// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
-    /// let params = regulator::ContinuousParams {
-    ///     tokens_per_period: 10.0,
-    ///     period: Duration::from_secs(1),
-    /// };
-    /// let d = client.continuous_bucket("api:key-42", params).allow(1.0)?;
-    /// println!("allowed={} at {} us", d.allowed, d.decision_time_us);
-    /// # Ok(()) }
-    /// ```
-    #[derive(Debug, Clone)]
-    pub struct ContinuousBucket {
-        inner: crate::ContinuousBucket,
-        runtime: Arc<tokio::runtime::Runtime>,
-    }
-
-    impl Client {
-        /// See [`crate::Client::continuous_bucket`].
-        #[must_use]
-        pub fn continuous_bucket(
-            &self,
-            name: impl Into<String>,
-            params: ContinuousParams,
-        ) -> ContinuousBucket {
-            ContinuousBucket {
-                inner: self.as_async().continuous_bucket(name, params),
-                runtime: self.runtime(),
-            }
-        }
-    }
+    crate::client::blocking::blocking_twin!(
+        /// A blocking continuous bucket; see [`crate::ContinuousBucket`].
+        ///
+        /// ```no_run
+        /// # fn f() -> Result<(), regulator::Error> {
+        /// use std::time::Duration;
+        /// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
+        /// let params = regulator::ContinuousParams {
+        ///     tokens_per_period: 10.0,
+        ///     period: Duration::from_secs(1),
+        /// };
+        /// let d = client.continuous_bucket("api:key-42", params).allow(1.0)?;
+        /// println!("allowed={} at {} us", d.allowed, d.decision_time_us);
+        /// # Ok(()) }
+        /// ```
+        ContinuousBucket,
+        continuous_bucket(ContinuousParams),
+        params
+    );
 
     impl ContinuousBucket {
-        /// See [`crate::ContinuousBucket::with_knobs_ttl`].
-        #[must_use]
-        pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-            self.inner = self.inner.with_knobs_ttl(ttl);
-            self
-        }
-
-        /// The throttle's name.
-        #[must_use]
-        pub fn name(&self) -> &str {
-            self.inner.name()
-        }
-
-        /// The parameters used where the knobs hold none.
-        #[must_use]
-        pub fn params(&self) -> ContinuousParams {
-            self.inner.params()
-        }
-
         /// See [`crate::ContinuousBucket::allow`].
         ///
         /// # Errors

@@ -203,60 +203,27 @@ type Reply = (i64, String, i64, i64, i64, String, String);
 
 /// The blocking wrapper, re-exported as [`crate::blocking::LeakyBucket`].
 pub(crate) mod sync {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::{LeakyDecision, LeakyParams};
     use crate::Result;
-    use crate::blocking::{Client, block_on};
+    use crate::blocking::block_on;
 
-    /// A blocking leaky bucket; see [`crate::LeakyBucket`].
-    ///
-    /// ```no_run
-    /// # fn f() -> Result<(), regulator::Error> {
-    /// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
-    /// let params = regulator::LeakyParams { rate: 0.2, capacity: 10.0, block: None };
-    /// let d = client.leaky_bucket("logins:alice", params).consume(1.0)?;
-    /// println!("allowed={} level={}", d.allowed, d.level);
-    /// # Ok(()) }
-    /// ```
-    #[derive(Debug, Clone)]
-    pub struct LeakyBucket {
-        inner: crate::LeakyBucket,
-        runtime: Arc<tokio::runtime::Runtime>,
-    }
-
-    impl Client {
-        /// See [`crate::Client::leaky_bucket`].
-        #[must_use]
-        pub fn leaky_bucket(&self, name: impl Into<String>, params: LeakyParams) -> LeakyBucket {
-            LeakyBucket {
-                inner: self.as_async().leaky_bucket(name, params),
-                runtime: self.runtime(),
-            }
-        }
-    }
+    crate::client::blocking::blocking_twin!(
+        /// A blocking leaky bucket; see [`crate::LeakyBucket`].
+        ///
+        /// ```no_run
+        /// # fn f() -> Result<(), regulator::Error> {
+        /// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
+        /// let params = regulator::LeakyParams { rate: 0.2, capacity: 10.0, block: None };
+        /// let d = client.leaky_bucket("logins:alice", params).consume(1.0)?;
+        /// println!("allowed={} level={}", d.allowed, d.level);
+        /// # Ok(()) }
+        /// ```
+        LeakyBucket,
+        leaky_bucket(LeakyParams),
+        params
+    );
 
     impl LeakyBucket {
-        /// See [`crate::LeakyBucket::with_knobs_ttl`].
-        #[must_use]
-        pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-            self.inner = self.inner.with_knobs_ttl(ttl);
-            self
-        }
-
-        /// The throttle's name.
-        #[must_use]
-        pub fn name(&self) -> &str {
-            self.inner.name()
-        }
-
-        /// The parameters used where the knobs hold none.
-        #[must_use]
-        pub fn params(&self) -> LeakyParams {
-            self.inner.params()
-        }
-
         /// See [`crate::LeakyBucket::consume`].
         ///
         /// # Errors

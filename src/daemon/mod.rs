@@ -10,7 +10,7 @@
 //!   deadline past which a replica stops writing.
 //! - [`backend`]: the Redis and Prometheus connections of one configuration.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`run`]: the daemon: tasks, reload, drain. [`signals`]: SIGHUP, SIGTERM, SIGINT.
+//! - [`run`](mod@run): the daemon: tasks, reload, drain. [`signals`]: SIGHUP, SIGTERM, SIGINT.
 //! - [`status`]: `regulator status`, what Redis holds for each throttle.
 
 pub mod backend;

@@ -1,61 +1,32 @@
 //! The blocking wrapper of [`ScheduledBucket`](crate::ScheduledBucket), for threaded workers;
 //! exported as `regulator::blocking::ScheduledBucket`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Reservation, ScheduledParams};
-use crate::client::blocking::{Client, block_on};
+use crate::client::blocking::block_on;
 use crate::client::error::Result;
 
-/// A blocking scheduled bucket; see [`crate::ScheduledBucket`]. Cheap to clone.
-///
-/// ```no_run
-/// # fn f() -> Result<(), regulator::Error> {
-/// use std::time::Duration;
-/// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
-/// let api = client.scheduled_bucket(
-///     "partner-api",
-///     regulator::ScheduledParams { capacity: 5, refill_every: Duration::from_millis(100), refill_amount: 1 },
-/// );
-/// api.acquire(1, Duration::from_secs(5))?; // sleeps the thread until its slot
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone)]
-pub struct ScheduledBucket {
-    inner: crate::ScheduledBucket,
-    runtime: Arc<tokio::runtime::Runtime>,
-}
-
-impl Client {
-    /// See [`crate::Client::scheduled_bucket`].
-    #[must_use]
-    pub fn scheduled_bucket(
-        &self,
-        name: impl Into<String>,
-        params: ScheduledParams,
-    ) -> ScheduledBucket {
-        ScheduledBucket {
-            inner: self.as_async().scheduled_bucket(name, params),
-            runtime: self.runtime(),
-        }
-    }
-}
+crate::client::blocking::blocking_twin!(
+    /// A blocking scheduled bucket; see [`crate::ScheduledBucket`]. Cheap to clone.
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), regulator::Error> {
+    /// use std::time::Duration;
+    /// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
+    /// let api = client.scheduled_bucket(
+    ///     "partner-api",
+    ///     regulator::ScheduledParams { capacity: 5, refill_every: Duration::from_millis(100), refill_amount: 1 },
+    /// );
+    /// api.acquire(1, Duration::from_secs(5))?; // sleeps the thread until its slot
+    /// # Ok(()) }
+    /// ```
+    ScheduledBucket,
+    scheduled_bucket(ScheduledParams),
+    params
+);
 
 impl ScheduledBucket {
-    /// See [`crate::ScheduledBucket::with_knobs_ttl`].
-    #[must_use]
-    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.inner = self.inner.with_knobs_ttl(ttl);
-        self
-    }
-
-    /// The bucket's name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.inner.name()
-    }
-
     /// See [`crate::ScheduledBucket::reserve`].
     ///
     /// # Errors

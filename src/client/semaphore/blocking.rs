@@ -5,30 +5,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::SemaphoreParams;
-use crate::client::blocking::{Client, block_on};
+use crate::client::blocking::block_on;
 use crate::client::error::Result;
 use crate::client::token_bucket::Source;
 
-/// A blocking semaphore; see [`crate::Semaphore`]. Cheap to clone.
-///
-/// ```no_run
-/// # fn f() -> Result<(), regulator::Error> {
-/// use std::time::Duration;
-/// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
-/// let exports = client.semaphore(
-///     "exports",
-///     regulator::SemaphoreParams { capacity: 4, lease: Duration::from_secs(30) },
-/// );
-/// let permit = exports.acquire(Duration::from_secs(10))?;
-/// // ... the work; the permit is released when dropped, or:
-/// permit.release()?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone)]
-pub struct Semaphore {
-    inner: crate::Semaphore,
-    runtime: Arc<tokio::runtime::Runtime>,
-}
+crate::client::blocking::blocking_twin!(
+    /// A blocking semaphore; see [`crate::Semaphore`]. Cheap to clone.
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), regulator::Error> {
+    /// use std::time::Duration;
+    /// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
+    /// let exports = client.semaphore(
+    ///     "exports",
+    ///     regulator::SemaphoreParams { capacity: 4, lease: Duration::from_secs(30) },
+    /// );
+    /// let permit = exports.acquire(Duration::from_secs(10))?;
+    /// // ... the work; the permit is released when dropped, or:
+    /// permit.release()?;
+    /// # Ok(()) }
+    /// ```
+    Semaphore,
+    semaphore(SemaphoreParams),
+    params
+);
 
 /// A blocking permit; see [`crate::Permit`]. Dropping it releases the slot before `drop`
 /// returns (best effort: when the release fails, the lease frees the slot).
@@ -40,31 +40,7 @@ pub struct Permit {
     runtime: Arc<tokio::runtime::Runtime>,
 }
 
-impl Client {
-    /// See [`crate::Client::semaphore`].
-    #[must_use]
-    pub fn semaphore(&self, name: impl Into<String>, params: SemaphoreParams) -> Semaphore {
-        Semaphore {
-            inner: self.as_async().semaphore(name, params),
-            runtime: self.runtime(),
-        }
-    }
-}
-
 impl Semaphore {
-    /// See [`crate::Semaphore::with_knobs_ttl`].
-    #[must_use]
-    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.inner = self.inner.with_knobs_ttl(ttl);
-        self
-    }
-
-    /// The semaphore's name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.inner.name()
-    }
-
     /// See [`crate::Semaphore::acquire`]; blocks the calling thread while it waits.
     ///
     /// # Errors
