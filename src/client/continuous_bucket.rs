@@ -100,6 +100,8 @@ pub struct ContinuousBucket {
     call: ScriptCall,
 }
 
+crate::client::script_call::limiter_accessors!(ContinuousBucket, call, params: ContinuousParams);
+
 impl Client {
     /// A continuous bucket named `name`. `params` apply field by field while the throttle's
     /// knobs hold no usable `rps` or `period`.
@@ -122,27 +124,6 @@ impl ContinuousBucket {
                 .arg(period_micros(params.period));
         });
         Self { params, call }
-    }
-
-    /// Sets the TTL a call whose knobs applied gives the knobs hash (whole seconds; zero
-    /// leaves the TTL alone). Default [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL),
-    /// as for the token bucket.
-    #[must_use]
-    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.call.set_knobs_ttl(ttl);
-        self
-    }
-
-    /// The throttle's name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.call.name()
-    }
-
-    /// The parameters used where the knobs hold none.
-    #[must_use]
-    pub fn params(&self) -> ContinuousParams {
-        self.params
     }
 
     /// Takes `tokens` if the bucket holds that many, else takes nothing; one atomic script

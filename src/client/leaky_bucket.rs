@@ -106,6 +106,8 @@ pub struct LeakyBucket {
     call: ScriptCall,
 }
 
+crate::client::script_call::limiter_accessors!(LeakyBucket, call, params: LeakyParams);
+
 impl Client {
     /// A leaky bucket named `name`. `params` apply field by field while the throttle's knobs
     /// hold no usable `rps`, `capacity` or `block`.
@@ -125,27 +127,6 @@ impl LeakyBucket {
                 .arg(params.block.map_or(0.0, |b| b.as_secs_f64()));
         });
         Self { params, call }
-    }
-
-    /// Sets the TTL a consume whose knobs applied gives the knobs hash (whole seconds; zero
-    /// leaves the TTL alone). Default [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL),
-    /// as for the token bucket.
-    #[must_use]
-    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.call.set_knobs_ttl(ttl);
-        self
-    }
-
-    /// The throttle's name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.call.name()
-    }
-
-    /// The parameters used where the knobs hold none.
-    #[must_use]
-    pub fn params(&self) -> LeakyParams {
-        self.params
     }
 
     /// Adds `amount` drops if the level stays within capacity; one atomic script call.

@@ -97,6 +97,8 @@ pub struct ScheduledBucket {
     call: ScriptCall,
 }
 
+crate::client::script_call::limiter_accessors!(ScheduledBucket, call, params: ScheduledParams);
+
 impl Client {
     /// A scheduled bucket named `name` (see [`ScheduledBucket`]). The throttle's `rps` and
     /// `capacity` knobs, when stored, replace the corresponding `params` field by field.
@@ -125,27 +127,6 @@ impl Client {
 }
 
 impl ScheduledBucket {
-    /// Sets the TTL each call that uses a stored knob gives the knobs hash (whole seconds;
-    /// zero leaves the TTL alone). Default:
-    /// [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL).
-    #[must_use]
-    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.call.set_knobs_ttl(ttl);
-        self
-    }
-
-    /// The bucket's (throttle's) name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.call.name()
-    }
-
-    /// The parameters it was made with.
-    #[must_use]
-    pub fn params(&self) -> ScheduledParams {
-        self.params
-    }
-
     /// Reserves the next slot at which `tokens` are available, without sleeping; the caller
     /// sleeps [`Reservation::wait`]. Tokens beyond those left come from as many future
     /// refills as needed.

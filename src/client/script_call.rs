@@ -79,6 +79,36 @@ impl ScriptCall {
     }
 }
 
+/// Declares the accessors every Redis limiter `$ty` shares: `with_knobs_ttl` and `name`, from
+/// its [`ScriptCall`] field `$call`, and `$getter`, its `$params` field.
+macro_rules! limiter_accessors {
+    ($ty:ident, $call:ident, $getter:ident: $params:ty) => {
+        impl $ty {
+            /// Sets the TTL a call whose stored knobs applied gives the knobs hash (whole
+            /// seconds; zero leaves the TTL alone, as limitlion's `knobs_ttl=0`). Default:
+            /// [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL).
+            #[must_use]
+            pub fn with_knobs_ttl(mut self, ttl: std::time::Duration) -> Self {
+                self.$call.set_knobs_ttl(ttl);
+                self
+            }
+
+            /// The throttle's name.
+            #[must_use]
+            pub fn name(&self) -> &str {
+                self.$call.name()
+            }
+
+            /// The parameters used where the knobs hold none.
+            #[must_use]
+            pub fn $getter(&self) -> $params {
+                self.$getter
+            }
+        }
+    };
+}
+pub(crate) use limiter_accessors;
+
 impl Scripts {
     pub(crate) fn get(&self, id: ScriptId) -> &redis::Script {
         match id {

@@ -99,6 +99,8 @@ pub struct Semaphore {
     acquire: ScriptCall,
 }
 
+crate::client::script_call::limiter_accessors!(Semaphore, acquire, params: SemaphoreParams);
+
 impl Client {
     /// A semaphore named `name`: at most `params.capacity` holders at once (or the
     /// throttle's `concurrency` knob, when stored), each for at most `params.lease` unless
@@ -134,27 +136,6 @@ impl Semaphore {
             holders,
             acquire,
         }
-    }
-
-    /// Sets the TTL each acquire that uses the `concurrency` knob gives the knobs hash (whole
-    /// seconds; zero leaves the TTL alone). Default:
-    /// [`DEFAULT_KNOBS_TTL`](crate::client::DEFAULT_KNOBS_TTL).
-    #[must_use]
-    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.acquire.set_knobs_ttl(ttl);
-        self
-    }
-
-    /// The semaphore's (throttle's) name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.acquire.name()
-    }
-
-    /// The parameters it was made with.
-    #[must_use]
-    pub fn params(&self) -> SemaphoreParams {
-        self.params
     }
 
     /// Takes a slot, waiting up to `max_wait` for one to free (`Duration::ZERO`: wait as long

@@ -78,6 +78,8 @@ pub struct TokenBucket {
     call: ScriptCall,
 }
 
+crate::client::script_call::limiter_accessors!(TokenBucket, call, defaults: Knobs);
+
 impl TokenBucket {
     pub(crate) fn new(client: Client, name: String, defaults: Knobs) -> Self {
         let keys = client.keys();
@@ -88,26 +90,6 @@ impl TokenBucket {
                 .arg(defaults.window);
         });
         Self { defaults, call }
-    }
-
-    /// Sets the TTL each call gives the knobs hash (whole seconds; zero leaves the TTL alone,
-    /// as limitlion's `knobs_ttl=0`).
-    #[must_use]
-    pub fn with_knobs_ttl(mut self, ttl: Duration) -> Self {
-        self.call.set_knobs_ttl(ttl);
-        self
-    }
-
-    /// The throttle's name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        self.call.name()
-    }
-
-    /// The knobs used while Redis holds none.
-    #[must_use]
-    pub fn defaults(&self) -> Knobs {
-        self.defaults
     }
 
     /// Takes `tokens` from the bucket if it holds that many; one atomic script call.
