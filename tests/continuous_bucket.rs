@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{T0, frozen_client, redis};
+use common::{T0, assert_nothing_written, crowd, frozen_client, patient_client, redis};
 use regulator::testing::RedisServer;
 use regulator::{ContinuousDecision, ContinuousParams, Error, Source, blocking};
 
@@ -474,13 +472,7 @@ fn bad_input_is_refused_before_anything_is_written() {
             client.continuous_bucket("bad", per_second(1.0)).allow(1.0)
         ));
     });
-    let mut keys: Vec<String> = server.cmd(&["KEYS", "*"]);
-    keys.sort();
-    assert_eq!(
-        keys,
-        ["frozen_microsecond", "frozen_second"],
-        "nothing written"
-    );
+    assert_nothing_written(&server);
 }
 
 /// Async tasks on a multi-threaded runtime and OS threads with the blocking client, all on one
@@ -502,53 +494,26 @@ fn many_tasks_and_threads_never_exceed_the_bucket() {
         .enable_all()
         .build()
         .unwrap();
-    let async_client = runtime.block_on(async {
-        regulator::Client::builder(&server.url())
-            .frozen_time(true)
-            .call_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap()
-    });
+    let async_client = runtime.block_on(patient_client(&server.url(), true));
     let p = params(capacity, Duration::from_secs(100));
     for phase in 0..PHASES {
         at(&server, phase * 10_000_000);
-        let allowed = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|_| {
+        let allowed = crowd(
+            &runtime,
+            (TASKS, THREADS, CALLS),
+            || {
                 let bucket = async_client.continuous_bucket("crowd", p);
-                let allowed = allowed.clone();
-                runtime.spawn(async move {
-                    for _ in 0..CALLS {
-                        if bucket.allow(1.0).await.unwrap().allowed {
-                            allowed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        let threads: Vec<_> = (0..THREADS)
-            .map(|_| {
+                move || {
+                    let bucket = bucket.clone();
+                    async move { bucket.allow(1.0).await.unwrap().allowed }
+                }
+            },
+            || {
                 let bucket = client.continuous_bucket("crowd", p);
-                let allowed = allowed.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..CALLS {
-                        if bucket.allow(1.0).unwrap().allowed {
-                            allowed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        runtime.block_on(async {
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
+                move || bucket.allow(1.0).unwrap().allowed
+            },
+        );
         let expected = if phase == 0 { 50 } else { 5 };
-        assert_eq!(allowed.load(Ordering::Relaxed), expected, "phase {phase}");
+        assert_eq!(allowed, expected, "phase {phase}");
     }
 }

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{T0, frozen_client, redis};
+use common::{T0, assert_nothing_written, crowd, frozen_client, patient_client, redis};
 use regulator::testing::RedisServer;
 use regulator::{Error, LeakyDecision, LeakyParams, Source, blocking};
 
@@ -464,13 +462,7 @@ fn bad_input_is_refused_before_anything_is_written() {
         // A blocking call from inside a runtime is refused, not a panic.
         assert!(invalid(client.leaky_bucket("bad", good).consume(1.0)));
     });
-    let mut keys: Vec<String> = server.cmd(&["KEYS", "*"]);
-    keys.sort();
-    assert_eq!(
-        keys,
-        ["frozen_microsecond", "frozen_second"],
-        "nothing written"
-    );
+    assert_nothing_written(&server);
 }
 
 /// Async tasks on a multi-threaded runtime and OS threads with the blocking client, all on one
@@ -491,58 +483,27 @@ fn many_tasks_and_threads_never_exceed_the_bucket() {
         .enable_all()
         .build()
         .unwrap();
-    let async_client = runtime.block_on(async {
-        regulator::Client::builder(&server.url())
-            .frozen_time(true)
-            .call_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap()
-    });
+    let async_client = runtime.block_on(patient_client(&server.url(), true));
     let p = params(rate, capacity, None);
     for phase in 0..PHASES {
         server.freeze_time(T0 + 10 * i64::from(phase), 0);
-        let allowed = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|_| {
+        let allowed = crowd(
+            &runtime,
+            (TASKS, THREADS, CALLS),
+            || {
                 let bucket = async_client.leaky_bucket("crowd", p);
-                let allowed = allowed.clone();
-                runtime.spawn(async move {
-                    for _ in 0..CALLS {
-                        if bucket.consume(1.0).await.unwrap().allowed {
-                            allowed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        let threads: Vec<_> = (0..THREADS)
-            .map(|_| {
+                move || {
+                    let bucket = bucket.clone();
+                    async move { bucket.consume(1.0).await.unwrap().allowed }
+                }
+            },
+            || {
                 let bucket: blocking::LeakyBucket = client.leaky_bucket("crowd", p);
-                let allowed = allowed.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..CALLS {
-                        if bucket.consume(1.0).unwrap().allowed {
-                            allowed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        runtime.block_on(async {
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
-        let expected = if phase == 0 { capacity } else { 10.0 * rate };
-        assert_eq!(
-            allowed.load(Ordering::Relaxed),
-            expected as u64,
-            "phase {phase}"
+                move || bucket.consume(1.0).unwrap().allowed
+            },
         );
+        let expected = if phase == 0 { capacity } else { 10.0 * rate };
+        assert_eq!(allowed, expected as u64, "phase {phase}");
         assert_eq!(
             client.leaky_bucket("crowd", p).peek().unwrap().level,
             capacity

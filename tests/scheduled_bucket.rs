@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{T0, frozen_client, redis};
+use common::{T0, frozen_client, patient_client, redis};
 use regulator::testing::RedisServer;
 use regulator::{Error, ScheduledParams, Source};
 
@@ -33,20 +33,12 @@ fn state(server: &RedisServer, name: &str) -> Vec<String> {
     server.cmd(&["HGETALL", &format!("throttle:{name}:scheduled")])
 }
 
-async fn client(url: &str) -> regulator::Client {
-    regulator::Client::builder(url)
-        .call_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// `limiters`' table (`test_token_bucket_runtimes`): n+1 tasks at capacity 1, one token per
 /// `frequency`, take n × frequency, within 0.25 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtimes_follow_the_refill() {
     let server = redis();
-    let client = client(&server.url()).await;
+    let client = patient_client(&server.url(), false).await;
     for (n, frequency, expected) in [(5, 500, 2.5), (4, 750, 3.0)] {
         let bucket = client.scheduled_bucket(format!("runtimes-{n}"), params(1, frequency, 1));
         let start = Instant::now();
@@ -73,7 +65,7 @@ async fn runtimes_follow_the_refill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_past_max_wait_fail_at_once_and_take_nothing() {
     let server = redis();
-    let client = client(&server.url()).await;
+    let client = patient_client(&server.url(), false).await;
     let bucket = client.scheduled_bucket("max-wait", params(1, 1000, 1));
     let mut reserved = Vec::new();
     let mut exceeded = Vec::new();

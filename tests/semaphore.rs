@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{T0, frozen_client, redis};
+use common::{T0, frozen_client, patient_client, redis};
 use regulator::testing::RedisServer;
 use regulator::{Error, SemaphoreParams, Source};
 
@@ -29,16 +29,6 @@ fn params(capacity: u32, lease_ms: u64) -> SemaphoreParams {
     }
 }
 
-/// A client patient enough for a starved CI machine: these tests are about counts and
-/// leases, not call latency.
-async fn client(url: &str) -> regulator::Client {
-    regulator::Client::builder(url)
-        .call_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap()
-}
-
 fn holders(server: &RedisServer, name: &str) -> i64 {
     server.cmd(&["ZCARD", &format!("throttle:{name}:holders")])
 }
@@ -52,7 +42,7 @@ fn lease_of(server: &RedisServer, name: &str, id: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtimes_never_beat_the_capacity() {
     let server = redis();
-    let client = client(&server.url()).await;
+    let client = patient_client(&server.url(), false).await;
     for (n, capacity, hold, at_least) in [
         (5, 1, 0.2, 1.0),
         (4, 2, 0.25, 0.5),
@@ -88,7 +78,7 @@ async fn runtimes_never_beat_the_capacity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_holders_of_one_second_exceed_a_one_second_wait() {
     let server = redis();
-    let client = client(&server.url()).await;
+    let client = patient_client(&server.url(), false).await;
     let semaphore = client.semaphore("max-wait", params(1, 10_000));
     let tasks: Vec<_> = (0..3)
         .map(|_| {
@@ -121,7 +111,7 @@ async fn three_holders_of_one_second_exceed_a_one_second_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_held_after_max_wait_exceeded() {
     let server = redis();
-    let client = client(&server.url()).await;
+    let client = patient_client(&server.url(), false).await;
     let semaphore = client.semaphore("no-leak", params(1, 60_000));
     let held = semaphore.acquire(Duration::ZERO).await.unwrap();
     for _ in 0..3 {
@@ -153,7 +143,7 @@ fn calls(server: &RedisServer, command: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_granted_as_the_wait_runs_out_is_given_back() {
     let server = redis();
-    let client = client(&server.url()).await;
+    let client = patient_client(&server.url(), false).await;
     let semaphore = client.semaphore("in-flight", params(2, 60_000));
     // Load the scripts, so the paused call is the grant itself, not a NOSCRIPT reply.
     let warm = semaphore.try_acquire().await.unwrap().unwrap();
@@ -234,7 +224,7 @@ fn helper_hold_until_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holder_frees_only_its_own_slot_when_its_lease_runs_out() {
     let server = redis();
-    let client = client(&server.url()).await;
+    let client = patient_client(&server.url(), false).await;
     let semaphore = client.semaphore(CRASH, params(3, 60_000));
     let mine = [
         semaphore.acquire(Duration::ZERO).await.unwrap(),
@@ -295,7 +285,7 @@ const ENTER: &str = "local n = redis.call('INCR', KEYS[1]) \
 
 /// Runs `CROWD_TASKS` tasks, each taking the semaphore `CROWD_ROUNDS` times.
 async fn crowd(url: &str) {
-    let client = client(url).await;
+    let client = patient_client(url, false).await;
     let capacity = u32::try_from(CROWD_CAPACITY).unwrap();
     let semaphore = client.semaphore(CROWD, params(capacity, 30_000));
     let counter = redis::Client::open(url)
@@ -379,7 +369,7 @@ async fn many_processes_never_exceed_the_capacity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_concurrency_knob_shrinks_the_capacity_at_once() {
     let server = redis();
-    let client = client(&server.url()).await;
+    let client = patient_client(&server.url(), false).await;
     let semaphore = client.semaphore("shrink", params(3, 60_000));
     let mut held = Vec::new();
     for _ in 0..3 {
