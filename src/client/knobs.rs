@@ -1,7 +1,6 @@
 //! Knobs: a throttle's `rps`, `burst` and `window`, their validation and how stored ones parse.
 
 use super::error::{Error, Result};
-use super::token_bucket::Source;
 
 /// A throttle's limits, as stored in `throttle:<name>:knobs` and passed as a worker's defaults.
 ///
@@ -180,17 +179,6 @@ impl StoredKnobs {
             Ok(k) => Self::Valid(k),
             Err(why) => Self::Invalid(why),
         }
-    }
-}
-
-/// The `source` a limiter script replies with: 0 the caller's values, 1 the stored knobs,
-/// 2 stored knobs that were unusable (the caller's values replaced them).
-pub(crate) fn reply_source(code: i64) -> Result<Source> {
-    match code {
-        0 => Ok(Source::Defaults),
-        1 => Ok(Source::Knobs),
-        2 => Ok(Source::InvalidKnobs),
-        other => Err(Error::Script(format!("unexpected source {other} in reply"))),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
-use super::knobs::reply_source;
+use super::reply;
 use super::script_call::ScriptCall;
 use super::scripts::ScriptId;
 use super::token_bucket::Source;
@@ -192,7 +192,7 @@ impl ScheduledBucket {
         let reservation = Reservation {
             wait: us(wait),
             slot: SystemTime::UNIX_EPOCH + us(slot),
-            source: reply_source(source)?,
+            source: reply::source(source)?,
             capacity,
             refill_every: us(period),
         };

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::connection::Client;
 use super::error::{Error, Result};
 use super::keys::check_name;
-use super::knobs::reply_source;
+use super::reply;
 use super::script_call::ScriptCall;
 use super::scripts::ScriptId;
 use super::token_bucket::Source;
@@ -240,7 +240,7 @@ impl Semaphore {
                     cmd.arg(id);
                 })
                 .await?;
-        let source = reply_source(source)?;
+        let source = reply::source(source)?;
         if granted == 1 {
             let capacity = u32::try_from(capacity)
                 .map_err(|_| Error::Script(format!("unexpected capacity {capacity} in reply")))?;
