@@ -1,6 +1,6 @@
-//! Every part that talks to Redis, on a real 3-master Redis Cluster: the token bucket, the admin
-//! operations, the daemon's knob store and lease, and the CLI, including a master restarted
-//! mid-run.
+//! Every part that talks to Redis, on a real 3-master Redis Cluster: every limiter, the admin
+//! operations, the daemon's knob store and lease, the `regulator run` binary against a real
+//! Prometheus, and the CLI, including a master restarted mid-run.
 
 use std::collections::HashSet;
 use std::process::{Command, Output};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use regulator::client::keys::KeyLayout;
 use regulator::daemon::lease::Lease;
 use regulator::daemon::store::{KnobChange, KnobStore, RedisStore};
-use regulator::testing::RedisCluster;
+use regulator::testing::{Exporter, PrometheusServer, RedisCluster, free_port};
 use regulator::{Client, Knobs, StoredKnobs};
 
 fn cluster() -> RedisCluster {
@@ -371,4 +371,96 @@ async fn every_limiter_decides_on_every_master() {
             second.wait
         );
     }
+}
+
+/// `regulator run` with `redis.cluster: true`: one templated policy over a gauge per tenant,
+/// whose throttles' keys land on every master. Every throttle is overloaded, so the daemon cuts
+/// each one's rps, writes a history entry beside its knobs, and holds the lease; `status`
+/// through the CLI shows the change.
+#[tokio::test]
+async fn the_daemon_steers_throttles_on_every_master() {
+    let mut cluster = cluster();
+    let names = names_on_every_node(&mut cluster, 1);
+    let exporter = Exporter::start().expect("start exporter");
+    for name in &names {
+        exporter.set(&format!("load{{tenant=\"{}\"}}", &name[1..]), 5.0);
+    }
+    let prometheus = PrometheusServer::start(&[exporter.target()]).expect("start prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regulator.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis: {{ url: \"{}\", cluster: true }}\n\
+             prometheus: {{ url: \"{}\", timeout: 1s }}\n\
+             listen: \"127.0.0.1:{}\"\n\
+             interval: 1s\n\
+             leader: {{ lease: 3s }}\n\
+             throttles:\n  \
+               - name: t\n    \
+                 defaults: {{ rps: 100 }}\n    \
+                 bounds: {{ min_rps: 1, max_rps: 200 }}\n    \
+                 signal: {{ query: 'load', target: 1, name_label: tenant }}\n    \
+                 control: {{ law: aimd, increase: 50, decrease: 0.5 }}\n    \
+                 on_no_data: hold\n",
+            cluster.urls()[0],
+            prometheus.url(),
+            free_port(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_regulator"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start regulator");
+    let client = connect(&cluster).await;
+    let keys = KeyLayout { cluster: true };
+    let start = Instant::now();
+    let mut cut = HashSet::new();
+    while cut.len() < names.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "cut after 60 s: {cut:?} of {names:?}"
+        );
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        for name in &names {
+            let state = client.get(name).await.expect("get");
+            let rps = state.rps.as_deref().and_then(|r| r.parse::<f64>().ok());
+            if rps.is_some_and(|rps| rps < 100.0) {
+                cut.insert(name.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for name in &names {
+        let node = owner(&mut cluster, &keys.knobs(name));
+        let history: i64 = redis::cmd("XLEN")
+            .arg(keys.history(name))
+            .query(&mut cluster.nodes()[node].connection())
+            .unwrap();
+        assert!(history >= 1, "{name}: no history entry beside its knobs");
+    }
+    let lease_holders = (0..3)
+        .filter(|&i| {
+            redis::cmd("EXISTS")
+                .arg("regulator:leader")
+                .query::<i64>(&mut cluster.nodes()[i].connection())
+                .is_ok_and(|n| n == 1)
+        })
+        .count();
+    assert_eq!(lease_holders, 1, "the lease is held, on one master");
+    let status = regulator(&[
+        "status",
+        "--cluster",
+        "--redis",
+        &cluster.urls()[1],
+        &names[2],
+    ]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(table.contains(" ago: rps none -> 50 (overloaded"), "{table}");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }
