@@ -460,7 +460,10 @@ async fn the_daemon_steers_throttles_on_every_master() {
         &names[2],
     ]);
     let table = String::from_utf8_lossy(&status.stdout);
-    assert!(table.contains(" ago: rps none -> 50 (overloaded"), "{table}");
+    assert!(
+        table.contains(" ago: rps none -> 50 (overloaded"),
+        "{table}"
+    );
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
