@@ -1,7 +1,7 @@
 -- Write knobs by hand, atomically, as limitlion's throttle_set does in a pipeline.
 --
 -- KEYS[1]  knobs hash throttle:<name>:knobs
--- ARGV     ttl seconds (0 = leave the TTL as it is), then field/value pairs to set
+-- ARGV     ttl in milliseconds (0 = leave the TTL as it is), then field/value pairs to set
 --
 -- A knob that is not given must already exist in the hash (limitlion raises IndexError
 -- otherwise); the reply lists such missing fields and nothing is written. Values are validated
@@ -25,6 +25,6 @@ if #ARGV > 1 then
 end
 local ttl = tonumber(ARGV[1])
 if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return missing

@@ -112,7 +112,8 @@ enum Command {
         /// Refill window in seconds.
         #[arg(long, allow_negative_numbers = true)]
         window: Option<f64>,
-        /// Expire the knobs after this many seconds (workers then use their defaults).
+        /// Expire the knobs after this many seconds (workers then use their defaults); 0 leaves
+        /// the knobs' expiry as it is, as limitlion's `knobs_ttl=0`.
         #[arg(long)]
         ttl: Option<u64>,
     },

@@ -111,3 +111,27 @@ fn unreachable_redis_is_a_clear_failure() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unreachable"), "{err}");
 }
+
+/// `set --ttl 0` leaves the knobs' expiry as it is (limitlion's `knobs_ttl=0`); it used to
+/// become `EXPIRE 1`, so the knobs vanished a second later.
+#[test]
+fn set_with_ttl_zero_leaves_the_expiry_alone() {
+    let server = redis();
+    let url = server.url();
+    let set = |extra: &[&str]| {
+        let mut args = vec!["set", "keep", "--rps", "5", "--burst", "1", "--window", "1"];
+        args.extend_from_slice(extra);
+        let out = regulator(&url, &args);
+        assert!(out.status.success(), "{out:?}");
+    };
+    set(&["--ttl", "0"]);
+    let ttl: i64 = server.cmd(&["TTL", "throttle:keep:knobs"]);
+    assert_eq!(ttl, -1, "no expiry set");
+    set(&["--ttl", "600"]);
+    set(&["--ttl", "0"]);
+    let ttl: i64 = server.cmd(&["TTL", "throttle:keep:knobs"]);
+    assert!(
+        (590..=600).contains(&ttl),
+        "the 600 s expiry stays; ttl {ttl}"
+    );
+}

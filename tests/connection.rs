@@ -89,14 +89,19 @@ async fn restarted_redis_with_an_empty_script_cache_serves_the_next_call() {
     let mut server = redis();
     let client = Client::connect(&server.url()).await.unwrap();
     let bucket = client.token_bucket("restart", knobs(10.0, 1.0, 1.0));
+    let sha = redis::Script::new(include_str!("../lua/token_bucket.lua"))
+        .get_hash()
+        .to_owned();
     assert!(bucket.consume(1.0).await.unwrap().allowed);
+    let loaded: Vec<bool> = server.cmd(&["SCRIPT", "EXISTS", &sha]);
+    assert_eq!(loaded, vec![true], "the first call loaded the script");
     server.restart().unwrap();
-    let loaded: Vec<bool> = server.cmd(&[
-        "SCRIPT",
-        "EXISTS",
-        "0000000000000000000000000000000000000000",
-    ]);
-    assert_eq!(loaded, vec![false]);
+    let loaded: Vec<bool> = server.cmd(&["SCRIPT", "EXISTS", &sha]);
+    assert_eq!(
+        loaded,
+        vec![false],
+        "the restarted server has an empty script cache"
+    );
     let d = bucket
         .consume(1.0)
         .await

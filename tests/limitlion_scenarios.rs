@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{T0, frozen_client, grid, knobs, name, redis};
-use regulator::{KnobsUpdate, Source, StoredKnobs};
+use regulator::{Error, KnobsUpdate, Source, StoredKnobs};
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -109,18 +109,25 @@ fn changing_settings_takes_effect_on_the_next_call() {
     assert_eq!(bucket.consume(1.0).unwrap().tokens, 99.0);
 }
 
+/// A call that uses stored knobs sets their 7-day TTL, and every refill (at most once a window)
+/// refreshes it; a knobs TTL of 0 sets none.
 #[test]
-fn knobs_ttl_is_refreshed_by_each_call_and_zero_keeps_it() {
+fn knobs_ttl_is_refreshed_at_each_refill_and_zero_keeps_it() {
     let server = redis();
     let client = frozen_client(&server);
     client.set_knobs("ttl", knobs(5.0, 2.0, 6.0), None).unwrap();
-    let d = client
-        .token_bucket("ttl", knobs(1.0, 1.0, 5.0))
-        .consume(1.0)
-        .unwrap();
-    assert_eq!(d.tokens, 59.0);
+    let bucket = client.token_bucket("ttl", knobs(1.0, 1.0, 5.0));
+    assert_eq!(bucket.consume(1.0).unwrap().tokens, 59.0);
     let ttl: i64 = server.cmd(&["TTL", "throttle:ttl:knobs"]);
     assert!((604_790..=604_800).contains(&ttl), "ttl {ttl}");
+    let _: i64 = server.cmd(&["EXPIRE", "throttle:ttl:knobs", "100"]);
+    server.freeze_time(T0 + 6, 0); // one window later: the next call refills
+    assert!(bucket.consume(1.0).unwrap().allowed);
+    let ttl: i64 = server.cmd(&["TTL", "throttle:ttl:knobs"]);
+    assert!(
+        (604_790..=604_800).contains(&ttl),
+        "refreshed at the refill; ttl {ttl}"
+    );
 
     client
         .set_knobs("ttl0", knobs(5.0, 2.0, 6.0), None)
@@ -266,4 +273,41 @@ fn set_without_a_stored_field_writes_nothing() {
     assert!(err.to_string().contains("burst, window"), "{err}");
     let exists: i64 = server.cmd(&["EXISTS", "throttle:partial:knobs"]);
     assert_eq!(exists, 0);
+}
+
+/// `set_knobs` keeps a sub-second TTL to the millisecond (it used to round up to 1 s), leaves
+/// the expiry alone for zero, and refuses a TTL Redis could not add to its clock with nothing
+/// written.
+#[test]
+fn set_knobs_ttl_is_kept_to_the_millisecond_and_zero_keeps_it() {
+    let server = redis();
+    let client = frozen_client(&server);
+    client
+        .set_knobs(
+            "ms",
+            knobs(5.0, 1.0, 1.0),
+            Some(Duration::from_millis(1500)),
+        )
+        .unwrap();
+    let pttl: i64 = server.cmd(&["PTTL", "throttle:ms:knobs"]);
+    assert!(
+        (1001..=1500).contains(&pttl),
+        "1.5 s, not rounded to whole seconds: pttl {pttl}"
+    );
+    client
+        .set_knobs("ms", knobs(6.0, 1.0, 1.0), Some(Duration::ZERO))
+        .unwrap();
+    let pttl: i64 = server.cmd(&["PTTL", "throttle:ms:knobs"]);
+    assert!(
+        (1..=1500).contains(&pttl),
+        "zero leaves the expiry: pttl {pttl}"
+    );
+
+    let too_long = Duration::from_secs(u64::MAX);
+    assert!(matches!(
+        client.set_knobs("huge", knobs(5.0, 1.0, 1.0), Some(too_long)),
+        Err(Error::InvalidArgument(_))
+    ));
+    let exists: i64 = server.cmd(&["EXISTS", "throttle:huge:knobs"]);
+    assert_eq!(exists, 0, "nothing written");
 }

@@ -57,6 +57,10 @@ fn until(stored_us: Option<&str>, now_us: u64) -> Option<Duration> {
     (left.is_finite() && left > 0.0).then(|| Duration::from_micros(left as u64))
 }
 
+/// The longest knobs TTL `set_knobs` accepts: 100 years, far inside what Redis can add to
+/// its clock.
+const MAX_KNOBS_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 impl ThrottleState {
     /// The stored knobs as the script would read them.
     #[must_use]
@@ -232,8 +236,8 @@ impl Client {
 
     /// Writes knobs by hand, atomically, with limitlion's `throttle_set` validation: every
     /// value given must be a float `>= 0` (and finite, and `window > 0`); a knob not given
-    /// must already be stored. `ttl` (whole seconds) sets the knobs' expiry; `None` leaves
-    /// it as it is.
+    /// must already be stored. `ttl` sets the knobs' expiry, to the millisecond; `None` or
+    /// zero leaves it as it is (limitlion's `knobs_ttl=0`).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad value, or naming the knobs that are neither
@@ -246,9 +250,22 @@ impl Client {
     ) -> Result<()> {
         check_name(name).map_err(Error::InvalidArgument)?;
         let fields = knobs.into().fields()?;
-        let ttl_secs = ttl.map_or(0, |t| t.as_secs().max(1));
+        // Milliseconds, at least 1 for a TTL above zero; 0 leaves the TTL alone.
+        let ttl_ms = match ttl {
+            None => 0,
+            Some(t) if t > MAX_KNOBS_TTL => {
+                return Err(Error::InvalidArgument(format!(
+                    "ttl must be at most {} s; got {} s",
+                    MAX_KNOBS_TTL.as_secs(),
+                    t.as_secs()
+                )));
+            }
+            Some(t) => u64::try_from(t.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(u64::from(!t.is_zero())),
+        };
         let mut invocation = self.inner.scripts.set_knobs.key(self.keys().knobs(name));
-        invocation.arg(ttl_secs);
+        invocation.arg(ttl_ms);
         for (field, value) in fields {
             invocation.arg(field).arg(value);
         }

@@ -161,10 +161,9 @@ impl Collector {
                     .split_once("unknown field `")
                     .and_then(|(_, rest)| rest.split_once('`'))
                     .map(|(name, _)| name)
+                    && let Some((p, _)) = self.locations.find_key(&at, field)
                 {
-                    if let Some((p, _)) = self.locations.find_key(&at, field) {
-                        at = p;
-                    }
+                    at = p;
                 }
                 self.push(&at, message);
                 None

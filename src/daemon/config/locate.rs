@@ -60,7 +60,11 @@ impl Locations {
             .map
             .iter()
             .filter(|(p, _)| {
-                p.starts_with(prefix) && p.rsplit_once('.').is_some_and(|(_, last)| last == key)
+                // Under `prefix` itself: `throttles[1]` must not match `throttles[10]`.
+                let under = p.strip_prefix(prefix).is_some_and(|rest| {
+                    prefix.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+                });
+                under && p.rsplit_once('.').is_some_and(|(_, last)| last == key)
             })
             .collect();
         hits.sort_by_key(|(_, l)| (l.line, l.column));
@@ -186,6 +190,22 @@ throttles:\n  \
         assert_eq!(at("throttles[0].name"), Some((4, 5)));
         assert_eq!(at("throttles[0].bounds.max_rps"), Some((5, 27)));
         assert_eq!(at("throttles[1].signal.query"), Some((8, 7)));
+    }
+
+    /// `find_key("throttles[1]", ..)` used to match keys under `throttles[10]` too.
+    #[test]
+    fn find_key_stays_under_its_prefix() {
+        use std::fmt::Write as _;
+
+        let mut doc = String::from("throttles:\n");
+        for i in 0..11 {
+            let field = if i == 10 { "speed" } else { "name" };
+            let _ = writeln!(doc, "  - {field}: t{i}");
+        }
+        let l = Locations::index(&doc);
+        assert_eq!(l.find_key("throttles[1]", "speed"), None);
+        let (path, loc) = l.find_key("throttles[10]", "speed").unwrap();
+        assert_eq!((path.as_str(), loc.line), ("throttles[10].speed", 12));
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub fn pid(
     if ki > 0.0 {
         let bound = limit / ki;
         state.integral = state.integral.max(-bound).min(bound);
+    } else {
+        // Unused without an integral gain; kept at 0 so it cannot grow to infinity.
+        state.integral = 0.0;
     }
     let u = (kp * e + ki * state.integral + kd * derivative)
         .max(-limit)
@@ -183,6 +186,20 @@ mod tests {
         assert_eq!(aimd(100.0, &obs(0.5), 10.0, 0.7), 110.0);
         assert_eq!(aimd(100.0, &obs(-0.5), 10.0, 0.7), 70.0);
         assert_eq!(aimd(100.0, &obs(0.0), 10.0, 0.7), 100.0);
+    }
+
+    /// With `ki: 0` a huge finite error used to pile the integral up to -inf, after which
+    /// every output was NaN-clamped.
+    #[test]
+    fn pid_without_integral_gain_stays_finite_under_huge_errors() {
+        let mut s = PidState::default();
+        for _ in 0..10 {
+            let out = pid(100.0, &obs(-1e307), &mut s, (0.5, 0.0, 0.0), 0.5);
+            assert!(out.is_finite(), "{out}");
+        }
+        assert!(s.integral.is_finite(), "{}", s.integral);
+        let out = pid(100.0, &obs(0.2), &mut s, (0.5, 0.0, 0.0), 0.5);
+        assert!((out - 110.0).abs() < 1e-9, "back to normal: {out}");
     }
 
     #[test]

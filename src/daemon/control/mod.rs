@@ -205,7 +205,8 @@ impl Controller {
             current.rps
         };
 
-        if obs.headroom.is_nan() || !rps.is_finite() {
+        // A signal so far from the target that its headroom overflows is as unusable as NaN.
+        if !obs.headroom.is_finite() || !rps.is_finite() {
             return Self::step(
                 current,
                 self.bounded(rps, current.burst, current.window),
