@@ -441,3 +441,67 @@ async fn a_limitlion_worker_obeys_the_knobs_the_daemon_writes() {
     .await;
     assert_eq!(allowed, 10);
 }
+
+/// A leader whose lease passed to another replica while its own deadline still says
+/// "leader" (what a paused or partitioned leader sees when it wakes up) has its writes
+/// refused by Redis: the knobs and their history stay as the new holder left them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_the_lease_moved_are_refused_by_redis() {
+    let stack = std::sync::Arc::new(Stack::start());
+    stack.exporter.set("db_latency", 3.0);
+    let s = stack.clone();
+    blocking(move || s.wait_scraped("db_latency", 1)).await;
+    // A 30 s lease is renewed every 10 s: room for several ticks between two renewals.
+    let text = stack
+        .config(&policy("orders-db", "db_latency", "hold"))
+        .replace("lease: 3s", "lease: 30s");
+    let daemon = start_text(&text, quiet()).await;
+    assert!(daemon.handle().is_leader());
+    // Overloaded: the leader halves rps every tick, so every tick writes.
+    let s = stack.clone();
+    blocking(move || s.wait_rps("orders-db", Duration::from_secs(5), |r| r < 100.0)).await;
+
+    // Right after a renewal, another replica takes the lease; this one's deadline (27 s
+    // after that renewal) says it still leads.
+    let start = Instant::now();
+    loop {
+        let left: i64 = stack.redis.cmd(&["PTTL", "regulator:leader"]);
+        if left > 29_700 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(12), "no renewal seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _: () = stack
+        .redis
+        .cmd(&["SET", "regulator:leader", "intruder", "PX", "60000"]);
+    let frozen_rps = stack.rps("orders-db").unwrap();
+    let history: u64 = stack.redis.cmd(&["XLEN", "throttle:orders-db:history"]);
+    assert!(daemon.handle().is_leader(), "the deadline has not passed");
+
+    let fenced = r#"regulator_errors_total{kind="fenced"}"#;
+    let start = Instant::now();
+    while metric(&daemon.handle().metrics(), fenced).is_none_or(|n| n < 1.0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "no write was refused:\n{}",
+            daemon.handle().metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stack.rps("orders-db"),
+        Some(frozen_rps),
+        "a fenced write landed"
+    );
+    let after: u64 = stack.redis.cmd(&["XLEN", "throttle:orders-db:history"]);
+    assert_eq!(after, history, "a fenced write added history");
+    daemon.handle().shutdown();
+    daemon.wait().await.expect("clean stop");
+    let holder: Option<String> = stack.redis.cmd(&["GET", "regulator:leader"]);
+    assert_eq!(
+        holder.as_deref(),
+        Some("intruder"),
+        "the lease was released or taken back"
+    );
+}

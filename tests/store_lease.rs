@@ -196,3 +196,46 @@ async fn a_concurrency_knob_is_its_own_field_with_history() {
         .unwrap();
     assert!(matches!(read[0], StoredKnobs::Invalid(_)), "{read:?}");
 }
+
+#[tokio::test]
+async fn a_write_under_a_lease_held_by_another_writes_nothing() {
+    use regulator::daemon::store::{Fence, Written};
+    let server = redis();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let fence = |token: &str| Fence {
+        key: "regulator:leader".into(),
+        token: token.into(),
+    };
+    let store = |token: &str| {
+        RedisStore::new(client.clone(), Duration::from_secs(600), 10).fenced(fence(token))
+    };
+    let many: Vec<KnobChange> = (0..600)
+        .map(|i| change(&format!("t{i}"), None, knobs(100.0, 1.0, 5.0)))
+        .collect();
+
+    // No lease at all, then a lease held by another replica: nothing is written.
+    assert_eq!(store("a").write(&many).await.unwrap(), Written::Fenced);
+    assert!(
+        Lease::with_token(
+            client.clone(),
+            "regulator:leader",
+            Duration::from_secs(30),
+            "b"
+        )
+        .acquire_or_renew()
+        .await
+        .unwrap()
+    );
+    assert_eq!(store("a").write(&many).await.unwrap(), Written::Fenced);
+    let keys: Vec<String> = server.cmd(&["KEYS", "throttle:*"]);
+    assert!(keys.is_empty(), "a fenced write left {keys:?}");
+
+    // The holder writes every change (600: three script calls), each entry naming it.
+    assert_eq!(store("b").write(&many).await.unwrap(), Written::All);
+    let keys: Vec<String> = server.cmd(&["KEYS", "throttle:*:knobs"]);
+    assert_eq!(keys.len(), 600);
+    let entry: Vec<(String, HashMap<String, String>)> =
+        server.cmd(&["XRANGE", "throttle:t599:history", "-", "+"]);
+    assert_eq!(entry[0].1["writer"], "b");
+    assert_eq!(entry[0].1["rps"], "100");
+}

@@ -411,7 +411,22 @@ impl Client {
         script: &redis::Script,
         evalsha: &redis::Cmd,
     ) -> Result<T> {
-        self.call(true, |mut conn| async move {
+        self.run_script_within(self.inner.timeout, script, evalsha)
+            .await
+    }
+
+    /// [`Client::run_script`] with its own bound, for a script whose Redis time grows with
+    /// its arguments.
+    ///
+    /// # Errors
+    /// As [`Client::run_script`].
+    pub(crate) async fn run_script_within<T: redis::FromRedisValue>(
+        &self,
+        timeout: Duration,
+        script: &redis::Script,
+        evalsha: &redis::Cmd,
+    ) -> Result<T> {
+        self.call_within(timeout, true, |mut conn| async move {
             match evalsha.query_async(&mut conn).await {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>

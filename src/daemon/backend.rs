@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::config::{Config, LeaderConfig, RedisConfig};
 use super::source::{Prometheus, SourceError};
-use super::store::{KnobChange, KnobStore, RedisStore};
+use super::store::{Fence, KnobChange, KnobStore, RedisStore, Written};
 use crate::{Client, Error, Result, StoredKnobs};
 
 /// A Redis connection made on first use.
@@ -105,12 +105,13 @@ pub struct Store {
     redis: Arc<Redis>,
     knobs_ttl: Duration,
     history_len: u64,
+    fence: Fence,
 }
 
 impl Store {
     async fn inner(&self) -> Result<RedisStore> {
         let client = self.redis.client().await?;
-        Ok(RedisStore::new(client, self.knobs_ttl, self.history_len))
+        Ok(RedisStore::new(client, self.knobs_ttl, self.history_len).fenced(self.fence.clone()))
     }
 }
 
@@ -123,7 +124,7 @@ impl KnobStore for Store {
         self.redis.note(result)
     }
 
-    async fn write(&self, changes: &[KnobChange]) -> Result<()> {
+    async fn write(&self, changes: &[KnobChange]) -> Result<Written> {
         let result = match self.inner().await {
             Ok(store) => store.write(changes).await,
             Err(e) => Err(e),
@@ -154,9 +155,10 @@ impl Backends {
         Arc::ptr_eq(&self.redis, &other.redis) && self.leader.key == other.leader.key
     }
 
-    /// The backends of `config`. The Redis connection of `previous` is kept when the Redis
-    /// settings did not change (a reload must not drop a good connection); Prometheus is
-    /// rebuilt every time, so a rotated secret or CA file is read again.
+    /// The backends of `config`, writing knobs only while the lease holds `token`. The Redis
+    /// connection of `previous` is kept when the Redis settings did not change (a reload must
+    /// not drop a good connection); Prometheus is rebuilt every time, so a rotated secret or
+    /// CA file is read again.
     ///
     /// # Errors
     /// A Prometheus secret or CA file that cannot be read.
@@ -164,6 +166,7 @@ impl Backends {
         config: &Config,
         previous: Option<&Backends>,
         reachable: &Arc<AtomicBool>,
+        token: &Arc<str>,
     ) -> std::result::Result<Self, SourceError> {
         let source = Prometheus::new(&config.prometheus)?;
         let redis = match previous {
@@ -176,6 +179,10 @@ impl Backends {
                 redis: Arc::clone(&redis),
                 knobs_ttl: config.redis.knobs_ttl,
                 history_len: config.history.max_len,
+                fence: Fence {
+                    key: config.leader.key.clone(),
+                    token: Arc::clone(token),
+                },
             },
             redis,
             leader: config.leader.clone(),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::source::{MetricSource, NoData, Series};
-use super::store::{KnobChange, KnobStore};
+use super::store::{KnobChange, KnobStore, Written};
 use crate::StoredKnobs;
 
 #[derive(Default)]
@@ -70,7 +70,7 @@ impl KnobStore for MemStore {
             .collect())
     }
 
-    async fn write(&self, changes: &[KnobChange]) -> crate::Result<()> {
+    async fn write(&self, changes: &[KnobChange]) -> crate::Result<Written> {
         self.fail_if_down()?;
         if *self.fail_writes.lock().unwrap() {
             return Err(crate::Error::Timeout(Duration::from_millis(250)));
@@ -80,7 +80,7 @@ impl KnobStore for MemStore {
             knobs.insert(c.name.clone(), StoredKnobs::Valid(c.new));
         }
         self.writes.lock().unwrap().extend_from_slice(changes);
-        Ok(())
+        Ok(Written::All)
     }
 }
 

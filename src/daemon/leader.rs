@@ -17,37 +17,76 @@ use super::backend::Backends;
 use super::lease::Lease;
 use super::metrics::Metrics;
 
-/// This replica's standing.
-#[derive(Debug, Default)]
+/// This replica's standing, and the token that names it in the lease and fences its writes.
+#[derive(Debug)]
 pub struct Leadership {
-    until: std::sync::Mutex<Option<Instant>>,
+    token: Arc<str>,
+    state: std::sync::Mutex<State>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct State {
+    until: Option<Instant>,
+    /// Bumped by each [`Leadership::step_down`]: a lease attempt that started before it
+    /// cannot make this replica the leader again.
+    generation: u64,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Self::new(&Lease::new_token())
+    }
 }
 
 impl Leadership {
+    /// Not the leader yet, under `token`.
+    #[must_use]
+    pub fn new(token: &str) -> Self {
+        Self {
+            token: token.into(),
+            state: std::sync::Mutex::default(),
+        }
+    }
+
+    /// This replica's lease token.
+    #[must_use]
+    pub fn token(&self) -> &Arc<str> {
+        &self.token
+    }
+
     /// True while this replica may write.
     #[must_use]
     pub fn is_leader(&self) -> bool {
-        self.until().is_some_and(|u| Instant::now() < u)
+        self.state().until.is_some_and(|u| Instant::now() < u)
     }
 
     /// Stops writing at once (the lease's Redis or key changed with a reload); the lease
-    /// task takes it again under the new settings.
+    /// task takes it again under the new settings. An attempt already under way under the
+    /// old settings does not count.
     pub fn step_down(&self) {
-        self.set(None);
+        let mut s = self.state();
+        s.until = None;
+        s.generation = s.generation.wrapping_add(1);
     }
 
-    fn until(&self) -> Option<Instant> {
-        *self
-            .until
+    /// The current generation, to pass to [`Leadership::set`] with an attempt's outcome.
+    fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// Records an attempt that started in `generation`; ignored if this replica stepped
+    /// down since.
+    fn set(&self, generation: u64, until: Option<Instant>) {
+        let mut s = self.state();
+        if s.generation == generation {
+            s.until = until;
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn set(&self, until: Option<Instant>) {
-        *self
-            .until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
     }
 }
 
@@ -61,13 +100,14 @@ pub async fn lead(
     first: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut first = Some(first);
-    let me = Lease::new_token();
+    let me = Arc::clone(leadership.token());
     let mut held: Option<Lease> = None;
     let mut was_leader = false;
     loop {
         let b = Arc::clone(&backends.borrow_and_update());
         let length = b.leader.lease;
         let started = Instant::now();
+        let generation = leadership.generation();
         let outcome = match b.redis.client().await {
             Ok(client) => {
                 let lease = Lease::with_token(client, &b.leader.key, length, &me);
@@ -86,18 +126,28 @@ pub async fn lead(
         };
         let mut next = renew_every(length);
         match outcome {
-            Ok(s) if s.held => leadership.set(Some(started + length.mul_f64(0.9))),
+            Ok(s) if s.held => {
+                leadership.set(
+                    generation,
+                    started.checked_add(length.saturating_sub(length / 10)),
+                );
+            }
             Ok(s) => {
-                leadership.set(None);
+                leadership.set(generation, None);
                 // A standby tries again just after the holder's lease runs out, so a dead
                 // leader is replaced within one lease, not one lease plus a renewal period.
                 if let Some(left) = s.expires_in {
-                    next = next.min(left + Duration::from_millis(20));
+                    next = next.min(left.saturating_add(Duration::from_millis(20)));
                 }
             }
             Err(e) => {
                 // Keep the deadline: the lease may still be ours until it passes.
-                tracing::debug!(error = %e, "lease renewal failed");
+                metrics.error("lease");
+                if leadership.is_leader() {
+                    tracing::warn!(error = %e, "lease renewal failed; writing until the lease could have run out");
+                } else {
+                    tracing::debug!(error = %e, "lease attempt failed");
+                }
             }
         }
         let leader = leadership.is_leader();
@@ -121,7 +171,7 @@ pub async fn lead(
         }
     }
     if let Some(lease) = held.filter(|_| leadership.is_leader()) {
-        leadership.set(None);
+        leadership.step_down();
         metrics.leader(false);
         match lease.release().await {
             Ok(()) => tracing::info!("lease released"),

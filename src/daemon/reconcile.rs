@@ -14,7 +14,7 @@ use super::config::{Knob, Throttle};
 use super::control::{Change, Controller, Step};
 use super::metrics::Metrics;
 use super::source::{MetricSource, NoData, per_label, single};
-use super::store::{KnobChange, KnobStore};
+use super::store::{KnobChange, KnobStore, Written};
 use crate::{Knobs, StoredKnobs};
 
 /// A templated throttle missing from this many answers in a row is forgotten: no longer
@@ -221,11 +221,7 @@ impl PolicyState {
         ctx.metrics
             .policy(p, policy.throttle.signal.target, self.members.len());
         report.changes = changes.len();
-        let mode = (ctx.mode)();
-        if mode == Mode::Write && !changes.is_empty() {
-            ctx.store.write(&changes).await?;
-            ctx.metrics.writes(p, changes.len() as u64);
-        }
+        let mode = write(ctx, p, &changes).await?;
         for c in &changes {
             log_change(c, mode);
         }
@@ -324,6 +320,29 @@ fn whole_levels(knob: Knob, mut step: Step, current: crate::Knobs) -> Step {
         current.rps.round()
     };
     step
+}
+
+/// Writes `changes` when this replica writes; says how they are to be logged.
+async fn write<S, K: KnobStore>(
+    ctx: &Ctx<'_, S, K>,
+    policy: &str,
+    changes: &[KnobChange],
+) -> crate::Result<Mode> {
+    let mode = (ctx.mode)();
+    if mode != Mode::Write || changes.is_empty() {
+        return Ok(mode);
+    }
+    Ok(match ctx.store.write(changes).await? {
+        Written::All => {
+            ctx.metrics.writes(policy, changes.len() as u64);
+            Mode::Write
+        }
+        Written::Fenced => {
+            ctx.metrics.error("fenced");
+            tracing::warn!(%policy, "the lease passed to another replica during this tick: Redis refused the write");
+            Mode::Shadow
+        }
+    })
 }
 
 fn log_change(c: &KnobChange, mode: Mode) {

@@ -137,7 +137,17 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         metrics.dry_run(options.dry_run);
         let reachable = Arc::new(AtomicBool::new(false));
-        let backends = Arc::new(Backends::new(&config, None, &reachable)?);
+        let shared = Arc::new(Shared::new(
+            Arc::clone(&metrics),
+            options.dry_run,
+            config.throttles.iter().map(|t| t.name.as_str()),
+        ));
+        let backends = Arc::new(Backends::new(
+            &config,
+            None,
+            &reachable,
+            shared.leadership.token(),
+        )?);
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -149,11 +159,6 @@ impl Daemon {
             addr: config.listen.clone(),
             source,
         })?;
-        let shared = Arc::new(Shared::new(
-            Arc::clone(&metrics),
-            options.dry_run,
-            config.throttles.iter().map(|t| t.name.as_str()),
-        ));
         let endpoints = Endpoints {
             metrics: Arc::clone(&metrics),
             shared: Arc::clone(&shared),
@@ -441,7 +446,12 @@ impl Supervisor {
     }
 
     fn apply(&mut self, new: Config) -> Result<(), SourceError> {
-        let backends = Backends::new(&new, Some(&self.backends.borrow()), &self.reachable)?;
+        let backends = Backends::new(
+            &new,
+            Some(&self.backends.borrow()),
+            &self.reachable,
+            self.shared.leadership.token(),
+        )?;
         if !backends.same_lease(&self.backends.borrow()) {
             // Stop writing before the first write under the new settings: the lease held
             // under the old ones says nothing about the new Redis or key.

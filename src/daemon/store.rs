@@ -1,8 +1,11 @@
 //! Where the daemon reads and writes knobs: the `KnobStore` trait, and Redis behind it.
 //!
-//! Every write of a tick goes in one pipeline: `HSET` of the fields that changed (never the
-//! others), `EXPIRE` with the knobs TTL, and an `XADD ... MAXLEN ~` history entry saying what
-//! changed and why.
+//! A tick's writes are fenced by the leader lease: one script (`lua/write_knobs.lua`, 256
+//! throttles a call) checks that the lease key still holds this replica's token and only then
+//! writes, per throttle, `HSET` of the fields that changed (never the others), `PEXPIRE` with
+//! the knobs TTL, and an `XADD ... MAXLEN ~` history entry saying what changed and why. A
+//! replica that lost the lease while a tick was under way (a pause, a partition, a slow
+//! pipeline) writes nothing: Redis itself refuses it.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,8 +43,26 @@ pub trait KnobStore: Send + Sync {
         names: &[String],
         knob: Knob,
     ) -> impl Future<Output = Result<Vec<StoredKnobs>>> + Send;
-    /// Writes the changes of one tick, with their history.
-    fn write(&self, changes: &[KnobChange]) -> impl Future<Output = Result<()>> + Send;
+    /// Writes the changes of one tick, with their history, unless the writer lost the lease.
+    fn write(&self, changes: &[KnobChange]) -> impl Future<Output = Result<Written>> + Send;
+}
+
+/// What became of one tick's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Every change is in Redis.
+    All,
+    /// The lease key no longer holds this writer's token: the rest was not written.
+    Fenced,
+}
+
+/// The lease a store's writes are conditional on.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// The lease key.
+    pub key: String,
+    /// This replica's lease token.
+    pub token: std::sync::Arc<str>,
 }
 
 /// The Redis knob store.
@@ -51,6 +72,7 @@ pub struct RedisStore {
     keys: KeyLayout,
     knobs_ttl: Duration,
     history_len: u64,
+    fence: Option<Fence>,
 }
 
 impl RedisStore {
@@ -63,6 +85,18 @@ impl RedisStore {
             client,
             knobs_ttl,
             history_len,
+            fence: None,
+        }
+    }
+
+    /// The same store, writing only while `fence.key` holds `fence.token` (checked by Redis
+    /// in the same script as the write). On a cluster the lease key lives in another slot
+    /// than the knobs, so there the leader's deadline is the only guard.
+    #[must_use]
+    pub fn fenced(self, fence: Fence) -> Self {
+        Self {
+            fence: Some(fence),
+            ..self
         }
     }
 }
@@ -71,8 +105,9 @@ impl RedisStore {
     /// The bound on a pipeline of `commands`: the call timeout, plus 50 µs a command (10,000
     /// throttles add half a second), since Redis executes them one after the other.
     fn bound(&self, commands: usize) -> Duration {
-        self.client.inner.timeout
-            + Duration::from_micros(50) * u32::try_from(commands).unwrap_or(u32::MAX)
+        self.client.inner.timeout.saturating_add(
+            Duration::from_micros(50).saturating_mul(u32::try_from(commands).unwrap_or(u32::MAX)),
+        )
     }
 }
 
@@ -164,87 +199,145 @@ impl KnobStore for RedisStore {
             .collect()
     }
 
-    async fn write(&self, changes: &[KnobChange]) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
+    async fn write(&self, changes: &[KnobChange]) -> Result<Written> {
+        let entries: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
+        if entries.is_empty() {
+            return Ok(Written::All);
+        }
+        let ttl_ms = u64::try_from(self.knobs_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if self.keys.cluster {
+            return self.write_cluster(&entries, ttl_ms).await;
+        }
+        let (lease_key, token) = self
+            .fence
+            .as_ref()
+            .map_or(("", ""), |f| (f.key.as_str(), &*f.token));
+        let script = &*WRITE_KNOBS;
+        for chunk in entries.chunks(WRITE_CHUNK) {
+            let mut evalsha = redis::cmd("EVALSHA");
+            evalsha
+                .arg(script.get_hash())
+                .arg(1 + 2 * chunk.len())
+                .arg(if lease_key.is_empty() { "-" } else { lease_key });
+            for e in chunk {
+                evalsha.arg(&e.knobs_key).arg(&e.history_key);
+            }
+            evalsha.arg(token).arg(ttl_ms).arg(self.history_len);
+            for e in chunk {
+                evalsha.arg(e.fields.len());
+                for (f, v) in &e.fields {
+                    evalsha.arg(*f).arg(v);
+                }
+                evalsha.arg(e.history.len());
+                for (f, v) in &e.history {
+                    evalsha.arg(*f).arg(v);
+                }
+            }
+            let written: i64 = self
+                .client
+                .run_script_within(self.bound(chunk.len() * 4), script, &evalsha)
+                .await?;
+            if written == 0 {
+                return Ok(Written::Fenced);
+            }
+        }
+        Ok(Written::All)
+    }
+}
+
+/// Changes per script call: one call holds Redis for its whole run, so a tick that changes
+/// 10,000 throttles goes in slices of this many rather than in one long stall.
+const WRITE_CHUNK: usize = 256;
+
+static WRITE_KNOBS: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/write_knobs.lua")));
+
+/// What one throttle's change writes.
+struct Entry {
+    knobs_key: String,
+    history_key: String,
+    fields: Vec<(&'static str, String)>,
+    history: Vec<(&'static str, String)>,
+}
+
+impl RedisStore {
+    /// The fields and history entry of `c`, or `None` when nothing changed.
+    fn entry(&self, c: &KnobChange) -> Option<Entry> {
+        let fields = changed_fields(c.knob, c.old, c.new);
+        if fields.is_empty() {
+            return None;
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let mut groups: Vec<Vec<redis::Cmd>> = Vec::with_capacity(changes.len());
-        for c in changes {
-            let fields = changed_fields(c.knob, c.old, c.new);
-            if fields.is_empty() {
-                continue;
-            }
-            let mut group = Vec::with_capacity(4);
-            let knobs_key = self.keys.knobs(&c.name);
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&knobs_key);
-            for (field, value) in &fields {
-                hset.arg(*field).arg(value.to_string());
-            }
-            group.push(hset);
-            group.push(
-                redis::cmd("EXPIRE")
-                    .arg(&knobs_key)
-                    .arg(self.knobs_ttl.as_secs().max(1))
-                    .to_owned(),
-            );
-            let old =
-                |f: fn(&Knobs) -> f64| c.old.as_ref().map_or(String::new(), |k| f(k).to_string());
-            let mut xadd = redis::cmd("XADD");
-            xadd.arg(self.keys.history(&c.name))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.history_len)
-                .arg("*")
-                .arg("ts_ms")
-                .arg(now_ms.to_string());
-            match c.knob {
-                Knob::Rate => xadd
-                    .arg("old_rps")
-                    .arg(old(|k| k.rps))
-                    .arg("old_burst")
-                    .arg(old(|k| k.burst))
-                    .arg("old_window")
-                    .arg(old(|k| k.window))
-                    .arg("rps")
-                    .arg(c.new.rps.to_string())
-                    .arg("burst")
-                    .arg(c.new.burst.to_string())
-                    .arg("window")
-                    .arg(c.new.window.to_string()),
-                Knob::Concurrency => xadd
-                    .arg("old_concurrency")
-                    .arg(old(|k| k.rps))
-                    .arg("concurrency")
-                    .arg(c.new.rps.to_string()),
-            };
-            xadd.arg("signal")
-                .arg(c.signal.map_or(String::new(), |s| s.to_string()))
-                .arg("law")
-                .arg(c.law)
-                .arg("reason")
-                .arg(&c.reason);
-            group.push(xadd);
-            // The history lives as long as the knobs could: a throttle that is gone (a
-            // tenant that left, a policy removed) leaves nothing behind for ever.
-            group.push(
-                redis::cmd("EXPIRE")
-                    .arg(self.keys.history(&c.name))
-                    .arg(self.knobs_ttl.as_secs().max(1))
-                    .to_owned(),
-            );
-            groups.push(group);
+        let old = |f: fn(&Knobs) -> f64| c.old.as_ref().map_or(String::new(), |k| f(k).to_string());
+        let mut history = vec![("ts_ms", now_ms.to_string())];
+        match c.knob {
+            Knob::Rate => history.extend([
+                ("old_rps", old(|k| k.rps)),
+                ("old_burst", old(|k| k.burst)),
+                ("old_window", old(|k| k.window)),
+                ("rps", c.new.rps.to_string()),
+                ("burst", c.new.burst.to_string()),
+                ("window", c.new.window.to_string()),
+            ]),
+            Knob::Concurrency => history.extend([
+                ("old_concurrency", old(|k| k.rps)),
+                ("concurrency", c.new.rps.to_string()),
+            ]),
         }
-        if groups.is_empty() {
-            return Ok(());
+        history.extend([
+            ("signal", c.signal.map_or(String::new(), |s| s.to_string())),
+            ("law", c.law.to_owned()),
+            ("reason", c.reason.clone()),
+        ]);
+        if let Some(f) = &self.fence {
+            history.push(("writer", f.token.to_string()));
         }
+        Some(Entry {
+            knobs_key: self.keys.knobs(&c.name),
+            history_key: self.keys.history(&c.name),
+            fields: fields
+                .into_iter()
+                .map(|(f, v)| (f, v.to_string()))
+                .collect(),
+            history,
+        })
+    }
+
+    /// A cluster keeps a throttle's keys in its own slot, away from the lease key, so no
+    /// script can check the lease and write atomically: each throttle's commands go in a
+    /// pipeline of their own, guarded by the leader's deadline only (see `leader`).
+    async fn write_cluster(&self, entries: &[Entry], ttl_ms: u64) -> Result<Written> {
+        let groups: Vec<Vec<redis::Cmd>> = entries
+            .iter()
+            .map(|e| {
+                let mut hset = redis::cmd("HSET");
+                hset.arg(&e.knobs_key);
+                for (f, v) in &e.fields {
+                    hset.arg(*f).arg(v);
+                }
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(&e.history_key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.history_len)
+                    .arg("*");
+                for (f, v) in &e.history {
+                    xadd.arg(*f).arg(v);
+                }
+                let pexpire = |key: &str| redis::cmd("PEXPIRE").arg(key).arg(ttl_ms).to_owned();
+                // The history lives as long as the knobs could: a throttle that is gone (a
+                // tenant that left, a policy removed) leaves nothing behind for ever.
+                vec![hset, pexpire(&e.knobs_key), xadd, pexpire(&e.history_key)]
+            })
+            .collect();
         self.client
             .run_groups(self.bound(groups.len() * 4), &groups)
             .await
-            .map(drop)
+            .map(|_| Written::All)
     }
 }
 
