@@ -1,6 +1,6 @@
 //! `regulator run` as the built binary, driven by Unix signals: SIGTERM drains and exits 0,
 //! a second signal forces, SIGHUP reloads (or keeps the running config), and a killed leader
-//! is replaced within its lease.
+//! is replaced within its lease, and a paused one writes nothing once the lease has moved.
 
 mod common;
 
@@ -16,11 +16,22 @@ use regulator::testing::{Answer, Scripted, free_port};
 struct Regulator {
     child: Child,
     port: u16,
+    /// Its log lines, when captured.
+    logs: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Regulator {
     /// `regulator run --config FILE`, after rewriting `listen` to a free port.
     fn start(config: &Path, extra: &[&str]) -> Self {
+        Self::spawn(config, extra, false)
+    }
+
+    /// As [`Regulator::start`], its log lines read by [`Regulator::wait_log`].
+    fn start_logged(config: &Path, extra: &[&str]) -> Self {
+        Self::spawn(config, extra, true)
+    }
+
+    fn spawn(config: &Path, extra: &[&str], logged: bool) -> Self {
         let port = free_port();
         let text = std::fs::read_to_string(config).unwrap();
         std::fs::write(
@@ -34,10 +45,29 @@ impl Regulator {
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("start regulator");
-        let r = Self { child, port };
+        let mut child = child;
+        let logs = child.stderr.take().map(|stderr| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
+        let r = Self { child, port, logs };
         let start = Instant::now();
         while r.get("/healthz").is_none() {
             assert!(start.elapsed() < Duration::from_secs(10), "no /healthz");
@@ -84,6 +114,20 @@ impl Regulator {
             }
             assert!(start.elapsed() < within, "still running after {within:?}");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for a log line containing `text`.
+    fn wait_log(&self, text: &str, within: Duration) {
+        let logs = self.logs.as_ref().expect("started with start_logged");
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match logs.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {text:?} within {within:?}: {e}"),
+            }
         }
     }
 
@@ -159,10 +203,19 @@ fn a_second_signal_exits_at_once_while_a_tick_hangs() {
         .replace("timeout: 1s", "timeout: 30s");
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "r.yaml", &text);
-    let mut r = Regulator::start(&path, &["--drain", "60s"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut r = Regulator::start_logged(&path, &["--drain", "60s"]);
+    let start = Instant::now();
+    while hang.requests() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no tick started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     r.signal("TERM");
-    std::thread::sleep(Duration::from_millis(500));
+    r.wait_log(
+        "stopping: finishing ticks in flight",
+        Duration::from_secs(5),
+    );
+    // Draining: still up and serving, the hung tick holds the exit for up to --drain.
+    assert_eq!(r.get("/healthz").map(|(s, _)| s), Some(200));
     assert!(
         r.child.try_wait().unwrap().is_none(),
         "draining a tick in flight"
@@ -252,4 +305,59 @@ fn a_killed_leader_is_replaced_within_its_lease() {
     );
     b.signal("TERM");
     assert_eq!(b.wait_exit(Duration::from_secs(2)).code(), Some(0));
+}
+
+/// The drill: the leader is paused (SIGSTOP) until the lease has moved, then resumed. Every
+/// history entry Redis takes from then on is the new leader's: whatever the old one had
+/// computed or had in flight is refused, and it goes back to shadow.
+#[test]
+fn a_paused_leader_writes_nothing_after_the_lease_moved() {
+    let stack = Stack::start();
+    // Overloaded: the leader halves rps every tick, so every tick has a write to make.
+    stack.exporter.set("db_latency", 3.0);
+    stack.wait_scraped("db_latency", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let text = stack.config(&policy("db", "db_latency", "hold"));
+    let a = Regulator::start(&write_config(dir.path(), "a.yaml", &text), &[]);
+    a.wait_metric("regulator_leader", Duration::from_secs(5), |v| v == 1.0);
+    a.wait_metric(
+        r#"regulator_knob_writes_total{policy="db"}"#,
+        Duration::from_secs(5),
+        |v| v >= 1.0,
+    );
+    let b = Regulator::start(&write_config(dir.path(), "b.yaml", &text), &[]);
+    b.wait_metric("regulator_leader", Duration::from_secs(5), |v| v == 0.0);
+
+    a.signal("STOP");
+    b.wait_metric("regulator_leader", Duration::from_secs(6), |v| v == 1.0);
+    let last: Vec<(String, Vec<String>)> =
+        stack
+            .redis
+            .cmd(&["XREVRANGE", "throttle:db:history", "+", "-", "COUNT", "1"]);
+    let moved = last.first().map_or_else(|| "0".to_owned(), |e| e.0.clone());
+    a.signal("CONT");
+    // a wakes, ticks at least twice more (its pending tick first) and stays in shadow.
+    let ticks = r#"regulator_ticks_total{policy="db",outcome="ok"}"#;
+    let woke_at = a.metric(ticks).expect("a ticks");
+    a.wait_metric(ticks, Duration::from_secs(6), |v| v >= woke_at + 2.0);
+    assert_eq!(a.metric("regulator_leader"), Some(0.0));
+    b.wait_metric(
+        r#"regulator_knob_writes_total{policy="db"}"#,
+        Duration::from_secs(5),
+        |v| v >= 1.0,
+    );
+
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+        stack
+            .redis
+            .cmd(&["XRANGE", "throttle:db:history", &format!("({moved}"), "+"]);
+    assert!(!entries.is_empty(), "the new leader wrote nothing");
+    let b_pid = format!(":{}:", b.child.id());
+    for (id, fields) in &entries {
+        assert!(
+            fields["writer"].contains(&b_pid),
+            "entry {id} after the lease moved is not the new leader's ({b_pid}): {fields:?}"
+        );
+    }
+    eprintln!("{} entries after the move, all by {b_pid}", entries.len());
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ type Respond = Arc<dyn Fn(&str) -> Option<(u16, String)> + Send + Sync>;
 struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -34,11 +35,14 @@ impl Server {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
         std::thread::spawn(move || {
             let mut hung = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        counted.fetch_add(1, Ordering::Relaxed);
                         if let Some(s) = serve(stream, &respond) {
                             hung.push(s);
                         }
@@ -47,7 +51,11 @@ impl Server {
                 }
             }
         });
-        Ok(Self { addr, stop })
+        Ok(Self {
+            addr,
+            stop,
+            requests,
+        })
     }
 }
 
@@ -171,5 +179,11 @@ impl Scripted {
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://{}", self.server.addr)
+    }
+
+    /// Requests received so far (a hanging one counts from its arrival).
+    #[must_use]
+    pub fn requests(&self) -> usize {
+        self.server.requests.load(Ordering::Relaxed)
     }
 }
