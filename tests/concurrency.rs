@@ -57,8 +57,9 @@ async fn hammer(url: &str) -> u64 {
     allowed.load(Ordering::Relaxed)
 }
 
-/// The second process's body; a no-op unless run by the test below.
+/// The second process's body, run only by the test below (with `--ignored`).
 #[tokio::test]
+#[ignore = "a helper process that two_processes_never_exceed_the_budget_and_reach_it runs"]
 async fn worker_process() {
     let Ok(url) = std::env::var("REGULATOR_WORKER") else {
         return;
@@ -92,6 +93,7 @@ async fn two_processes_never_exceed_the_budget_and_reach_it() {
         .args([
             "--exact",
             "worker_process",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -165,12 +165,25 @@ fn wait_never_sleeps_past_max_wait() {
         other => panic!("{other}"),
     }
 
-    // With enough budget it sleeps on the hint and succeeds once the window turns (the
-    // frozen clock moves on just before the hint runs out).
+    // With enough budget it sleeps on the hint and succeeds once the window turns: the
+    // frozen clock moves on as soon as the first, refused attempt has reached Redis, so
+    // the wait's second attempt (1.5 s later, on the hint) is allowed.
     let url = server.url();
+    let calls = move |conn: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let before = calls(&mut conn);
     let mover = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1_300));
-        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let start = Instant::now();
+        while calls(&mut conn) == before {
+            assert!(start.elapsed() < Duration::from_secs(5), "no attempt");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _: () = redis::cmd("SET")
             .arg("frozen_second")
             .arg(common::T0 + 2)
