@@ -263,3 +263,34 @@ fn tls_with_a_private_ca() {
     let err = blocking::Client::connect(&server.url()).unwrap_err();
     assert!(err.is_unavailable() || err.kind() == "redis", "{err}");
 }
+
+#[tokio::test]
+async fn blocking_connect_inside_async_is_an_invalid_argument_not_a_panic() {
+    let server = redis();
+    let result = regulator::blocking::Client::connect(&server.url());
+    assert!(
+        matches!(result, Err(regulator::Error::InvalidArgument(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_last_blocking_client_inside_async_is_no_panic() {
+    let server = redis();
+    let url = server.url();
+    let client = std::thread::spawn(move || regulator::blocking::Client::connect(&url))
+        .join()
+        .unwrap()
+        .unwrap();
+    let bucket = client.token_bucket("inside", knobs(10.0, 1.0, 1.0));
+    let refused = bucket.consume(1.0);
+    assert!(
+        matches!(refused, Err(regulator::Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    // The client and the bucket hold the last references to the I/O runtime.
+    drop(client);
+    drop(bucket);
+    let keys: i64 = server.cmd(&["DBSIZE"]);
+    assert_eq!(keys, 0, "the refused call wrote nothing");
+}

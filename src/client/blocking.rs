@@ -3,7 +3,8 @@
 //! A [`Client`] owns a small Tokio runtime (one I/O thread) that drives the shared
 //! connection; each call blocks the calling thread only. Clones share the runtime and the
 //! connection. Do not call these from inside an async runtime: use [`crate::Client`] there
-//! (such a call returns [`Error::InvalidArgument`] rather than panicking).
+//! (such a call, `connect` included, returns [`Error::InvalidArgument`] rather than panicking;
+//! dropping a client there is safe).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub use super::semaphore::blocking::{Permit, Semaphore};
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: crate::Client,
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Arc<IoRuntime>,
 }
 
 /// Declares the blocking twin of an async limiter `crate::$ty`: a struct of the limiter and
@@ -36,7 +37,7 @@ macro_rules! blocking_twin {
         #[derive(Debug, Clone)]
         pub struct $ty {
             inner: $crate::$ty,
-            runtime: std::sync::Arc<tokio::runtime::Runtime>,
+            runtime: std::sync::Arc<$crate::blocking::IoRuntime>,
         }
 
         impl $crate::blocking::Client {
@@ -83,14 +84,35 @@ blocking_twin!(
 
 /// Runs `fut` on the client's I/O runtime, refusing (rather than panicking) when called from
 /// inside an async runtime.
-pub(crate) fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, fut: F) -> Result<F::Output> {
+pub(crate) fn block_on<F: Future>(runtime: &IoRuntime, fut: F) -> Result<F::Output> {
+    refuse_inside_async()?;
+    runtime.0.as_ref().map(|r| r.block_on(fut)).ok_or_else(|| {
+        Error::InvalidArgument("the blocking client's I/O thread has stopped".to_owned())
+    })
+}
+
+fn refuse_inside_async() -> Result<()> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::InvalidArgument(
             "regulator::blocking called from inside an async runtime; use regulator::Client"
                 .to_owned(),
         ));
     }
-    Ok(runtime.block_on(fut))
+    Ok(())
+}
+
+/// The I/O thread of a blocking client and its clones. Stopped without waiting when the last
+/// of them is dropped, so dropping one inside an async runtime (where waiting is not allowed)
+/// is no panic.
+#[derive(Debug)]
+pub(crate) struct IoRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Client {
@@ -107,12 +129,14 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`].
     pub fn from_builder(builder: ClientBuilder) -> Result<Self> {
+        refuse_inside_async()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("regulator-io")
             .enable_all()
             .build()
             .map_err(|e| Error::InvalidArgument(format!("cannot start the I/O thread: {e}")))?;
+        let runtime = IoRuntime(Some(runtime));
         let inner = block_on(&runtime, builder.connect())??;
         Ok(Self {
             inner,
@@ -121,7 +145,7 @@ impl Client {
     }
 
     /// The runtime that drives the connection, for the blocking wrappers of each limiter.
-    pub(crate) fn runtime(&self) -> Arc<tokio::runtime::Runtime> {
+    pub(crate) fn runtime(&self) -> Arc<IoRuntime> {
         self.runtime.clone()
     }
 

@@ -37,7 +37,7 @@ crate::client::blocking::blocking_twin!(
 pub struct Permit {
     /// `None` once released.
     inner: Option<crate::Permit>,
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Arc<crate::client::blocking::IoRuntime>,
 }
 
 impl Semaphore {
