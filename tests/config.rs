@@ -235,3 +235,34 @@ fn the_shipped_concurrency_example_is_valid_when_uncommented() {
     assert_eq!(c.throttles[0].knob, config::Knob::Concurrency);
     assert_eq!(c.throttles[0].bounds.max_rps, 200.0);
 }
+
+#[test]
+fn durations_out_of_range_are_errors_with_their_line_and_check_does_not_panic() {
+    let text = std::fs::read_to_string("tests/configs/huge-durations.yaml").unwrap();
+    let got = errors(&text);
+    let want = [
+        (1, "redis.timeout"),
+        (1, "redis.knobs_ttl"),
+        (2, "prometheus.timeout"),
+        (3, "interval"),
+        (4, "leader.lease"),
+        (10, "throttles[0].control.lag"),
+        (11, "throttles[0].interval"),
+        (12, "throttles[0].cooldown"),
+    ];
+    let want: Vec<(usize, String)> = want.iter().map(|(l, p)| (*l, (*p).to_owned())).collect();
+    assert_eq!(got, want);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_regulator"))
+        .args(["check", "--config", "tests/configs/huge-durations.yaml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("huge-durations.yaml:1:")
+            && err.contains("redis.timeout: ")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+}

@@ -40,7 +40,7 @@ impl Policy {
     /// Samples older than this are stale: two intervals.
     #[must_use]
     pub fn max_age(&self) -> Duration {
-        self.interval * 2
+        self.interval.saturating_mul(2)
     }
 }
 

@@ -117,7 +117,7 @@ pub async fn drive<B: Sides>(
     let name = policy.name().to_owned();
     let mut pending_ready = true;
     let mut failures: u32 = 0;
-    let mut next = Instant::now() + first_delay(policy.interval);
+    let mut next = later(Instant::now(), first_delay(policy.interval));
     loop {
         tokio::select! {
             biased;
@@ -163,7 +163,7 @@ pub async fn drive<B: Sides>(
                 }
             }
         }
-        next = started + jitter(retry_after(policy.interval, failures));
+        next = later(started, jitter(retry_after(policy.interval, failures)));
     }
     state
 }
@@ -186,10 +186,19 @@ fn first_delay(interval: Duration) -> Duration {
         .mul_f64(random_unit())
 }
 
-/// `d` ±10%.
+/// `d` ±10% (saturating: no interval, however long, can make it panic).
 #[must_use]
 pub fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.9 + 0.2 * random_unit())
+    Duration::try_from_secs_f64(d.as_secs_f64() * (0.9 + 0.2 * random_unit()))
+        .unwrap_or(Duration::MAX)
+}
+
+/// `d` after `at`, or a year after it should that overflow the clock: a wait that long is
+/// never reached, and is no panic.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(at)
 }
 
 /// A number in [0, 1), from the standard library's randomly keyed hasher: jitter needs no

@@ -204,12 +204,16 @@ impl MetricSource for Prometheus {
     async fn query(&self, promql: &str) -> Result<Vec<Series>, NoData> {
         let request = self.client.query(promql).get();
         // reqwest's own timeout covers the request; this one covers everything else.
-        let answer =
-            match tokio::time::timeout(self.timeout + Duration::from_millis(100), request).await {
-                Err(_) => return Err(NoData::Timeout),
-                Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(answer)) => answer,
-            };
+        let answer = match tokio::time::timeout(
+            self.timeout.saturating_add(Duration::from_millis(100)),
+            request,
+        )
+        .await
+        {
+            Err(_) => return Err(NoData::Timeout),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(answer)) => answer,
+        };
         match answer.into_inner().0 {
             prometheus_http_query::response::Data::Vector(v) => Ok(v
                 .into_iter()

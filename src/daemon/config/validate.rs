@@ -3,10 +3,43 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{Bounds, Config, Control, Throttle};
 
 type Problems = Vec<(String, String)>;
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The range every configured duration must lie in, by its name in the file: long enough to
+/// mean something, short enough that no arithmetic on it can overflow and that a typo (`10d`
+/// for `10s`) is caught rather than obeyed.
+fn duration_range(name: &str) -> (Duration, Duration) {
+    match name {
+        "redis.timeout" => (MS, MINUTE),
+        "redis.knobs_ttl" => (SECOND, DAY * 3650),
+        "prometheus.timeout" => (MS, MINUTE * 5),
+        "interval" => (MS * 100, DAY),
+        "leader.lease" => (SECOND, HOUR),
+        "control.lag" => (Duration::ZERO, HOUR),
+        // cooldown
+        _ => (Duration::ZERO, DAY),
+    }
+}
+
+/// Whether `d` lies in the range of `name`, and the message when it does not.
+fn duration_in_range(name: &str, d: Duration) -> (bool, String) {
+    let (lo, hi) = duration_range(name);
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    (
+        (lo..=hi).contains(&d),
+        format!("{} is outside [{}, {}]", show(d), show(lo), show(hi)),
+    )
+}
 
 /// Every broken rule, as (path, message). `indices[k]` is the position in the file of
 /// `c.throttles[k]` (throttles that did not parse are absent).
@@ -27,49 +60,39 @@ pub(super) fn validate(c: &Config, indices: &[usize]) -> Problems {
         "redis.url",
         "Redis Cluster has only database 0; drop the /<db> from the URL".into(),
     );
-    check(
-        !c.redis.timeout.is_zero(),
-        "redis.timeout",
-        "must be above 0".into(),
-    );
-    check(
-        c.redis.knobs_ttl.as_secs() >= 1,
-        "redis.knobs_ttl",
-        "must be at least 1s".into(),
-    );
+    for (name, d) in [
+        ("redis.timeout", c.redis.timeout),
+        ("redis.knobs_ttl", c.redis.knobs_ttl),
+        ("prometheus.timeout", c.prometheus.timeout),
+        ("interval", c.interval),
+        ("leader.lease", c.leader.lease),
+    ] {
+        let (ok, msg) = duration_in_range(name, d);
+        check(ok, name, msg);
+    }
     check(
         c.prometheus.url.starts_with("http://") || c.prometheus.url.starts_with("https://"),
         "prometheus.url",
         format!("{:?} is not an http:// or https:// URL", c.prometheus.url),
     );
     check(
-        !c.prometheus.timeout.is_zero(),
-        "prometheus.timeout",
-        "must be above 0".into(),
-    );
-    check(
         c.listen.parse::<SocketAddr>().is_ok(),
         "listen",
         format!("{:?} is not an address like 127.0.0.1:9477", c.listen),
     );
-    check(
-        c.interval.as_millis() >= 100,
-        "interval",
-        "must be at least 100ms".into(),
-    );
-    check(
-        c.leader.lease.as_millis() >= 1000,
-        "leader.lease",
-        "must be at least 1s".into(),
-    );
     // A leader stops writing at 90% of its lease: that last tenth must cover a write that
     // started just before it, bounded by redis.timeout.
+    // Checked only between durations that are themselves in range: one error a mistake.
+    let ten_timeouts = c.redis.timeout.saturating_mul(10);
+    let in_range = |name, d| duration_in_range(name, d).0;
     check(
-        c.leader.lease >= c.redis.timeout * 10,
+        !in_range("redis.timeout", c.redis.timeout)
+            || !in_range("leader.lease", c.leader.lease)
+            || c.leader.lease >= ten_timeouts,
         "leader.lease",
         format!(
-            "must be at least 10 x redis.timeout ({:?})",
-            c.redis.timeout * 10
+            "must be at least 10 x redis.timeout ({})",
+            humantime::format_duration(ten_timeouts)
         ),
     );
     check(
@@ -166,11 +189,12 @@ fn throttle(p: &mut Problems, at: &str, t: &Throttle) {
         "deadband",
         format!("must be in [0, 1), got {}", t.deadband),
     );
-    check(
-        t.interval.is_none_or(|i| i.as_millis() >= 100),
-        "interval",
-        "must be at least 100ms".into(),
-    );
+    for (name, d) in [("interval", t.interval), ("cooldown", Some(t.cooldown))] {
+        if let Some(d) = d {
+            let (ok, msg) = duration_in_range(name, d);
+            check(ok, name, msg);
+        }
+    }
     law(&mut check, t);
 }
 
@@ -271,11 +295,10 @@ fn law(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
                     floor.unwrap_or_default()
                 ),
             );
-            check(
-                lag.is_none_or(|l| l <= std::time::Duration::from_secs(3600)),
-                "control.lag",
-                "must be at most 1h".into(),
-            );
+            if let Some(lag) = lag {
+                let (ok, msg) = duration_in_range("control.lag", lag);
+                check(ok, "control.lag", msg);
+            }
             check(
                 t.signal.target > 0.0,
                 "signal.target",

@@ -137,3 +137,19 @@ fn backoff_doubles_from_a_second_up_to_the_cap() {
         assert!(j >= Duration::from_secs(9) && j <= Duration::from_secs(11));
     }
 }
+
+#[test]
+fn no_interval_however_long_makes_the_schedule_panic() {
+    let now = Instant::now();
+    for d in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX / 2),
+        Duration::ZERO,
+    ] {
+        let j = jitter(d);
+        assert!(j >= d.mul_f64(0.9).min(d), "{j:?} for {d:?}");
+        assert!(later(now, j) >= now);
+        assert!(later(now, retry_after(d, 3)) >= now);
+        let _ = first_delay(d);
+    }
+}
