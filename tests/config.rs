@@ -63,6 +63,9 @@ fn every_error_is_reported_at_once_with_its_line() {
         (9, "throttles[0].bounds.max_rps"),
         (11, "throttles[0].control.decrease"),
         (15, "throttles[1].signal.direction"),
+        (16, "throttles[2].name"),
+        (19, "throttles[2].signal.target"),
+        (20, "throttles[2].control.smoothing"),
         (21, "throttles[2].speed"),
     ];
     let want: Vec<(usize, String)> = want.iter().map(|(l, p)| (*l, (*p).to_owned())).collect();
@@ -163,7 +166,7 @@ fn check_subcommand_exit_codes() {
     assert_eq!(bad.status.code(), Some(64));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        err.contains("9 errors") && err.contains("broken.yaml:9:29: throttles[0].bounds.max_rps"),
+        err.contains("12 errors") && err.contains("broken.yaml:9:29: throttles[0].bounds.max_rps"),
         "{err}"
     );
 
@@ -265,4 +268,32 @@ fn durations_out_of_range_are_errors_with_their_line_and_check_does_not_panic() 
             && !err.contains("panicked"),
         "{err}"
     );
+}
+
+#[test]
+fn every_mistake_inside_one_throttle_is_reported() {
+    let text = r"
+throttles:
+  - name: a
+    defaults: { rps: 50 }
+    bounds: { min_rps: 100, max_rps: 10, min_burst: lots }
+    signal: { query: up, target: 1, direction: up }
+    interval: 10
+    on_no_data: maybe
+    max_step: big
+    colour: red
+";
+    let got = errors(text);
+    let want = [
+        (4, "throttles[0].defaults.rps"),
+        (5, "throttles[0].bounds.max_rps"),
+        (5, "throttles[0].bounds.min_burst"),
+        (6, "throttles[0].signal.direction"),
+        (7, "throttles[0].interval"),
+        (8, "throttles[0].on_no_data"),
+        (9, "throttles[0].max_step"),
+        (10, "throttles[0].colour"),
+    ];
+    let want: Vec<(usize, String)> = want.iter().map(|(l, p)| (*l, (*p).to_owned())).collect();
+    assert_eq!(got, want);
 }

@@ -93,6 +93,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     let mut c = Collector {
         locations: Locations::index(text),
         errors: Vec::new(),
+        removed: Vec::new(),
     };
     let root: Value = match serde_norway::from_str(text) {
         Ok(v) => v,
@@ -112,7 +113,13 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         return Err(c.finish(source));
     };
     for (path, message) in super::validate::validate(&config, &indices) {
-        c.push(&path, message);
+        let about_removed = c.removed.iter().any(|r| {
+            path.strip_prefix(r.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        });
+        if !about_removed {
+            c.push(&path, message);
+        }
     }
     if c.errors.is_empty() {
         Ok(config)
@@ -124,6 +131,40 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 struct Collector {
     locations: Locations,
     errors: Vec<ConfigError>,
+    /// Paths of keys taken away from a throttle so the rest of it could be checked.
+    removed: Vec<String>,
+}
+
+/// How many mistakes one throttle may have before the rest of it goes unchecked.
+const MAX_REPAIRS: usize = 32;
+
+/// Takes the key at `path` out of `item` (an unreadable `control` becomes `law: aimd`, a law
+/// with no rule tied to other keys). False when there is no such key.
+fn take_away(item: &mut Value, path: &[String]) -> bool {
+    if path.first().is_some_and(|k| k == "control") {
+        let Value::Mapping(map) = item else {
+            return false;
+        };
+        let mut aimd = serde_norway::Mapping::new();
+        aimd.insert(Value::from("law"), Value::from("aimd"));
+        return map
+            .insert(Value::from("control"), Value::Mapping(aimd))
+            .is_some();
+    }
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut here = item;
+    for key in parents {
+        match here.get_mut(key.as_str()) {
+            Some(v) => here = v,
+            None => return false,
+        }
+    }
+    let Value::Mapping(map) = here else {
+        return false;
+    };
+    map.remove(last.as_str()).is_some()
 }
 
 impl Collector {
@@ -147,28 +188,70 @@ impl Collector {
     /// Reads `value` as a `T`; on failure records the error against the exact field that
     /// failed (`serde_path_to_error` tracks it), or the field an "unknown field" names.
     fn section<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let mut at = match inner.as_str() {
-                    "." | "" => path.to_owned(),
-                    p if path.is_empty() => p.to_owned(),
-                    p => format!("{path}.{p}"),
-                };
-                let message = e.into_inner().to_string();
-                if let Some(field) = message
-                    .split_once("unknown field `")
-                    .and_then(|(_, rest)| rest.split_once('`'))
-                    .map(|(name, _)| name)
-                    && let Some((p, _)) = self.locations.find_key(&at, field)
-                {
-                    at = p;
-                }
-                self.push(&at, message);
-                None
+        self.attempt(path, value).ok()
+    }
+
+    /// As [`Collector::section`], returning on failure where the error is inside `value`
+    /// (the path of the offending key, `.`-separated; empty for `value` itself).
+    fn attempt<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Result<T, Vec<String>> {
+        let e = match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let inner = e.path().to_string();
+        let mut at = match inner.as_str() {
+            "." | "" => path.to_owned(),
+            p if path.is_empty() => p.to_owned(),
+            p => format!("{path}.{p}"),
+        };
+        let message = e.into_inner().to_string();
+        let mut culprit: Vec<String> = match inner.as_str() {
+            "." | "" => Vec::new(),
+            p => p.split('.').map(str::to_owned).collect(),
+        };
+        if let Some(field) = message
+            .split_once("unknown field `")
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(name, _)| name)
+        {
+            if culprit.last().is_none_or(|k| k != field) {
+                culprit.push(field.to_owned());
             }
+            if let Some((p, _)) = self.locations.find_key(&at, field) {
+                at = p;
+            }
+        } else if message.starts_with("missing field") {
+            // Nothing to take away: the throttle cannot be read further.
+            culprit.clear();
         }
+        self.push(&at, message);
+        Err(culprit)
+    }
+
+    /// One throttle. One that does not parse is read again without the offending key (an
+    /// unknown key, a value of the wrong type; an unreadable `control` becomes the plain
+    /// AIMD law), until it parses, so every mistake in it is reported, not only the first;
+    /// the rules then run on what remains. Returns the throttle and the paths taken away
+    /// (rules about them are not reported again), or `None` when it cannot be read at all.
+    fn throttle(&mut self, at: &str, mut item: Value) -> Option<(super::Throttle, Vec<String>)> {
+        let mut removed = Vec::new();
+        for _ in 0..MAX_REPAIRS {
+            let culprit = match self.attempt(at, item.clone()) {
+                Ok(t) => return Some((t, removed)),
+                Err(culprit) => culprit,
+            };
+            if culprit.is_empty() || !take_away(&mut item, &culprit) {
+                return None;
+            }
+            // A law's keys depend on each other: all of `control` was taken away.
+            let gone = if culprit[0] == "control" {
+                "control".to_owned()
+            } else {
+                culprit.join(".")
+            };
+            removed.push(format!("{at}.{gone}"));
+        }
+        None
     }
 
     /// The configuration as far as it parsed: a section that failed keeps its default (its
@@ -241,7 +324,9 @@ impl Collector {
             .filter_map(|(i, item)| {
                 let at = format!("throttles[{i}]");
                 let item = self.concurrency_names(&at, item);
-                Some((i, self.section(&at, item)?))
+                let (throttle, removed) = self.throttle(&at, item)?;
+                self.removed.extend(removed);
+                Some((i, throttle))
             })
             .collect()
     }
