@@ -297,3 +297,22 @@ throttles:
     let want: Vec<(usize, String)> = want.iter().map(|(l, p)| (*l, (*p).to_owned())).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn max_throttles_caps_templates_only_and_within_range() {
+    let t = |extra: &str| {
+        format!(
+            "throttles:\n  - name: t\n    defaults: {{ rps: 1 }}\n    bounds: {{ min_rps: 1, max_rps: 2 }}\n    signal: {{ query: up, target: 1{extra} }}\n    max_throttles: 5\n"
+        )
+    };
+    assert_eq!(
+        errors(&t("")),
+        [(6, "throttles[0].max_throttles".to_owned())]
+    );
+    assert!(config::parse(&t(", name_label: tenant"), "test.yaml").is_ok());
+    let zero = t(", name_label: tenant").replace("max_throttles: 5", "max_throttles: 0");
+    assert_eq!(
+        errors(&zero),
+        [(6, "throttles[0].max_throttles".to_owned())]
+    );
+}

@@ -33,6 +33,7 @@ impl Endpoints {
     #[must_use]
     pub fn render(&self) -> String {
         self.metrics.leader(self.shared.leadership.is_leader());
+        self.metrics.redis_up(self.redis.load(Ordering::Relaxed));
         self.metrics.encode()
     }
 

@@ -14,9 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::config::Knob;
-use crate::Knobs;
-
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +77,10 @@ pub struct Metrics {
     tick_seconds: Family<PolicyLabels, Histogram, fn() -> Histogram>,
     leader: Gauge,
     dry_run: Gauge,
+    knob_min: Family<KnobLabels, FloatGauge>,
+    knob_max: Family<KnobLabels, FloatGauge>,
+    redis_up: Gauge,
+    refused: Family<PolicyReason, Counter>,
 }
 
 fn tick_histogram() -> Histogram {
@@ -112,9 +113,20 @@ impl Metrics {
             tick_seconds: Family::new_with_constructor(tick_histogram),
             leader: Gauge::default(),
             dry_run: Gauge::default(),
+            knob_min: Family::default(),
+            knob_max: Family::default(),
+            redis_up: Gauge::default(),
+            refused: Family::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        m.register_throttles(&mut registry);
+        m.register_process(&mut registry);
+        Self { registry, ..m }
+    }
+
+    /// Per throttle and per policy.
+    fn register_throttles(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "knob",
             "Knobs computed for a throttle at its last tick (written by the leader, shadowed by the others)",
@@ -163,6 +175,11 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             m.tick_seconds.clone(),
         );
+    }
+
+    /// Per process.
+    fn register_process(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "leader",
             "1 while this replica holds the lease and writes knobs, 0 in shadow",
@@ -173,7 +190,27 @@ impl Metrics {
             "1 when the daemon computes and logs without writing",
             m.dry_run.clone(),
         );
-        Self { registry, ..m }
+        r.register(
+            "knob_min",
+            "The lowest value the policy may write to a throttle's knob (bounds.min_*)",
+            m.knob_min.clone(),
+        );
+        r.register(
+            "knob_max",
+            "The highest value the policy may write to a throttle's knob (bounds.max_*)",
+            m.knob_max.clone(),
+        );
+        r.register(
+            "redis_up",
+            "1 when Redis answered this replica's last call, 0 when it did not",
+            m.redis_up.clone(),
+        );
+        r.register(
+            "template_refused",
+            "Names a template produced but does not govern, by reason (collision: another \
+             policy governs it; cap: past max_throttles)",
+            m.refused.clone(),
+        );
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -184,123 +221,9 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-
-    /// The knobs computed for `throttle` and the signal behind them.
-    pub fn throttle(&self, throttle: &str, knob: Knob, knobs: Knobs, signal: Option<f64>) {
-        let values = match knob {
-            Knob::Rate => vec![
-                ("rps", knobs.rps),
-                ("burst", knobs.burst),
-                ("window", knobs.window),
-            ],
-            Knob::Concurrency => vec![("concurrency", knobs.rps)],
-        };
-        for (knob, value) in values {
-            self.knob
-                .get_or_create(&KnobLabels {
-                    throttle: throttle.to_owned(),
-                    knob,
-                })
-                .set(value);
-        }
-        self.signal
-            .get_or_create(&ThrottleLabels {
-                throttle: throttle.to_owned(),
-            })
-            .set(signal.unwrap_or(f64::NAN));
-    }
-
-    /// Drops a throttle's series (it left the configuration or its template's answer).
-    pub fn forget_throttle(&self, throttle: &str) {
-        for knob in ["rps", "burst", "window", "concurrency"] {
-            self.knob.remove(&KnobLabels {
-                throttle: throttle.to_owned(),
-                knob,
-            });
-        }
-        self.signal.remove(&ThrottleLabels {
-            throttle: throttle.to_owned(),
-        });
-    }
-
-    /// A policy's target and throttle count.
-    pub fn policy(&self, policy: &str, target: f64, throttles: usize) {
-        let labels = policy_labels(policy);
-        self.target.get_or_create(&labels).set(target);
-        self.throttles
-            .get_or_create(&labels)
-            .set(i64::try_from(throttles).unwrap_or(i64::MAX));
-    }
-
-    /// Drops a policy's series (it left the configuration).
-    pub fn forget_policy(&self, policy: &str) {
-        let labels = policy_labels(policy);
-        self.target.remove(&labels);
-        self.throttles.remove(&labels);
-    }
-
-    /// One policy tick that ended `outcome` ("ok" or "error") after `seconds`.
-    pub fn tick(&self, policy: &str, outcome: &'static str, seconds: f64) {
-        self.ticks
-            .get_or_create(&PolicyOutcome {
-                policy: policy.to_owned(),
-                outcome,
-            })
-            .inc();
-        self.tick_seconds
-            .get_or_create(&policy_labels(policy))
-            .observe(seconds);
-    }
-
-    /// `n` throttles of `policy` moved `direction` ("up", "down", "hold").
-    pub fn decisions(&self, policy: &str, direction: &'static str, n: u64) {
-        if n > 0 {
-            self.decisions
-                .get_or_create(&PolicyDirection {
-                    policy: policy.to_owned(),
-                    direction,
-                })
-                .inc_by(n);
-        }
-    }
-
-    /// `n` throttles of `policy` had no usable signal, for `reason`.
-    pub fn no_data(&self, policy: &str, reason: &'static str, n: u64) {
-        if n > 0 {
-            self.no_data
-                .get_or_create(&PolicyReason {
-                    policy: policy.to_owned(),
-                    reason,
-                })
-                .inc_by(n);
-        }
-    }
-
-    /// `n` knob changes of `policy` were written.
-    pub fn writes(&self, policy: &str, n: u64) {
-        self.writes.get_or_create(&policy_labels(policy)).inc_by(n);
-    }
-
-    /// One error of `kind` (a Redis error kind, `invalid_knob`, ...).
-    pub fn error(&self, kind: &'static str) {
-        self.errors.get_or_create(&KindLabels { kind }).inc();
-    }
-
-    /// One reload that ended `result` ("ok" or "error").
-    pub fn reload(&self, result: &'static str) {
-        self.reloads.get_or_create(&ResultLabels { result }).inc();
-    }
-
-    /// Whether this replica writes.
-    pub fn leader(&self, leader: bool) {
-        self.leader.set(i64::from(leader));
-    }
-
-    /// Whether the daemon runs with `--dry-run`.
-    pub fn dry_run(&self, dry_run: bool) {
-        self.dry_run.set(i64::from(dry_run));
-    }
 }
+
+mod record;
 
 fn policy_labels(policy: &str) -> PolicyLabels {
     PolicyLabels {
@@ -311,6 +234,8 @@ fn policy_labels(policy: &str) -> PolicyLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Knobs;
+    use crate::daemon::config::Knob;
 
     #[test]
     fn series_appear_and_are_forgotten() {

@@ -5,6 +5,7 @@
 //! - [`source`]: signals from Prometheus, and what makes an answer usable.
 //! - [`store`]: the knob store: changed fields only, TTL, history, one pipeline a tick.
 //! - [`reconcile`]: one policy's tick: signal, stored knobs, controllers, writes, reasons.
+//! - [`names`]: which policy governs each throttle name; templates never collide.
 //! - [`schedule`]: when a policy ticks: jittered intervals, capped backoff after failures.
 //! - [`lease`], [`leader`]: the lease that elects the one replica that writes, and the
 //!   deadline past which a replica stops writing.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod leader;
 pub mod lease;
 pub mod metrics;
+pub mod names;
 pub mod reconcile;
 pub mod run;
 pub mod schedule;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::config::{Knob, Throttle};
 use super::control::{Change, Controller, Step};
 use super::metrics::Metrics;
+use super::names::Names;
 use super::source::{MetricSource, NoData, per_label, single};
 use super::store::{KnobChange, KnobStore, Written};
 use crate::{Knobs, StoredKnobs};
@@ -66,6 +67,8 @@ pub struct Ctx<'a, S, K> {
     pub metrics: &'a Metrics,
     /// Asked right before writing.
     pub mode: &'a (dyn Fn() -> Mode + Sync),
+    /// Which policy governs each throttle name.
+    pub names: &'a Names,
     /// Monotonic time since any fixed origin, for the controllers.
     pub now: Duration,
     /// Wall-clock Unix seconds, for the freshness of samples.
@@ -96,6 +99,8 @@ pub struct PolicyState {
     policy: Arc<Policy>,
     members: BTreeMap<String, Member>,
     failing: Option<&'static str>,
+    /// Names refused at the last tick, by reason: logged when these change.
+    refused: template::Refused,
 }
 
 impl PolicyState {
@@ -106,6 +111,7 @@ impl PolicyState {
             policy,
             members: BTreeMap::new(),
             failing: None,
+            refused: template::Refused::default(),
         }
     }
 
@@ -147,10 +153,14 @@ impl PolicyState {
         let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut changes = Vec::new();
         for ((name, signal), stored) in signals.into_iter().zip(stored) {
-            let member = self.members.entry(name.clone()).or_insert_with(|| Member {
-                controller: Controller::new(&policy.throttle, policy.interval),
-                absent: 0,
-                last: None,
+            let member = self.members.entry(name.clone()).or_insert_with(|| {
+                ctx.metrics
+                    .bounds(&name, &template::knob_bounds(&policy.throttle));
+                Member {
+                    controller: Controller::new(&policy.throttle, policy.interval),
+                    absent: 0,
+                    last: None,
+                }
             });
             let (current, old) = match stored {
                 StoredKnobs::Valid(k) => (k, Some(k)),
@@ -275,12 +285,13 @@ impl PolicyState {
             if state.absent > FORGET_AFTER {
                 tracing::info!(throttle = %member, policy = %name, "left the template's answer; no longer controlled");
                 ctx.metrics.forget_throttle(member);
+                ctx.names.release(member, name);
                 return false;
             }
             signals.insert(member.clone(), Err(NoData::Empty));
             true
         });
-        signals.into_iter().collect()
+        self.govern(signals, ctx)
     }
 
     /// Logs the moment a policy loses its signal and the moment it is back, once each.
@@ -368,5 +379,6 @@ fn show(k: &Knobs) -> String {
     format!("rps={} burst={} window={}", k.rps, k.burst, k.window)
 }
 
+mod template;
 #[cfg(test)]
 mod tests;

@@ -370,6 +370,12 @@ impl Supervisor {
     /// Starts each policy that is not running as it is; a changed (or just removed) one
     /// starts after its old task has finished, so one throttle never has two controllers.
     fn start_policies(&mut self, policies: Vec<Arc<Policy>>) {
+        self.shared.names.reserve(
+            policies
+                .iter()
+                .filter(|p| p.throttle.signal.name_label.is_none())
+                .map(|p| p.name()),
+        );
         for policy in policies {
             let name = policy.name().to_owned();
             let previous = match self.tasks.remove(&name) {
@@ -379,6 +385,8 @@ impl Supervisor {
                 }
                 Some(running) => {
                     running.token.cancel();
+                    // A changed template may produce other names: it claims them afresh.
+                    self.shared.names.release_policy(&name);
                     Some(running.task)
                 }
                 None => self.stopping.remove(&name),
@@ -475,6 +483,7 @@ impl Supervisor {
                 running.token.cancel();
                 self.stopping.insert(name.clone(), running.task);
             }
+            self.shared.names.release_policy(name);
             self.shared.first_tick_done(name);
         }
         let added = policies

@@ -52,6 +52,8 @@ pub struct Shared {
     pub leadership: Arc<Leadership>,
     /// `--dry-run`.
     pub dry_run: bool,
+    /// Which policy governs each throttle name.
+    pub names: super::names::Names,
     /// The controllers' time origin.
     pub origin: Instant,
     /// Policies of the first configuration (or their replacements) that have not finished
@@ -71,6 +73,7 @@ impl Shared {
             metrics,
             leadership: Arc::default(),
             dry_run,
+            names: super::names::Names::default(),
             origin: Instant::now(),
             first_ticks_pending: std::sync::Mutex::new(
                 policies.into_iter().map(str::to_owned).collect(),
@@ -132,6 +135,7 @@ pub async fn drive<B: Sides>(
             store: b.store(),
             metrics: &shared.metrics,
             mode: &mode,
+            names: &shared.names,
             now: started - shared.origin,
             wall: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -177,9 +177,28 @@ pub struct Throttle {
     /// No change while the signal is within this fraction of the target (0.05: ±5%).
     #[serde(default = "default_deadband")]
     pub deadband: f64,
+    /// A template's cap on the throttles it governs (default 1,000); see
+    /// [`Throttle::max_throttles`].
+    #[serde(default)]
+    pub max_throttles: Option<usize>,
 }
 
+/// How many throttles a template governs unless `max_throttles` says otherwise.
+pub const DEFAULT_MAX_THROTTLES: usize = 1_000;
+
+/// The largest `max_throttles` accepted.
+pub const MAX_MAX_THROTTLES: usize = 100_000;
+
 impl Throttle {
+    /// The most throttles this template governs: the ones it already governs first, then new
+    /// names in order; past the cap a name is refused (counted in
+    /// `regulator_template_refused_total{reason="cap"}` and logged), and its workers keep
+    /// whatever knobs they find, their defaults once those expire.
+    #[must_use]
+    pub fn max_throttles(&self) -> usize {
+        self.max_throttles.unwrap_or(DEFAULT_MAX_THROTTLES)
+    }
+
     /// The largest relative change of `rps` in one tick: as configured, or the law's default.
     #[must_use]
     pub fn max_step(&self) -> f64 {

@@ -189,6 +189,17 @@ fn throttle(p: &mut Problems, at: &str, t: &Throttle) {
         "deadband",
         format!("must be in [0, 1), got {}", t.deadband),
     );
+    check(
+        t.max_throttles.is_none_or(|m| {
+            t.signal.name_label.is_some() && (1..=super::MAX_MAX_THROTTLES).contains(&m)
+        }),
+        "max_throttles",
+        if t.signal.name_label.is_some() {
+            format!("must be in [1, {}]", super::MAX_MAX_THROTTLES)
+        } else {
+            "caps a template: it needs signal.name_label".to_owned()
+        },
+    );
     for (name, d) in [("interval", t.interval), ("cooldown", Some(t.cooldown))] {
         if let Some(d) = d {
             let (ok, msg) = duration_in_range(name, d);

@@ -34,6 +34,7 @@ fn policy(control: Control) -> Throttle {
         max_step: Some(0.5),
         cooldown: Duration::from_secs(30),
         deadband: 0.05,
+        max_throttles: None,
     }
 }
 

@@ -45,6 +45,7 @@ struct World {
     source: FakeSource,
     store: MemStore,
     metrics: Metrics,
+    names: crate::daemon::names::Names,
 }
 
 impl World {
@@ -53,6 +54,7 @@ impl World {
             source: FakeSource::default(),
             store: MemStore::default(),
             metrics: Metrics::new(),
+            names: crate::daemon::names::Names::default(),
         }
     }
 
@@ -63,6 +65,7 @@ impl World {
             store: &self.store,
             metrics: &self.metrics,
             mode: &mode,
+            names: &self.names,
             now: Duration::from_secs(10 * tick),
             wall: NOW,
         };
@@ -236,6 +239,7 @@ async fn a_quick_retry_after_a_failed_write_does_not_step_again() {
         store: &w.store,
         metrics: &w.metrics,
         mode: &mode,
+        names: &w.names,
         now,
         wall: NOW,
     };
@@ -324,5 +328,74 @@ async fn a_failed_template_query_reaches_every_known_throttle() {
         w.metrics
             .encode()
             .contains(r#"regulator_no_data_total{policy="tenant-",reason="http_error"} 2"#)
+    );
+}
+
+#[tokio::test]
+async fn a_template_name_governed_by_another_policy_is_refused_and_counted() {
+    let w = World::new();
+    // A plain policy is named like one of the template's throttles, and another template
+    // produced a second one first.
+    w.names.reserve(["tenant-acme"]);
+    assert!(w.names.claim("tenant-globex", "other-template"));
+    let mut s = state(TEMPLATE);
+    w.source.set(Ok(vec![
+        sample(2.0, &[("tenant", "acme")]),
+        sample(2.0, &[("tenant", "globex")]),
+        sample(2.0, &[("tenant", "initech")]),
+    ]));
+    let report = w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(report.throttles, 1);
+    assert_eq!(s.throttles().collect::<Vec<_>>(), ["tenant-initech"]);
+    assert_eq!(w.store.rps("tenant-initech"), Some(50.0));
+    assert_eq!(
+        w.store.rps("tenant-acme"),
+        None,
+        "not written by the template"
+    );
+    assert_eq!(w.store.rps("tenant-globex"), None);
+    let text = w.metrics.encode();
+    assert!(
+        text.contains(r#"regulator_template_refused_total{policy="tenant-",reason="collision"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_template_past_max_throttles_keeps_its_members_and_refuses_new_names() {
+    let w = World::new();
+    let mut s = state(&format!("{TEMPLATE}    max_throttles: 2\n"));
+    w.source.set(Ok(vec![
+        sample(2.0, &[("tenant", "b")]),
+        sample(2.0, &[("tenant", "c")]),
+        sample(2.0, &[("tenant", "d")]),
+    ]));
+    assert_eq!(w.tick(&mut s, Mode::Write, 1).await.unwrap().throttles, 2);
+    assert_eq!(s.throttles().collect::<Vec<_>>(), ["tenant-b", "tenant-c"]);
+    assert_eq!(w.store.rps("tenant-d"), None);
+    assert_eq!(
+        w.names.owner("tenant-d"),
+        None,
+        "a refused name is not held"
+    );
+
+    // A new name that sorts first does not push out a member.
+    w.source.set(Ok(vec![
+        sample(2.0, &[("tenant", "a")]),
+        sample(2.0, &[("tenant", "b")]),
+        sample(2.0, &[("tenant", "c")]),
+        sample(2.0, &[("tenant", "d")]),
+    ]));
+    assert_eq!(w.tick(&mut s, Mode::Write, 2).await.unwrap().throttles, 2);
+    assert_eq!(s.throttles().collect::<Vec<_>>(), ["tenant-b", "tenant-c"]);
+    assert_eq!(w.store.rps("tenant-a"), None);
+    let text = w.metrics.encode();
+    assert!(
+        text.contains(r#"regulator_template_refused_total{policy="tenant-",reason="cap"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"regulator_knob_min{throttle="tenant-b",knob="rps"} 10.0"#),
+        "{text}"
     );
 }
