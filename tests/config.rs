@@ -316,3 +316,15 @@ fn max_throttles_caps_templates_only_and_within_range() {
         [(6, "throttles[0].max_throttles".to_owned())]
     );
 }
+
+#[test]
+fn bearer_and_basic_auth_together_are_refused() {
+    let text = "prometheus:\n  url: http://p:9090\n  bearer_token_env: TOKEN\n  basic_auth: { username: u, password_env: P }\n";
+    assert_eq!(errors(text), [(4, "prometheus.basic_auth".to_owned())]);
+    let both =
+        "prometheus:\n  url: http://p:9090\n  bearer_token_env: TOKEN\n  bearer_token_file: /t\n";
+    assert_eq!(
+        errors(both),
+        [(3, "prometheus.bearer_token_env".to_owned())]
+    );
+}

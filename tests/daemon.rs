@@ -192,21 +192,17 @@ async fn a_redis_restart_is_survived() {
     .await;
 
     stack.lock().unwrap().redis.stop();
-    tokio::time::sleep(INTERVAL * 3).await;
     let handle = daemon.handle();
-    assert!(
-        handle.not_ready().iter().any(|w| w.contains("redis")),
-        "{:?}",
-        handle.not_ready()
-    );
-    let text = handle.metrics();
-    assert!(
-        metric(
-            &text,
-            r#"regulator_ticks_total{policy="orders-db",outcome="error"}"#
-        ) >= Some(1.0),
-        "{text}"
-    );
+    let errors = r#"regulator_ticks_total{policy="orders-db",outcome="error"}"#;
+    let start = Instant::now();
+    while metric(&handle.metrics(), errors).is_none_or(|n| n < 1.0) {
+        assert!(start.elapsed() < INTERVAL * 5, "no failed tick");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Still ready: readiness does not follow Redis (both replicas would go unready together
+    // and block node drains); the outage shows in the metrics instead.
+    assert!(handle.not_ready().is_empty(), "{:?}", handle.not_ready());
+    assert_eq!(metric(&handle.metrics(), "regulator_redis_up"), Some(0.0));
 
     // A restarted Redis is empty: the knobs come back (from the defaults, still overloaded)
     // and the daemon is ready again.
@@ -218,15 +214,15 @@ async fn a_redis_restart_is_survived() {
     })
     .await;
     let start = Instant::now();
-    while !handle.not_ready().is_empty() {
+    while metric(&handle.metrics(), "regulator_redis_up") != Some(1.0) || !handle.is_leader() {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            handle.not_ready()
+            "redis_up {:?}, leader {}",
+            metric(&handle.metrics(), "regulator_redis_up"),
+            handle.is_leader()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(handle.is_leader(), "the lease is taken again");
     handle.shutdown();
     daemon.wait().await.expect("clean stop");
 }

@@ -1,6 +1,12 @@
 //! `/metrics` (OpenMetrics), `/healthz` (the process serves) and `/readyz` (the
-//! configuration is loaded, Redis answers and every policy of the first configuration has
-//! finished a tick).
+//! configuration is loaded and every policy of the first configuration has made a first
+//! tick, whatever its outcome).
+//!
+//! Readiness does not depend on Redis or Prometheus. The daemon serves no traffic: readiness
+//! only gates rollouts and the pod disruption budget, and every replica sees the same Redis, so
+//! a Redis outage would make them all unready together and block the node drains and the
+//! rollout of a fix while gaining nothing. An outage shows in `regulator_redis_up`, the
+//! error counters and their alerts instead, and `/readyz` names it in its body.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,9 +47,6 @@ impl Endpoints {
     #[must_use]
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
-        if !self.redis.load(Ordering::Relaxed) {
-            why.push("redis is not reachable".to_owned());
-        }
         let pending = self.shared.pending_first_ticks();
         if pending > 0 {
             why.push(format!("{pending} policies have not finished a first tick"));
@@ -84,7 +87,12 @@ async fn metrics(State(e): State<Endpoints>) -> impl IntoResponse {
 async fn readyz(State(e): State<Endpoints>) -> impl IntoResponse {
     let why = e.not_ready();
     if why.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
+        let note = if e.redis.load(Ordering::Relaxed) {
+            ""
+        } else {
+            " (redis is not reachable: knobs are not being written)"
+        };
+        (StatusCode::OK, format!("ready{note}\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -165,7 +165,14 @@ impl Daemon {
             redis: Arc::clone(&reachable),
         };
         let http_token = CancellationToken::new();
-        let http = tokio::spawn(http::serve(listener, endpoints.clone(), http_token.clone()));
+        let serving = http::serve(listener, endpoints.clone(), http_token.clone());
+        let http_metrics = Arc::clone(&metrics);
+        let http = tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                http_metrics.error("http");
+                tracing::error!(error = %e, "the /metrics, /healthz and /readyz server stopped");
+            }
+        });
         let (backends_tx, backends_rx) = watch::channel(backends);
         let lease_token = CancellationToken::new();
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();

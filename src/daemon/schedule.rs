@@ -151,9 +151,6 @@ pub async fn drive<B: Sides>(
                 failures = 0;
                 shared.metrics.tick(&name, "ok", seconds);
                 tracing::debug!(policy = %name, throttles = report.throttles, changes = report.changes, no_data = report.no_data, seconds, "tick");
-                if std::mem::take(&mut pending_ready) {
-                    shared.first_tick_done(&name);
-                }
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -166,6 +163,10 @@ pub async fn drive<B: Sides>(
                     tracing::debug!(policy = %name, error = %e, failures, retry_in = ?retry, "tick failed again");
                 }
             }
+        }
+        // Ready after a first tick, whatever its outcome (see `http`).
+        if std::mem::take(&mut pending_ready) {
+            shared.first_tick_done(&name);
         }
         next = later(started, jitter(retry_after(policy.interval, failures)));
     }

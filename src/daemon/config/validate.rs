@@ -75,6 +75,25 @@ pub(super) fn validate(c: &Config, indices: &[usize]) -> Problems {
         "prometheus.url",
         format!("{:?} is not an http:// or https:// URL", c.prometheus.url),
     );
+    let prom = &c.prometheus;
+    check(
+        !(prom.basic_auth.is_some()
+            && (prom.bearer_token_file.is_some() || prom.bearer_token_env.is_some())),
+        "prometheus.basic_auth",
+        "basic_auth and a bearer token both set the Authorization header: keep one".into(),
+    );
+    check(
+        !(prom.bearer_token_file.is_some() && prom.bearer_token_env.is_some()),
+        "prometheus.bearer_token_env",
+        "bearer_token_file and bearer_token_env are both set: keep one".into(),
+    );
+    check(
+        prom.basic_auth
+            .as_ref()
+            .is_none_or(|a| a.password_file.is_none() || a.password_env.is_none()),
+        "prometheus.basic_auth",
+        "password_file and password_env are both set: keep one".into(),
+    );
     check(
         c.listen.parse::<SocketAddr>().is_ok(),
         "listen",
