@@ -135,3 +135,25 @@ fn set_with_ttl_zero_leaves_the_expiry_alone() {
         "the 600 s expiry stays; ttl {ttl}"
     );
 }
+
+#[test]
+fn a_key_that_is_not_utf8_does_not_hide_the_others_from_status() {
+    let server = redis();
+    let client = frozen_client(&server);
+    client
+        .set_knobs("orders-db", knobs(20.0, 1.0, 5.0), None)
+        .unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(b"throttle:\xff\xfe:knobs".as_slice())
+        .arg("rps")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+    let out = regulator(&server.url(), &["status"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("orders-db"), "{}", stdout(&out));
+}

@@ -506,6 +506,7 @@ impl Client {
 
     /// Every key matching `pattern`, found with `SCAN` (which, unlike `KEYS`, does not block
     /// a busy server) on the one server or on each primary of a cluster. May repeat a key.
+    /// Keys that are not UTF-8 are skipped with a warning.
     ///
     /// # Errors
     /// The connection's errors.
@@ -515,6 +516,7 @@ impl Client {
             Conn::Cluster(_) => self.primaries().await?.into_iter().map(Some).collect(),
         };
         let mut keys = Vec::new();
+        let mut skipped = Vec::new();
         for node in &nodes {
             let mut cursor = 0u64;
             loop {
@@ -525,13 +527,23 @@ impl Client {
                     .arg("COUNT")
                     .arg(1000)
                     .to_owned();
-                let (next, batch): (u64, Vec<String>) = self.on_node(node.as_ref(), cmd).await?;
-                keys.extend(batch);
+                let (next, batch): (u64, Vec<Vec<u8>>) = self.on_node(node.as_ref(), cmd).await?;
+                for key in batch {
+                    match String::from_utf8(key) {
+                        Ok(key) => keys.push(key),
+                        // No throttle is named so (names are text); one such key must not
+                        // hide the others.
+                        Err(e) => skipped.push(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                    }
+                }
                 if next == 0 {
                     break;
                 }
                 cursor = next;
             }
+        }
+        if !skipped.is_empty() {
+            tracing::warn!(pattern, skipped = skipped.len(), examples = ?&skipped[..skipped.len().min(3)], "keys that are not UTF-8 were skipped");
         }
         Ok(keys)
     }
