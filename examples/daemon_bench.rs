@@ -34,7 +34,7 @@ fn main() {
 
     let (redis, _exporter, prometheus) = stack(n);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &redis.url(), &prometheus.url());
+    let config = write_config(dir.path(), &redis.url(), &prometheus.url(), n);
     let log = dir.path().join("daemon.log");
     let mut child = Command::new(&binary)
         .args(["run", "--log-format", "json", "--config"])
@@ -115,8 +115,13 @@ fn stack(n: usize) -> (RedisServer, Exporter, PrometheusServer) {
     (redis, exporter, prometheus)
 }
 
-/// One templated policy over every tenant, ticking every 5 s.
-fn write_config(dir: &std::path::Path, redis: &str, prometheus: &str) -> std::path::PathBuf {
+/// One templated policy over every tenant (`n` of them), ticking every 5 s.
+fn write_config(
+    dir: &std::path::Path,
+    redis: &str,
+    prometheus: &str,
+    n: usize,
+) -> std::path::PathBuf {
     let config = dir.join("bench.yaml");
     std::fs::write(
         &config,
@@ -130,7 +135,8 @@ fn write_config(dir: &std::path::Path, redis: &str, prometheus: &str) -> std::pa
              \x20   defaults: {{ rps: 1000 }}\n\
              \x20   bounds: {{ min_rps: 0.000001, max_rps: 2000 }}\n\
              \x20   signal: {{ query: 'tenant_load', target: 1, name_label: tenant }}\n\
-             \x20   control: {{ law: aimd, decrease: 0.5 }}\n"
+             \x20   control: {{ law: aimd, decrease: 0.5 }}\n\
+             \x20   max_throttles: {n}\n"
         ),
     )
     .expect("write config");
