@@ -3,7 +3,7 @@
 //! - [`config`]: the YAML configuration, parsed strictly and validated with locations.
 //! - [`control`]: the control laws and the limits common to them (pure).
 //! - [`source`]: signals from Prometheus, and what makes an answer usable.
-//! - [`store`]: the knob store: changed fields only, TTL, history, one pipeline a tick.
+//! - [`store`]: the knob store: changed fields only, TTL, history, writes fenced by the lease.
 //! - [`reconcile`]: one policy's tick: signal, stored knobs, controllers, writes, reasons.
 //! - [`names`]: which policy governs each throttle name; templates never collide.
 //! - [`schedule`]: when a policy ticks: jittered intervals, capped backoff after failures.
