@@ -15,11 +15,12 @@ test: deps ## Run every test against real redis-server, prometheus and limitlion
 	cargo test --doc --quiet
 	cargo nextest run --no-fail-fast
 
-lint: ## cargo fmt --check, clippy -D warnings, rustdoc -D warnings, the client-only dependency check
+lint: deps ## cargo fmt --check, clippy -D warnings, rustdoc -D warnings, the client-only dependency check, deploy/ checks
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 	scripts/check-client-deps.sh
+	scripts/check-deploy.sh
 
 bench: deps ## Criterion benches; see BENCHMARKS.md for the load-generator runs
 	cargo bench

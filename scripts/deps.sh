@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the demo, tests and benchmarks need, skipping whatever is already there:
-#   - redis-server, redis-cli/redis-benchmark and prometheus, from Debian packages (as root;
-#     otherwise prints the exact command and fails);
+#   - redis-server, redis-cli/redis-benchmark, prometheus (with promtool) and systemd-analyze,
+#     from Debian packages (as root; otherwise prints the exact command and fails);
 #   - cargo-nextest, from crates.io, when missing;
-#   - a Python venv in .venv with limitlion and redis from PyPI (scripts/requirements.txt).
+#   - a Python venv in .venv with limitlion, redis and kubernetes-validate from PyPI
+#     (scripts/requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null || missing+=(redis-tools)
-command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+# systemd-analyze checks the unit in deploy/ (make lint).
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   cmd="apt-get install -y --no-install-recommends ${missing[*]}"

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use regulator::daemon::status::{ThrottleStatus, last_change, table};
+use regulator::daemon::admin::RedisTarget;
 use regulator::{Client, KnobsUpdate};
 
 /// Adaptive throttles for fleets of workers that share rate limits through Redis.
@@ -28,8 +28,8 @@ enum LogFormat {
     Json,
 }
 
-/// Where Redis is: `--redis`, else the `redis.url` of `--config`, else
-/// `$REGULATOR_REDIS_URL`, else `redis://127.0.0.1:6379/0`.
+/// Where Redis is: `--redis`, else the `redis:` section of `--config` (password file and
+/// certificates included), else `$REGULATOR_REDIS_URL`, else `redis://127.0.0.1:6379/0`.
 #[derive(Args)]
 struct RedisArgs {
     /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS).
@@ -45,19 +45,12 @@ struct RedisArgs {
 }
 
 impl RedisArgs {
-    /// The URL, and whether it is a cluster's seed node.
-    fn url(&self) -> anyhow::Result<(String, bool)> {
-        if let Some(url) = &self.redis {
-            return Ok((url.clone(), self.cluster));
+    fn target(&self) -> RedisTarget {
+        RedisTarget {
+            url: self.redis.clone(),
+            config: self.config.clone(),
+            cluster: self.cluster,
         }
-        if let Some(path) = &self.config {
-            let config =
-                regulator::daemon::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            return Ok((config.redis.url, config.redis.cluster || self.cluster));
-        }
-        let url = std::env::var("REGULATOR_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
-        Ok((url, self.cluster))
     }
 }
 
@@ -159,7 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => match regulator::daemon::config::load(&config) {
             Ok(c) => {
                 for t in &c.throttles {
-                    println!("{}", summary(t, c.interval));
+                    println!("{}", t.describe(c.interval));
                 }
                 println!(
                     "{}: ok, {} throttle policies",
@@ -174,28 +167,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Status { redis, json, names } => {
             let client = connect(&redis).await?;
-            let names = if names.is_empty() {
-                list_throttles(&client).await?
-            } else {
-                names
-            };
-            let mut rows = Vec::with_capacity(names.len());
-            for name in names {
-                let state = client.get(&name).await?;
-                let last_change = last_change(&client, &name).await?;
-                rows.push(ThrottleStatus {
-                    name,
-                    state,
-                    last_change,
-                });
-            }
-            if json {
-                for row in &rows {
-                    println!("{}", row.to_json());
-                }
-            } else {
-                print!("{}", table(&rows));
-            }
+            let rows = regulator::daemon::status::collect(&client, names).await?;
+            print!("{}", regulator::daemon::status::render(&rows, json));
         }
         Command::Set {
             redis,
@@ -247,42 +220,10 @@ async fn daemon(path: PathBuf, dry_run: bool, drain: Duration) -> anyhow::Result
 /// `EX_USAGE`: the configuration is not usable as written.
 const EXIT_CONFIG: u8 = 64;
 
-/// One line about a throttle policy, for `check`.
-fn summary(t: &regulator::daemon::config::Throttle, interval: Duration) -> String {
-    let d = t.defaults;
-    let name = match &t.signal.name_label {
-        Some(label) => format!("{}<{label}>", t.name),
-        None => t.name.clone(),
-    };
-    format!(
-        "{name}: {} every {}, rps {} in [{}, {}] (burst {}, window {}s), target {} of `{}`, no data: {:?}",
-        t.control.law(),
-        humantime::format_duration(t.interval.unwrap_or(interval)),
-        d.rps,
-        t.bounds.min_rps,
-        t.bounds.max_rps,
-        d.burst,
-        d.window,
-        t.signal.target,
-        t.signal.query,
-        t.on_no_data,
-    )
-}
-
 async fn connect(args: &RedisArgs) -> anyhow::Result<Client> {
-    let (url, cluster) = args.url()?;
-    Client::builder(&url)
-        .cluster(cluster)
+    args.target()
+        .builder()?
         .connect()
         .await
         .context("connect to redis")
-}
-
-/// Throttle names found in Redis: every `throttle:<name>:knobs` and `throttle:<name>` bucket,
-/// by SCAN (never KEYS, which blocks a busy server).
-async fn list_throttles(client: &Client) -> anyhow::Result<Vec<String>> {
-    let mut names = client.scan_throttles().await?;
-    names.sort();
-    names.dedup();
-    Ok(names)
 }

@@ -328,3 +328,21 @@ fn bearer_and_basic_auth_together_are_refused() {
         [(3, "prometheus.bearer_token_env".to_owned())]
     );
 }
+
+#[test]
+fn redis_secrets_have_one_source_and_tls_settings_need_tls() {
+    let both = "redis:\n  url: redis://h:6379/0\n  password_file: /p\n  password_env: P\n";
+    assert_eq!(errors(both), [(4, "redis.password_env".to_owned())]);
+    let url_and_file = "redis:\n  url: redis://u:pw@h:6379/0\n  password_file: /p\n";
+    assert_eq!(errors(url_and_file), [(2, "redis.url".to_owned())]);
+    let tls_on_plain = "redis:\n  url: redis://h:6379/0\n  tls: { ca_file: /ca }\n";
+    assert_eq!(errors(tls_on_plain), [(3, "redis.tls".to_owned())]);
+    let cert_alone = "redis:\n  url: rediss://h:6379/0\n  tls: { cert_file: /c }\n";
+    assert_eq!(errors(cert_alone), [(3, "redis.tls".to_owned())]);
+    let fine = "redis:\n  url: rediss://regulator@h:6379/0\n  password_env: P\n  \
+                tls: { ca_file: /ca, cert_file: /c, key_file: /k }\n";
+    let c = config::parse(fine, "test.yaml").expect("valid");
+    let tls = c.redis.tls.expect("tls");
+    assert_eq!(tls.key_file.as_deref(), Some(std::path::Path::new("/k")));
+    assert_eq!(c.redis.password_env.as_deref(), Some("P"));
+}

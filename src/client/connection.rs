@@ -91,8 +91,8 @@ impl ConnectionLike for Conn {
 }
 
 /// Options for [`Client`]; start from [`Client::builder`] (one server) or
-/// [`Client::cluster_builder`] (Redis Cluster).
-#[derive(Debug, Clone)]
+/// [`Client::cluster_builder`] (Redis Cluster). Its `Debug` shows no credential.
+#[derive(Clone)]
 pub struct ClientBuilder {
     url: String,
     /// More seed nodes of a cluster, beside `url`.
@@ -101,7 +101,30 @@ pub struct ClientBuilder {
     call_timeout: Duration,
     connect_timeout: Duration,
     tls_root_ca: Option<Vec<u8>>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    tls_identity: Option<(Vec<u8>, Vec<u8>)>,
+    username: Option<String>,
+    password: Option<String>,
     frozen_time: bool,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &redact(&self.url))
+            .field(
+                "seeds",
+                &self.seeds.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("call_timeout", &self.call_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls_root_ca", &self.tls_root_ca.is_some())
+            .field("tls_identity", &self.tls_identity.is_some())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientBuilder {
@@ -124,6 +147,29 @@ impl ClientBuilder {
     #[must_use]
     pub fn tls_root_ca(mut self, pem: Vec<u8>) -> Self {
         self.tls_root_ca = Some(pem);
+        self
+    }
+
+    /// Presents this PEM-encoded certificate and private key to the server, for servers that
+    /// require client certificates (mutual TLS, `tls-auth-clients yes`). Only for `rediss://`.
+    #[must_use]
+    pub fn tls_identity(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        self.tls_identity = Some((cert_pem, key_pem));
+        self
+    }
+
+    /// Authenticates as this ACL user, instead of the URL's (`redis://user@host`).
+    #[must_use]
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Authenticates with this password, instead of the URL's, so a secret read from a file
+    /// or the environment need not be written into a URL. Never shown by `Debug` or in errors.
+    #[must_use]
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
         self
     }
 
@@ -197,10 +243,42 @@ impl ClientBuilder {
     }
 
     fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
-        self.tls_root_ca.clone().map(|pem| redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem),
+        if self.tls_root_ca.is_none() && self.tls_identity.is_none() {
+            return None;
+        }
+        Some(redis::TlsCertificates {
+            client_tls: self.tls_identity.clone().map(|(client_cert, client_key)| {
+                redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }
+            }),
+            root_cert: self.tls_root_ca.clone(),
         })
+    }
+
+    /// `info` with the credentials given to the builder in place of the URL's.
+    fn with_credentials(&self, info: redis::ConnectionInfo) -> redis::ConnectionInfo {
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &self.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        info.set_redis_settings(settings)
+    }
+
+    /// A TLS option given for a plain `redis://` URL would be ignored: refuse it instead.
+    fn check_tls(&self, url: &str) -> Result<()> {
+        let tls_options = self.tls_root_ca.is_some() || self.tls_identity.is_some();
+        if tls_options && !url.starts_with("rediss://") {
+            return Err(Error::InvalidArgument(format!(
+                "redis URL {}: a TLS CA or client certificate needs a rediss:// URL",
+                redact(url)
+            )));
+        }
+        Ok(())
     }
 
     async fn connect_single(&self) -> Result<ConnectionManager> {
@@ -210,12 +288,14 @@ impl ClientBuilder {
                     .to_owned(),
             ));
         }
+        self.check_tls(&self.url)?;
         let info = self
             .url
             .as_str()
             .into_connection_info()
             .map_err(|e| Self::bad_url(&self.url, &e))?
             .set_tcp_settings(tcp_settings());
+        let info = self.with_credentials(info);
         let client = match self.tls_certificates() {
             None => redis::Client::open(info),
             Some(certs) => redis::Client::build_with_tls(info, certs),
@@ -236,6 +316,7 @@ impl ClientBuilder {
     async fn connect_cluster(&self) -> Result<ClusterConnection> {
         let mut seeds = Vec::with_capacity(1 + self.seeds.len());
         for url in std::iter::once(&self.url).chain(&self.seeds) {
+            self.check_tls(url)?;
             let info = url
                 .as_str()
                 .into_connection_info()
@@ -246,7 +327,7 @@ impl ClientBuilder {
                     redact(url)
                 )));
             }
-            seeds.push(info);
+            seeds.push(self.with_credentials(info));
         }
         let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
             .connection_timeout(self.connect_timeout)
@@ -312,6 +393,9 @@ impl Client {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls_root_ca: None,
+            tls_identity: None,
+            username: None,
+            password: None,
             frozen_time: false,
         }
     }
@@ -633,7 +717,12 @@ fn tcp_settings() -> TcpSettings {
     )
 }
 
-/// The URL with any password replaced, for logs and errors.
+/// `url` with its password replaced by `***`, for logs and error messages.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    redact(url)
+}
+
 #[must_use]
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

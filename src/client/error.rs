@@ -32,7 +32,7 @@ pub enum Error {
 
     /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`) or the ACL denies the command or
     /// key (`NOPERM`).
-    #[error("redis refused access (check the URL's user:password and the user's ACL): {source}")]
+    #[error("redis refused access (check the user, the password and the user's ACL): {source}")]
     Auth {
         /// The server's refusal.
         #[source]
@@ -115,7 +115,9 @@ impl Error {
         if err.is_timeout() {
             return Self::Timeout(timeout);
         }
-        if matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) {
+        if matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+            || acl_denied_in_script(&err)
+        {
             return Self::Auth { source: err };
         }
         match err.kind() {
@@ -139,4 +141,16 @@ impl Error {
             _ => Self::Redis { source: err },
         }
     }
+}
+
+/// A command a script ran was refused by the caller's ACL. Redis reports it as a plain `ERR`
+/// ("The user executing the script can't run this command or subcommand"), which would
+/// otherwise read as a bug in the script rather than a user missing a permission.
+fn acl_denied_in_script(err: &RedisError) -> bool {
+    err.code() == Some("ERR")
+        && err.detail().is_some_and(|d| {
+            d.contains("user executing the script can't run this command")
+                || d.contains("user executing the script can't access")
+                || d.contains("no permissions to access")
+        })
 }

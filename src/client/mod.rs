@@ -21,7 +21,9 @@ mod semaphore;
 mod token_bucket;
 
 pub use admin::{OtherKinds, ThrottleState};
-pub use connection::{Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+pub use connection::{
+    Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, redact_url,
+};
 pub use continuous_bucket::{ContinuousBucket, ContinuousDecision, ContinuousParams};
 pub use error::{Error, Result};
 pub use knobs::{Knobs, KnobsUpdate, StoredKnobs, lua_tonumber};

@@ -12,14 +12,100 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::config::{Config, LeaderConfig, RedisConfig};
+use super::secret::{self, SecretError};
 use super::source::{Prometheus, SourceError};
 use super::store::{Fence, KnobChange, KnobStore, RedisStore, Written};
-use crate::{Client, Error, Result, StoredKnobs};
+use crate::{Client, ClientBuilder, Error, Result, StoredKnobs};
+
+/// Why a configuration's connections cannot be set up: a secret or certificate file.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The Prometheus client cannot be built.
+    #[error(transparent)]
+    Prometheus(#[from] SourceError),
+    /// A Redis secret or certificate cannot be read.
+    #[error("redis: {0}")]
+    Redis(#[from] SecretError),
+}
+
+/// What the daemon's Redis connections are made with: `redis:` and the secrets and
+/// certificates it points at, read when the configuration is applied. `Debug` shows no secret.
+#[derive(Clone, PartialEq)]
+pub struct RedisSettings {
+    config: RedisConfig,
+    password: Option<String>,
+    ca: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &crate::client::redact_url(&self.config.url))
+            .field("cluster", &self.config.cluster)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca", &self.ca.is_some())
+            .field("identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSettings {
+    /// Reads the password and certificate files `config` names.
+    ///
+    /// # Errors
+    /// A file or variable that cannot be read; the error names it, never its content.
+    pub fn read(config: &RedisConfig) -> std::result::Result<Self, SecretError> {
+        let password = secret::read(
+            config.password_file.as_deref(),
+            config.password_env.as_deref(),
+            "password",
+        )?;
+        let (mut ca, mut identity) = (None, None);
+        if let Some(tls) = &config.tls {
+            if let Some(path) = &tls.ca_file {
+                ca = Some(secret::read_pem(path, "tls.ca_file")?);
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+                identity = Some((
+                    secret::read_pem(cert, "tls.cert_file")?,
+                    secret::read_pem(key, "tls.key_file")?,
+                ));
+            }
+        }
+        Ok(Self {
+            config: config.clone(),
+            password,
+            ca,
+            identity,
+        })
+    }
+
+    /// A client builder with these settings and `redis.timeout` on every call.
+    #[must_use]
+    pub fn builder(&self) -> ClientBuilder {
+        let c = &self.config;
+        let mut builder = Client::builder(&c.url)
+            .cluster(c.cluster)
+            .call_timeout(c.timeout)
+            .connect_timeout(c.timeout.max(Duration::from_secs(1)));
+        if let Some(password) = &self.password {
+            builder = builder.password(password.clone());
+        }
+        if let Some(ca) = &self.ca {
+            builder = builder.tls_root_ca(ca.clone());
+        }
+        if let Some((cert, key)) = &self.identity {
+            builder = builder.tls_identity(cert.clone(), key.clone());
+        }
+        builder
+    }
+}
 
 /// A Redis connection made on first use.
 #[derive(Debug)]
 pub struct Redis {
-    config: RedisConfig,
+    settings: RedisSettings,
     client: Mutex<Slot>,
     reachable: Arc<AtomicBool>,
 }
@@ -29,19 +115,51 @@ struct Slot {
     client: Option<Client>,
     /// The last failed attempt: callers within a second get its error at once instead of
     /// queueing for a connect timeout each.
-    failed: Option<(Instant, String)>,
+    failed: Option<(Instant, Failure)>,
+}
+
+/// A failed connect, kept to be told again: refused credentials stay an auth error (a
+/// different fix from an unreachable server), anything else reads as unreachable.
+#[derive(Debug, Clone)]
+enum Failure {
+    Auth(String),
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: &Error) -> Self {
+        match e {
+            Error::Auth { source } => Self::Auth(source.to_string()),
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            Self::Auth(why) => Error::Auth {
+                source: redis::RedisError::from((
+                    redis::ErrorKind::AuthenticationFailed,
+                    "refused at the last attempt",
+                    why.clone(),
+                )),
+            },
+            Self::Other(why) => Error::Unreachable {
+                source: std::io::Error::new(std::io::ErrorKind::NotConnected, why.clone()).into(),
+            },
+        }
+    }
 }
 
 /// How long a failed connect is remembered.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 impl Redis {
-    /// A connection to `config.url`, made on first use; every call's outcome is recorded in
+    /// A connection with `settings`, made on first use; every call's outcome is recorded in
     /// `reachable`.
     #[must_use]
-    pub fn new(config: RedisConfig, reachable: Arc<AtomicBool>) -> Self {
+    pub fn new(settings: RedisSettings, reachable: Arc<AtomicBool>) -> Self {
         Self {
-            config,
+            settings,
             client: Mutex::new(Slot::default()),
             reachable,
         }
@@ -56,18 +174,12 @@ impl Redis {
         if let Some(client) = &slot.client {
             return Ok(client.clone());
         }
-        if let Some((at, why)) = &slot.failed
+        if let Some((at, failure)) = &slot.failed
             && at.elapsed() < RECONNECT_AFTER
         {
-            let e = std::io::Error::new(std::io::ErrorKind::NotConnected, why.clone());
-            return Err(Error::Unreachable { source: e.into() });
+            return Err(failure.error());
         }
-        let client = Client::builder(&self.config.url)
-            .cluster(self.config.cluster)
-            .call_timeout(self.config.timeout)
-            .connect_timeout(self.config.timeout.max(Duration::from_secs(1)))
-            .connect()
-            .await;
+        let client = self.settings.builder().connect().await;
         match self.note(client) {
             Ok(client) => {
                 *slot = Slot {
@@ -77,7 +189,7 @@ impl Redis {
                 Ok(client)
             }
             Err(e) => {
-                slot.failed = Some((Instant::now(), e.to_string()));
+                slot.failed = Some((Instant::now(), Failure::of(&e)));
                 Err(e)
             }
         }
@@ -144,7 +256,6 @@ pub struct Backends {
     pub redis: Arc<Redis>,
     /// The lease.
     pub leader: LeaderConfig,
-    redis_config: RedisConfig,
 }
 
 impl Backends {
@@ -155,23 +266,24 @@ impl Backends {
         Arc::ptr_eq(&self.redis, &other.redis) && self.leader.key == other.leader.key
     }
 
-    /// The backends of `config`, writing knobs only while the lease holds `token`. The Redis
-    /// connection of `previous` is kept when the Redis settings did not change (a reload must
-    /// not drop a good connection); Prometheus is rebuilt every time, so a rotated secret or
-    /// CA file is read again.
+    /// The backends of `config`, writing knobs only while the lease holds `token`. Secrets
+    /// and certificates are read again every time, so a rotated file is picked up; the Redis
+    /// connection of `previous` is kept when the Redis settings, secrets included, did not
+    /// change (a reload must not drop a good connection).
     ///
     /// # Errors
-    /// A Prometheus secret or CA file that cannot be read.
+    /// A secret or certificate file that cannot be read.
     pub fn new(
         config: &Config,
         previous: Option<&Backends>,
         reachable: &Arc<AtomicBool>,
         token: &Arc<str>,
-    ) -> std::result::Result<Self, SourceError> {
+    ) -> std::result::Result<Self, BackendError> {
         let source = Prometheus::new(&config.prometheus)?;
+        let settings = RedisSettings::read(&config.redis)?;
         let redis = match previous {
-            Some(p) if p.redis_config == config.redis => Arc::clone(&p.redis),
-            _ => Arc::new(Redis::new(config.redis.clone(), Arc::clone(reachable))),
+            Some(p) if p.redis.settings == settings => Arc::clone(&p.redis),
+            _ => Arc::new(Redis::new(settings, Arc::clone(reachable))),
         };
         Ok(Self {
             source,
@@ -186,7 +298,6 @@ impl Backends {
             },
             redis,
             leader: config.leader.clone(),
-            redis_config: config.redis.clone(),
         })
     }
 }

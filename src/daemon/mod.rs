@@ -9,11 +9,14 @@
 //! - [`schedule`]: when a policy ticks: jittered intervals, capped backoff after failures.
 //! - [`lease`], [`leader`]: the lease that elects the one replica that writes, and the
 //!   deadline past which a replica stops writing.
-//! - [`backend`]: the Redis and Prometheus connections of one configuration.
+//! - [`backend`]: the Redis and Prometheus connections of one configuration; [`secret`]: the
+//!   password, token and certificate files they read.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`run`](mod@run): the daemon: tasks, reload, drain. [`signals`]: SIGHUP, SIGTERM, SIGINT.
-//! - [`status`]: `regulator status`, what Redis holds for each throttle.
+//! - [`status`]: `regulator status`, what Redis holds for each throttle; [`admin`]: where the
+//!   admin commands find Redis.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod control;
@@ -27,6 +30,7 @@ pub mod names;
 pub mod reconcile;
 pub mod run;
 pub mod schedule;
+pub mod secret;
 pub mod signals;
 pub mod source;
 pub mod status;

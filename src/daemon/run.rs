@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::backend::BackendError;
 use super::backend::Backends;
 use super::config::{self, Config};
 use super::http::{self, Endpoints};
@@ -28,7 +29,6 @@ use super::leader;
 use super::metrics::Metrics;
 use super::reconcile::{Policy, PolicyState};
 use super::schedule::{self, Shared};
-use super::source::SourceError;
 
 /// How the daemon runs, beyond its configuration.
 #[derive(Debug, Clone)]
@@ -66,9 +66,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// The Prometheus client cannot be built.
+    /// A secret or certificate file the configuration names cannot be read.
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Backends(#[from] BackendError),
     /// The daemon stopped abnormally (a bug).
     #[error("the daemon stopped abnormally: {0}")]
     Stopped(#[source] tokio::task::JoinError),
@@ -460,7 +460,7 @@ impl Supervisor {
         }
     }
 
-    fn apply(&mut self, new: Config) -> Result<(), SourceError> {
+    fn apply(&mut self, new: Config) -> Result<(), BackendError> {
         let backends = Backends::new(
             &new,
             Some(&self.backends.borrow()),

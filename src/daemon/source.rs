@@ -262,17 +262,7 @@ fn secret(
     env: Option<&str>,
     what: &str,
 ) -> Result<Option<String>, SourceError> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SourceError(format!("{what} file {}: {e}", path.display())))?;
-        return Ok(Some(text.trim().to_owned()));
-    }
-    if let Some(var) = env {
-        let value = std::env::var(var)
-            .map_err(|_| SourceError(format!("{what}: environment variable {var} is not set")))?;
-        return Ok(Some(value.trim().to_owned()));
-    }
-    Ok(None)
+    super::secret::read(file, env, what).map_err(|e| SourceError(e.0))
 }
 
 fn bearer_token(config: &PrometheusConfig) -> Result<Option<String>, SourceError> {

@@ -152,66 +152,106 @@ impl ThrottleStatus {
         out
     }
 
-    /// A JSON object (hand-written: the status line format is small and fixed).
+    /// One JSON object: the knobs as numbers when usable, the raw stored strings, the other
+    /// kinds of limiter, tokens, TTLs and the last change. Non-finite numbers are `null`.
     #[must_use]
-    pub fn to_json(&self) -> String {
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
         let s = &self.state;
         let (knobs, problem) = match s.knobs() {
-            StoredKnobs::Absent => ("null".to_owned(), None),
+            StoredKnobs::Absent => (serde_json::Value::Null, None),
             StoredKnobs::Valid(k) => (
-                format!(
-                    r#"{{"rps":{},"burst":{},"window":{}}}"#,
-                    k.rps, k.burst, k.window
-                ),
+                json!({"rps": k.rps, "burst": k.burst, "window": k.window}),
                 None,
             ),
-            StoredKnobs::Invalid(why) => ("null".to_owned(), Some(why)),
+            StoredKnobs::Invalid(why) => (serde_json::Value::Null, Some(why)),
         };
-        let last = self.last_change.as_ref().map_or_else(
-            || "null".to_owned(),
-            |c| {
-                format!(
-                    r#"{{"ts_ms":{},"old_rps":{},"rps":{},"signal":{},"reason":{}}}"#,
-                    c.ts_ms,
-                    json_str(Some(&c.old_rps)),
-                    json_str(Some(&c.rps)),
-                    json_str(Some(&c.signal)),
-                    json_str(Some(&c.reason)),
-                )
-            },
-        );
+        let last = self.last_change.as_ref().map(|c| {
+            json!({
+                "ts_ms": c.ts_ms,
+                "old_rps": c.old_rps,
+                "rps": c.rps,
+                "signal": c.signal,
+                "reason": c.reason,
+            })
+        });
         let k = &s.kinds;
-        format!(
-            r#"{{"name":{},"knobs":{},"knobs_invalid":{},"raw":{{"rps":{},"burst":{},"window":{},"concurrency":{}}},"holders":{},"holders_total":{},"leaky_level":{},"leaky_blocked_for_s":{},"continuous_tokens":{},"scheduled_next_s":{},"tokens":{},"tokens_now":{},"refreshed":{},"knobs_ttl_s":{},"bucket_ttl_s":{},"last_change":{}}}"#,
-            json_str(Some(&self.name)),
-            knobs,
-            json_str(problem.as_deref()),
-            json_str(s.rps.as_deref()),
-            json_str(s.burst.as_deref()),
-            json_str(s.window.as_deref()),
-            json_str(s.concurrency.as_deref()),
-            json_num(k.holders.map(|h| h as f64)),
-            json_num(k.holders_total.map(|h| h as f64)),
-            json_num(
-                k.leaky_level
-                    .as_deref()
-                    .and_then(crate::client::lua_tonumber)
-            ),
-            json_num(k.leaky_blocked_for.map(|d| d.as_secs_f64())),
-            json_num(
-                k.continuous_tokens
-                    .as_deref()
-                    .and_then(crate::client::lua_tonumber)
-            ),
-            json_num(k.scheduled_next.map(|d| d.as_secs_f64())),
-            json_num(s.bucket().tokens),
-            json_num(self.tokens_now()),
-            json_num(s.bucket().refreshed),
-            json_num(s.knobs_ttl.map(|d| d.as_secs_f64())),
-            json_num(s.bucket_ttl.map(|d| d.as_secs_f64())),
-            last,
-        )
+        let number = |v: Option<&str>| v.and_then(crate::client::lua_tonumber);
+        json!({
+            "name": self.name,
+            "knobs": knobs,
+            "knobs_invalid": problem,
+            "raw": {
+                "rps": s.rps,
+                "burst": s.burst,
+                "window": s.window,
+                "concurrency": s.concurrency,
+            },
+            "holders": k.holders,
+            "holders_total": k.holders_total,
+            "leaky_level": number(k.leaky_level.as_deref()),
+            "leaky_blocked_for_s": k.leaky_blocked_for.map(|d| d.as_secs_f64()),
+            "continuous_tokens": number(k.continuous_tokens.as_deref()),
+            "scheduled_next_s": k.scheduled_next.map(|d| d.as_secs_f64()),
+            "tokens": s.bucket().tokens,
+            "tokens_now": self.tokens_now(),
+            "refreshed": s.bucket().refreshed,
+            "knobs_ttl_s": s.knobs_ttl.map(|d| d.as_secs_f64()),
+            "bucket_ttl_s": s.bucket_ttl.map(|d| d.as_secs_f64()),
+            "last_change": last,
+        })
     }
+}
+
+/// Throttle names found in Redis: every `throttle:<name>:knobs` and `throttle:<name>` bucket,
+/// by SCAN (never KEYS, which blocks a busy server), sorted.
+///
+/// # Errors
+/// The connection's errors.
+pub async fn list(client: &crate::Client) -> crate::Result<Vec<String>> {
+    let mut names = client.scan_throttles().await?;
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The status of each of `names`, or of every throttle in Redis when `names` is empty.
+///
+/// # Errors
+/// The connection's errors.
+pub async fn collect(
+    client: &crate::Client,
+    names: Vec<String>,
+) -> crate::Result<Vec<ThrottleStatus>> {
+    let names = if names.is_empty() {
+        list(client).await?
+    } else {
+        names
+    };
+    let mut rows = Vec::with_capacity(names.len());
+    for name in names {
+        let state = client.get(&name).await?;
+        let last_change = last_change(client, &name).await?;
+        rows.push(ThrottleStatus {
+            name,
+            state,
+            last_change,
+        });
+    }
+    Ok(rows)
+}
+
+/// `rows` as `regulator status` prints them: a [`table`], or one JSON object per line.
+#[must_use]
+pub fn render(rows: &[ThrottleStatus], json: bool) -> String {
+    if !json {
+        return table(rows);
+    }
+    let mut out = String::new();
+    for row in rows {
+        let _ = writeln!(out, "{}", row.to_json());
+    }
+    out
 }
 
 /// A readable table, one line per throttle.
@@ -263,29 +303,6 @@ fn ttl(ttl: Option<Duration>, exists: bool) -> String {
     }
 }
 
-fn json_str(s: Option<&str>) -> String {
-    let Some(s) = s else { return "null".to_owned() };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_num(v: Option<f64>) -> String {
-    v.filter(|v| v.is_finite())
-        .map_or_else(|| "null".to_owned(), |v| v.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,9 +327,20 @@ mod tests {
     }
 
     #[test]
-    fn json_escapes_names_people_type() {
-        assert_eq!(json_str(Some("a\"b\\c\nd")), r#""a\"b\\c\u000ad""#);
-        assert_eq!(json_num(Some(f64::NAN)), "null");
+    fn json_escapes_names_people_type_and_hides_non_finite_numbers() {
+        let row = ThrottleStatus {
+            name: "a\"b\\c\nd".into(),
+            state: ThrottleState {
+                tokens: Some("nan".into()),
+                ..ThrottleState::default()
+            },
+            last_change: None,
+        };
+        let line = render(std::slice::from_ref(&row), true);
+        assert_eq!(line.lines().count(), 1, "one object per line: {line}");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        assert_eq!(json["name"], "a\"b\\c\nd");
+        assert!(json["tokens"].is_null(), "{json}");
     }
 
     #[test]
@@ -343,8 +371,8 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from {text}");
         }
-        let json: serde_json::Value = serde_json::from_str(&row.to_json()).expect("valid JSON");
-        assert_eq!(json["holders"], 3.0);
+        let json = row.to_json();
+        assert_eq!(json["holders"], 3);
         assert_eq!(json["leaky_blocked_for_s"], 0.8);
         assert_eq!(json["raw"]["concurrency"], "20");
     }
@@ -360,10 +388,13 @@ mod tests {
             last_change: None,
         };
         assert!(table(std::slice::from_ref(&row)).contains("INVALID"));
-        assert!(row.to_json().contains(r#""knobs":null"#));
+        let json = row.to_json();
+        assert!(json["knobs"].is_null(), "{json}");
         assert!(
-            row.to_json()
-                .contains("knobs_invalid\":\"rps is not a number")
+            json["knobs_invalid"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("rps is not a number")),
+            "{json}"
         );
     }
 }

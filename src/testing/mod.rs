@@ -17,4 +17,4 @@ pub use http::{Answer, Exporter, Scripted};
 pub use process::{FixtureError, free_port};
 pub use prometheus::PrometheusServer;
 pub use python::{LimitlionDriver, python};
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisServer, TlsMaterial};

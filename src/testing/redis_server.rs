@@ -53,27 +53,62 @@ impl RedisServer {
     /// # Errors
     /// As [`RedisServer::start`], or when the certificates cannot be made.
     pub fn start_tls() -> Result<(Self, Vec<u8>), FixtureError> {
+        let (server, tls) = Self::tls_server(false, &[])?;
+        Ok((server, tls.ca))
+    }
+
+    /// Starts a TLS-only server that requires a client certificate signed by its CA (mutual
+    /// TLS, `tls-auth-clients yes`), with `extra` arguments; returns the server and the CA and
+    /// client certificate to connect with, as PEM and as files.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start_tls`].
+    pub fn start_mtls(extra: &[&str]) -> Result<(Self, TlsMaterial), FixtureError> {
+        Self::tls_server(true, extra)
+    }
+
+    fn tls_server(
+        require_client: bool,
+        extra: &[&str],
+    ) -> Result<(Self, TlsMaterial), FixtureError> {
         let dir = tempfile::Builder::new()
             .prefix("regulator-redis-")
             .tempdir()?;
-        let (ca, cert, key) = certificates().map_err(std::io::Error::other)?;
-        let path = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
-        for (file, pem) in [("ca.crt", &ca), ("server.crt", &cert), ("server.key", &key)] {
+        let pems = certificates().map_err(std::io::Error::other)?;
+        let path = |f: &str| dir.path().join(f);
+        let files = [
+            ("ca.crt", &pems.ca),
+            ("server.crt", &pems.server_cert),
+            ("server.key", &pems.server_key),
+            ("client.crt", &pems.client_cert),
+            ("client.key", &pems.client_key),
+        ];
+        for (file, pem) in files {
             std::fs::write(path(file), pem)?;
         }
-        let args = [
+        let arg = |f: &str| path(f).to_string_lossy().into_owned();
+        let mut args = vec![
             "--tls-port".to_owned(),
             "--tls-cert-file".to_owned(),
-            path("server.crt"),
+            arg("server.crt"),
             "--tls-key-file".to_owned(),
-            path("server.key"),
+            arg("server.key"),
             "--tls-ca-cert-file".to_owned(),
-            path("ca.crt"),
+            arg("ca.crt"),
             "--tls-auth-clients".to_owned(),
-            "no".to_owned(),
+            if require_client { "yes" } else { "no" }.to_owned(),
         ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Ok((Self::start_in(dir, &args, free_port)?, ca.into_bytes()))
+        let material = TlsMaterial {
+            ca_file: path("ca.crt"),
+            cert_file: path("client.crt"),
+            key_file: path("client.key"),
+            ca: pems.ca.into_bytes(),
+            cert: pems.client_cert.into_bytes(),
+            key: pems.client_key.into_bytes(),
+        };
+        Ok((Self::start_in(dir, &args, free_port)?, material))
     }
 
     fn start_in(
@@ -224,22 +259,69 @@ pub(crate) fn ping(url: &str) -> Result<(), String> {
     let mut conn = client
         .get_connection_with_timeout(Duration::from_millis(500))
         .map_err(|e| e.to_string())?;
-    redis::cmd("PING")
-        .query::<String>(&mut conn)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    match redis::cmd("PING").query::<String>(&mut conn) {
+        Ok(_) => Ok(()),
+        // A server with `requirepass` answers, and that is all readiness asks.
+        Err(e) if e.code() == Some("NOAUTH") => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-/// A private CA and a server certificate it signed: (CA PEM, certificate PEM, key PEM).
-fn certificates() -> Result<(String, String, String), rcgen::Error> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+/// What a client of a TLS server connects with: the CA to trust and a client certificate
+/// the server accepts, as PEM and as files (kept while the server runs).
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    /// The CA's certificate file.
+    pub ca_file: PathBuf,
+    /// The client certificate file.
+    pub cert_file: PathBuf,
+    /// The client key file.
+    pub key_file: PathBuf,
+    /// The CA's certificate.
+    pub ca: Vec<u8>,
+    /// The client certificate.
+    pub cert: Vec<u8>,
+    /// The client certificate's key.
+    pub key: Vec<u8>,
+}
+
+struct Pems {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+/// A private CA, and a server and a client certificate it signed.
+fn certificates() -> Result<Pems, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    // Distinct subjects: OpenSSL (the server, checking a client certificate) takes a
+    // certificate whose subject equals its issuer's for self-signed and refuses it.
+    let named = |names: Vec<String>, cn: &str| -> Result<CertificateParams, rcgen::Error> {
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        Ok(params)
+    };
+    let mut ca_params = named(Vec::new(), "regulator test CA")?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_key = KeyPair::generate()?;
     let ca = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
-        .signed_by(&key, &issuer)?;
-    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+    let server_key = KeyPair::generate()?;
+    let server = named(
+        vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+        "redis-server",
+    )?
+    .signed_by(&server_key, &issuer)?;
+    let client_key = KeyPair::generate()?;
+    let client =
+        named(vec!["regulator".to_owned()], "regulator")?.signed_by(&client_key, &issuer)?;
+    Ok(Pems {
+        ca: ca.pem(),
+        server_cert: server.pem(),
+        server_key: server_key.serialize_pem(),
+        client_cert: client.pem(),
+        client_key: client_key.serialize_pem(),
+    })
 }

@@ -37,6 +37,7 @@ pub fn name(prefix: &str, k: Knobs) -> String {
     format!("{prefix}-{}-{}-{}", k.rps, k.burst, k.window)
 }
 
+pub mod daemon_process;
 pub mod stack;
 
 /// An async client patient enough for a starved CI machine (5 s per call), for tests about

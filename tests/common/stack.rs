@@ -13,7 +13,11 @@ pub struct Stack {
 
 impl Stack {
     pub fn start() -> Self {
-        let redis = RedisServer::start().expect("start redis-server");
+        Self::with_redis(RedisServer::start().expect("start redis-server"))
+    }
+
+    /// A stack around a Redis the test started itself (with an ACL file, say).
+    pub fn with_redis(redis: RedisServer) -> Self {
         let exporter = Exporter::start().expect("start exporter");
         let prometheus = PrometheusServer::start(&[exporter.target()]).expect("start prometheus");
         Self {

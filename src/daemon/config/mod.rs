@@ -1,21 +1,25 @@
 //! The daemon's configuration: YAML, parsed strictly, then validated once, reporting every
 //! problem with its line and column.
 //!
-//! - `types` (here): what a configuration holds, with its defaults.
+//! - `types` (here): what a configuration holds, with its defaults; `connections`: the
+//!   Redis, Prometheus, lease and history sections.
 //! - [`load`]: text to [`Config`], collecting every structural error.
 //! - `validate`: the rules a parsed configuration must satisfy.
 //! - [`locate`]: paths in the document to lines and columns.
 
+mod connections;
 pub(crate) mod duration;
 mod load;
 pub mod locate;
 mod validate;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use connections::{
+    BasicAuth, HistoryConfig, LeaderConfig, PrometheusConfig, RedisConfig, RedisTls,
+};
 pub use load::{ConfigError, ConfigErrors, load, parse};
 
 /// The whole configuration.
@@ -35,111 +39,6 @@ pub struct Config {
     pub history: HistoryConfig,
     /// The throttles to control.
     pub throttles: Vec<Throttle>,
-}
-
-/// `redis:`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
-    pub url: String,
-    /// Redis Cluster: names are wrapped in a hash tag so a throttle's keys share a slot.
-    pub cluster: bool,
-    /// Bound on each Redis call.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// TTL of the knobs the daemon writes; workers' calls refresh it too.
-    #[serde(with = "duration")]
-    pub knobs_ttl: Duration,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379/0".to_owned(),
-            cluster: false,
-            timeout: Duration::from_millis(250),
-            knobs_ttl: crate::client::DEFAULT_KNOBS_TTL,
-        }
-    }
-}
-
-/// `prometheus:`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PrometheusConfig {
-    /// Base URL of the Prometheus HTTP API.
-    pub url: String,
-    /// Bound on each query, connection included.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// HTTP basic auth.
-    pub basic_auth: Option<BasicAuth>,
-    /// A file holding a bearer token (read at start and on reload; never logged).
-    pub bearer_token_file: Option<PathBuf>,
-    /// An environment variable holding a bearer token.
-    pub bearer_token_env: Option<String>,
-    /// A PEM CA bundle to trust for `https://`.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Default for PrometheusConfig {
-    fn default() -> Self {
-        Self {
-            url: "http://127.0.0.1:9090".to_owned(),
-            timeout: Duration::from_secs(5),
-            basic_auth: None,
-            bearer_token_file: None,
-            bearer_token_env: None,
-            ca_file: None,
-        }
-    }
-}
-
-/// `prometheus.basic_auth:`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    /// User name.
-    pub username: String,
-    /// A file holding the password.
-    pub password_file: Option<PathBuf>,
-    /// An environment variable holding the password.
-    pub password_env: Option<String>,
-}
-
-/// `leader:`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LeaderConfig {
-    /// The lease key.
-    pub key: String,
-    /// How long a lease lasts without renewal: a dead leader is replaced within this.
-    #[serde(with = "duration")]
-    pub lease: Duration,
-}
-
-impl Default for LeaderConfig {
-    fn default() -> Self {
-        Self {
-            key: "regulator:leader".to_owned(),
-            lease: Duration::from_secs(15),
-        }
-    }
-}
-
-/// `history:`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HistoryConfig {
-    /// Approximate cap of each throttle's history stream (`XADD MAXLEN ~`).
-    pub max_len: u64,
-}
-
-impl Default for HistoryConfig {
-    fn default() -> Self {
-        Self { max_len: 1000 }
-    }
 }
 
 /// One throttle policy (or, with `signal.name_label`, a template for one throttle per series).
@@ -190,6 +89,28 @@ pub const DEFAULT_MAX_THROTTLES: usize = 1_000;
 pub const MAX_MAX_THROTTLES: usize = 100_000;
 
 impl Throttle {
+    /// One line about this policy, as `regulator check` prints it.
+    #[must_use]
+    pub fn describe(&self, interval: Duration) -> String {
+        let d = self.defaults;
+        let name = match &self.signal.name_label {
+            Some(label) => format!("{}<{label}>", self.name),
+            None => self.name.clone(),
+        };
+        format!(
+            "{name}: {} every {}, rps {} in [{}, {}] (burst {}, window {}s), target {} of `{}`, no data: {:?}",
+            self.control.law(),
+            humantime::format_duration(self.interval.unwrap_or(interval)),
+            d.rps,
+            self.bounds.min_rps,
+            self.bounds.max_rps,
+            d.burst,
+            d.window,
+            self.signal.target,
+            self.signal.query,
+            self.on_no_data,
+        )
+    }
     /// The most throttles this template governs: the ones it already governs first, then new
     /// names in order; past the cap a name is refused (counted in
     /// `regulator_template_refused_total{reason="cap"}` and logged), and its workers keep

@@ -53,8 +53,14 @@ pub(super) fn validate(c: &Config, indices: &[usize]) -> Problems {
     check(
         c.redis.url.starts_with("redis://") || c.redis.url.starts_with("rediss://"),
         "redis.url",
-        format!("{:?} is not a redis:// or rediss:// URL", c.redis.url),
+        format!(
+            "{:?} is not a redis:// or rediss:// URL",
+            crate::client::redact_url(&c.redis.url)
+        ),
     );
+    for (path, msg) in redis_secrets(&c.redis) {
+        check(false, path, msg);
+    }
     check(
         !c.redis.cluster || url_db(&c.redis.url).is_none_or(|db| db == 0),
         "redis.url",
@@ -397,6 +403,53 @@ fn law(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
 }
 
 /// The database number a Redis URL selects, when it parses.
+/// One source per secret, and TLS settings only where TLS is used.
+fn redis_secrets(r: &super::RedisConfig) -> Vec<(&'static str, String)> {
+    let mut p = Vec::new();
+    if r.password_file.is_some() && r.password_env.is_some() {
+        p.push((
+            "redis.password_env",
+            "password_file and password_env are both set: keep one".to_owned(),
+        ));
+    }
+    if (r.password_file.is_some() || r.password_env.is_some()) && url_has_password(&r.url) {
+        p.push((
+            "redis.url",
+            "holds a password and password_file/password_env is set too: keep one (the file or \
+             variable keeps it out of the config)"
+                .to_owned(),
+        ));
+    }
+    if let Some(tls) = &r.tls {
+        if !r.url.starts_with("rediss://") {
+            p.push((
+                "redis.tls",
+                "is set but redis.url is not rediss://: the connection would not use TLS"
+                    .to_owned(),
+            ));
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            p.push((
+                "redis.tls",
+                "cert_file and key_file go together: set both for mutual TLS, or neither"
+                    .to_owned(),
+            ));
+        }
+    }
+    p
+}
+
+/// Whether `url`'s authority holds `user:password@`.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| {
+        userinfo
+            .split_once(':')
+            .is_some_and(|(_, pw)| !pw.is_empty())
+    })
+}
+
 fn url_db(url: &str) -> Option<i64> {
     use redis::IntoConnectionInfo;
     url.into_connection_info()
