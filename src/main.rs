@@ -206,6 +206,7 @@ async fn daemon(path: PathBuf, dry_run: bool, drain: Duration) -> anyhow::Result
         config_path: Some(path),
         dry_run,
         drain,
+        notify: regulator::daemon::notify::Notifier::from_env(),
         ..Default::default()
     };
     let signals = regulator::daemon::signals::register().context("install signal handlers")?;

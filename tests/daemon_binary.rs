@@ -228,3 +228,41 @@ fn a_paused_leader_writes_nothing_after_the_lease_moved() {
     }
     eprintln!("{} entries after the move, all by {b_pid}", entries.len());
 }
+
+#[test]
+fn under_systemd_it_notifies_ready_reloading_and_stopping() {
+    let redis = common::redis();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let text = format!(
+        "redis: {{ url: \"{}\" }}\nprometheus: {{ url: \"http://127.0.0.1:{}\", timeout: 1s }}\n\
+         listen: \"127.0.0.1:0\"\ninterval: 1s\nleader: {{ lease: 3s }}\nthrottles:\n{}",
+        redis.url(),
+        regulator::testing::free_port(),
+        policy("db", "db_latency", "hold"),
+    );
+    let path = write_config(dir.path(), "r.yaml", &text);
+    let mut r = Regulator::start_logged_with(
+        &path,
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    assert_eq!(next(), "READY=1\nSTATUS=running 1 throttle policies");
+
+    r.signal("HUP");
+    assert!(next().starts_with("RELOADING=1\n"));
+    assert_eq!(next(), "READY=1\nSTATUS=running 1 throttle policies");
+
+    r.signal("TERM");
+    assert!(next().starts_with("STOPPING=1\n"));
+    assert_eq!(r.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}

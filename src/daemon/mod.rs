@@ -13,6 +13,7 @@
 //!   password, token and certificate files they read.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`run`](mod@run): the daemon: tasks, reload, drain. [`signals`]: SIGHUP, SIGTERM, SIGINT.
+//!   [`notify`]: readiness, reloads and the drain reported to systemd (`Type=notify`).
 //! - [`status`]: `regulator status`, what Redis holds for each throttle; [`admin`]: where the
 //!   admin commands find Redis.
 
@@ -27,6 +28,7 @@ pub mod leader;
 pub mod lease;
 pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod reconcile;
 pub mod run;
 pub mod schedule;

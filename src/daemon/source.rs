@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+mod prometheus;
 
-use super::config::PrometheusConfig;
+pub use prometheus::{Prometheus, SourceError};
 
 /// Why a tick has no usable signal. Each reason is counted and logged under [`NoData::reason`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -125,165 +125,65 @@ fn usable(s: &Series, now: f64, max_age: Duration) -> Result<f64, NoData> {
         return Err(NoData::NotFinite(s.value));
     }
     let age = now - s.timestamp;
-    if age > max_age.as_secs_f64() {
+    // A NaN age (a broken timestamp) is stale too, never fresh.
+    if age.is_nan() || age > max_age.as_secs_f64() {
         return Err(NoData::Stale(age));
     }
     Ok(s.value)
 }
 
-/// The Prometheus HTTP API, through `prometheus-http-query` over a `reqwest` client with
-/// connect and request timeouts and the configured authentication.
-#[derive(Clone)]
-pub struct Prometheus {
-    client: prometheus_http_query::Client,
-    url: String,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for Prometheus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prometheus")
-            .field("url", &self.url)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+/// The series of a query's `data`, as `prometheus-http-query` parsed it: an instant vector's
+/// samples, or a scalar as one series without labels. A range vector is malformed: a policy's
+/// query must give one value per throttle.
+///
+/// # Errors
+/// [`NoData::Malformed`] for a range vector.
+pub fn series(
+    result: prometheus_http_query::response::PromqlResult,
+) -> Result<Vec<Series>, NoData> {
+    use prometheus_http_query::response::Data;
+    match result.into_inner().0 {
+        Data::Vector(v) => Ok(v
+            .into_iter()
+            .map(|iv| {
+                let (labels, sample) = iv.into_inner();
+                Series {
+                    labels,
+                    value: sample.value(),
+                    timestamp: sample.timestamp(),
+                }
+            })
+            .collect()),
+        Data::Scalar(s) => Ok(vec![Series {
+            labels: HashMap::new(),
+            value: s.value(),
+            timestamp: s.timestamp(),
+        }]),
+        Data::Matrix(_) => Err(NoData::Malformed(
+            "a range vector; the query must give an instant vector or a scalar".to_owned(),
+        )),
     }
 }
 
-/// Why the Prometheus client could not be built: a secret or CA file that cannot be read.
-#[derive(Debug, thiserror::Error)]
-#[error("prometheus: {0}")]
-pub struct SourceError(String);
-
-impl Prometheus {
-    /// A client for `config`. Secrets are read now (and again on reload), never logged.
-    ///
-    /// # Errors
-    /// A secret file, environment variable or CA file that cannot be read, or a bad URL.
-    pub fn new(config: &PrometheusConfig) -> Result<Self, SourceError> {
-        // reqwest is built without a bundled crypto provider; use the one the client uses.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut headers = HeaderMap::new();
-        if let Some(token) = bearer_token(config)? {
-            headers.insert(AUTHORIZATION, sensitive(&format!("Bearer {token}"))?);
-        }
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .timeout(config.timeout);
-        if let Some(auth) = &config.basic_auth {
-            let password = secret(
-                auth.password_file.as_deref(),
-                auth.password_env.as_deref(),
-                "basic_auth password",
-            )?
-            .unwrap_or_default();
-            let basic = basic_auth(&auth.username, &password);
-            headers.insert(AUTHORIZATION, sensitive(&basic)?);
-        }
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| SourceError(format!("ca_file {}: {e}", path.display())))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| SourceError(format!("ca_file {}: {e}", path.display())))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let http = builder
-            .default_headers(headers)
-            .build()
-            .map_err(|e| SourceError(format!("HTTP client: {e}")))?;
-        let client = prometheus_http_query::Client::from(http, &config.url)
-            .map_err(|e| SourceError(format!("url {:?}: {e}", config.url)))?;
-        Ok(Self {
-            client,
-            url: config.url.clone(),
-            timeout: config.timeout,
-        })
+/// The series of a whole `/api/v1/query` response body, as [`Prometheus`] reads it: for
+/// replaying recorded answers and for fuzzing the parser with hostile ones.
+///
+/// # Errors
+/// [`NoData::Rejected`] for an error response, [`NoData::Malformed`] for anything that is not
+/// a Prometheus API response.
+pub fn parse_answer(body: &[u8]) -> Result<Vec<Series>, NoData> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        status: String,
+        data: Option<prometheus_http_query::response::PromqlResult>,
+        error: Option<String>,
     }
-}
-
-impl MetricSource for Prometheus {
-    async fn query(&self, promql: &str) -> Result<Vec<Series>, NoData> {
-        let request = self.client.query(promql).get();
-        // reqwest's own timeout covers the request; this one covers everything else.
-        let answer = match tokio::time::timeout(
-            self.timeout.saturating_add(Duration::from_millis(100)),
-            request,
-        )
-        .await
-        {
-            Err(_) => return Err(NoData::Timeout),
-            Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(answer)) => answer,
-        };
-        match answer.into_inner().0 {
-            prometheus_http_query::response::Data::Vector(v) => Ok(v
-                .into_iter()
-                .map(|iv| {
-                    let (labels, sample) = iv.into_inner();
-                    Series {
-                        labels,
-                        value: sample.value(),
-                        timestamp: sample.timestamp(),
-                    }
-                })
-                .collect()),
-            prometheus_http_query::response::Data::Scalar(s) => Ok(vec![Series {
-                labels: HashMap::new(),
-                value: s.value(),
-                timestamp: s.timestamp(),
-            }]),
-            prometheus_http_query::response::Data::Matrix(_) => Err(NoData::Malformed(
-                "a range vector; the query must give an instant vector or a scalar".to_owned(),
-            )),
-        }
+    let body: Body = serde_json::from_slice(body).map_err(|e| NoData::Malformed(e.to_string()))?;
+    match (body.status.as_str(), body.data) {
+        ("success", Some(data)) => series(data),
+        ("error", _) => Err(NoData::Rejected(body.error.unwrap_or_default())),
+        (status, _) => Err(NoData::Malformed(format!("status {status:?} without data"))),
     }
-}
-
-fn classify(e: &prometheus_http_query::Error) -> NoData {
-    use prometheus_http_query::Error;
-    match e {
-        Error::Prometheus(p) if p.is_timeout() => NoData::Timeout,
-        Error::Prometheus(p) => NoData::Rejected(p.message().to_owned()),
-        Error::Client(c) => match c.inner() {
-            Some(r) if r.is_timeout() => NoData::Timeout,
-            Some(r) if r.is_connect() => NoData::Unreachable(r.to_string()),
-            Some(r) => match r.status() {
-                Some(status) => NoData::Http(status.as_u16()),
-                None if r.is_decode() || r.is_body() => NoData::Malformed(r.to_string()),
-                None => NoData::Unreachable(r.to_string()),
-            },
-            None => NoData::Malformed(c.to_string()),
-        },
-        other => NoData::Malformed(other.to_string()),
-    }
-}
-
-fn secret(
-    file: Option<&std::path::Path>,
-    env: Option<&str>,
-    what: &str,
-) -> Result<Option<String>, SourceError> {
-    super::secret::read(file, env, what).map_err(|e| SourceError(e.0))
-}
-
-fn bearer_token(config: &PrometheusConfig) -> Result<Option<String>, SourceError> {
-    secret(
-        config.bearer_token_file.as_deref(),
-        config.bearer_token_env.as_deref(),
-        "bearer token",
-    )
-}
-
-fn sensitive(value: &str) -> Result<HeaderValue, SourceError> {
-    let mut v = HeaderValue::from_str(value)
-        .map_err(|_| SourceError("a credential holds characters not allowed in a header".into()))?;
-    v.set_sensitive(true);
-    Ok(v)
-}
-
-fn basic_auth(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {encoded}")
 }
 
 #[cfg(test)]
@@ -350,11 +250,42 @@ mod tests {
     }
 
     #[test]
-    fn basic_auth_is_standard_base64() {
+    fn a_sample_with_a_broken_timestamp_is_stale_not_fresh() {
+        assert!(matches!(
+            single(&[s(0.3, f64::NAN, &[])], 100.0, AGE),
+            Err(NoData::Stale(_))
+        ));
+    }
+
+    #[test]
+    fn recorded_answers_parse_as_prometheus_sends_them() {
+        let vector = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"tenant":"acme"},"value":[1700000000.5,"0.25"]},
+            {"metric":{"tenant":"globex"},"value":[1700000000.5,"NaN"]}]}}"#;
+        let got = parse_answer(vector).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].labels["tenant"], "acme");
+        assert_eq!(got[0].value, 0.25);
+        assert!(got[1].value.is_nan());
+        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"2"]}}"#;
+        assert_eq!(parse_answer(scalar).unwrap()[0].value, 2.0);
+        let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+        assert!(matches!(parse_answer(matrix), Err(NoData::Malformed(_))));
+        let error = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
         assert_eq!(
-            basic_auth("Aladdin", "open sesame"),
-            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+            parse_answer(error),
+            Err(NoData::Rejected("parse error".to_owned()))
         );
-        assert_eq!(basic_auth("a", "b"), "Basic YTpi");
+        for junk in [
+            &b"<html>502</html>"[..],
+            b"",
+            b"{}",
+            b"{\"status\":\"success\"}",
+        ] {
+            assert!(
+                matches!(parse_answer(junk), Err(NoData::Malformed(_))),
+                "{junk:?}"
+            );
+        }
     }
 }
