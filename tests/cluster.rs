@@ -217,6 +217,71 @@ async fn the_daemon_store_and_lease_work_on_a_cluster() {
     assert!(b.acquire_or_renew().await.unwrap());
 }
 
+#[tokio::test]
+async fn cluster_writes_are_fenced_by_the_lease_epoch() {
+    use regulator::daemon::store::{Fence, Written};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    let mut cluster = cluster();
+    let names = names_on_every_node(&mut cluster, 1);
+    let client = connect(&cluster).await;
+    // Epochs as two successive leaders read them from real leases: the second lease is
+    // taken only after the first ran out, so its epoch is later.
+    let first = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(1));
+    let old_epoch = first.try_lead().await.unwrap().epoch;
+    assert!(old_epoch > 1_600_000_000_000_000, "{old_epoch}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let second = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(5));
+    let standing = second.try_lead().await.unwrap();
+    assert!(standing.held);
+    assert!(
+        standing.epoch > old_epoch,
+        "{} <= {old_epoch}",
+        standing.epoch
+    );
+
+    let store = |lease: &Lease, epoch: u64| {
+        let fence = Fence {
+            epoch: Arc::new(AtomicU64::new(epoch)),
+            ..Fence::new(lease.key(), lease.token())
+        };
+        RedisStore::new(client.clone(), Duration::from_secs(600), 10).fenced(fence)
+    };
+    let k = |rps| Knobs {
+        rps,
+        burst: 1.0,
+        window: 2.0,
+    };
+    let writes =
+        |rps: f64| -> Vec<KnobChange> { names.iter().map(|n| change(n, None, k(rps))).collect() };
+    let reader = RedisStore::new(client.clone(), Duration::from_secs(600), 10);
+    let stored = || reader.read(&names, regulator::daemon::config::Knob::Rate);
+    let all = |rps: f64| vec![StoredKnobs::Valid(k(rps)); names.len()];
+
+    let new_leader = store(&second, standing.epoch);
+    assert_eq!(new_leader.write(&writes(20.0)).await.unwrap(), Written::All);
+    // The old leader, woken from a pause with its write still to send, is refused on every
+    // master, and the new leader's knobs stay.
+    let old_leader = store(&first, old_epoch);
+    assert_eq!(
+        old_leader.write(&writes(5.0)).await.unwrap(),
+        Written::Fenced
+    );
+    assert_eq!(stored().await.unwrap(), all(20.0));
+    // A replica that does not lead (epoch 0) writes nothing at all.
+    let shadow = store(&first, 0);
+    assert_eq!(shadow.write(&writes(7.0)).await.unwrap(), Written::Fenced);
+    assert_eq!(stored().await.unwrap(), all(20.0));
+
+    // Masters that lost their scripts (restarted, flushed) get them again.
+    for node in cluster.nodes() {
+        let _: () = node.cmd(&["SCRIPT", "FLUSH"]);
+    }
+    assert_eq!(new_leader.write(&writes(30.0)).await.unwrap(), Written::All);
+    assert_eq!(stored().await.unwrap(), all(30.0));
+}
+
 fn regulator(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_regulator"))
         .args(args)

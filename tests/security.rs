@@ -166,10 +166,7 @@ async fn the_shipped_daemon_user_writes_knobs_under_its_lease_and_serves_status(
     let client = Client::connect(&url).await.unwrap();
     let lease = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(5));
     assert!(lease.acquire_or_renew().await.unwrap());
-    let fence = Fence {
-        key: lease.key().to_owned(),
-        token: lease.token().into(),
-    };
+    let fence = Fence::new(lease.key(), lease.token());
     let store = RedisStore::new(client.clone(), Duration::from_secs(60), 10).fenced(fence);
     store.write(&[change("orders", 7.0)]).await.unwrap();
     let stored: Option<String> = server.cmd(&["HGET", "throttle:orders:knobs", "rps"]);

@@ -202,10 +202,7 @@ async fn a_write_under_a_lease_held_by_another_writes_nothing() {
     use regulator::daemon::store::{Fence, Written};
     let server = redis();
     let client = Client::connect(&server.url()).await.unwrap();
-    let fence = |token: &str| Fence {
-        key: "regulator:leader".into(),
-        token: token.into(),
-    };
+    let fence = |token: &str| Fence::new("regulator:leader", token);
     let store = |token: &str| {
         RedisStore::new(client.clone(), Duration::from_secs(600), 10).fenced(fence(token))
     };

@@ -588,6 +588,42 @@ impl Client {
         .await
     }
 
+    /// [`Client::run_groups`] for groups that `EVALSHA` the script whose text is `source`: a
+    /// server (or a cluster node) that does not know it (restarted, flushed, a new node) gets
+    /// it loaded on every primary, and the groups run again once.
+    ///
+    /// # Errors
+    /// As [`Client::run_groups`].
+    pub(crate) async fn run_script_groups(
+        &self,
+        timeout: Duration,
+        source: &str,
+        groups: &[Vec<Cmd>],
+    ) -> Result<Vec<Vec<Value>>> {
+        match self.run_groups(timeout, groups).await {
+            Err(Error::Redis { source: e })
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.load_everywhere(source).await?;
+                self.run_groups(timeout, groups).await
+            }
+            other => other,
+        }
+    }
+
+    /// Loads the script `source` on the one server, or on every primary of a cluster.
+    async fn load_everywhere(&self, source: &str) -> Result<()> {
+        let nodes = match &self.inner.conn {
+            Conn::Single(_) => vec![None],
+            Conn::Cluster(_) => self.primaries().await?.into_iter().map(Some).collect(),
+        };
+        for node in &nodes {
+            let load = redis::cmd("SCRIPT").arg("LOAD").arg(source).to_owned();
+            let _: String = self.on_node(node.as_ref(), load).await?;
+        }
+        Ok(())
+    }
+
     /// Every key matching `pattern`, found with `SCAN` (which, unlike `KEYS`, does not block
     /// a busy server) on the one server or on each primary of a cluster. May repeat a key.
     /// Keys that are not UTF-8 are skipped with a warning.

@@ -38,6 +38,13 @@ impl KeyLayout {
         self.base(name) + ":history"
     }
 
+    /// The daemon's write fence on a Redis Cluster: `throttle:<name>:fence`, the lease epoch of
+    /// the last leader that wrote the knobs.
+    #[must_use]
+    pub fn fence(self, name: &str) -> String {
+        self.base(name) + ":fence"
+    }
+
     /// A [`LeakyBucket`](crate::LeakyBucket)'s state: `throttle:<name>:leaky`, a hash
     /// (`level`, `updated`, `blocked_until`, `rate`). Distinct from limitlion's bucket of the
     /// same name, so both kinds of limiter can share one throttle's knobs.

@@ -266,7 +266,7 @@ impl Backends {
         Arc::ptr_eq(&self.redis, &other.redis) && self.leader.key == other.leader.key
     }
 
-    /// The backends of `config`, writing knobs only while the lease holds `token`. Secrets
+    /// The backends of `config`, writing knobs only under `leadership`'s lease. Secrets
     /// and certificates are read again every time, so a rotated file is picked up; the Redis
     /// connection of `previous` is kept when the Redis settings, secrets included, did not
     /// change (a reload must not drop a good connection).
@@ -277,7 +277,7 @@ impl Backends {
         config: &Config,
         previous: Option<&Backends>,
         reachable: &Arc<AtomicBool>,
-        token: &Arc<str>,
+        leadership: &super::leader::Leadership,
     ) -> std::result::Result<Self, BackendError> {
         let source = Prometheus::new(&config.prometheus)?;
         let settings = RedisSettings::read(&config.redis)?;
@@ -293,7 +293,8 @@ impl Backends {
                 history_len: config.history.max_len,
                 fence: Fence {
                     key: config.leader.key.clone(),
-                    token: Arc::clone(token),
+                    token: Arc::clone(leadership.token()),
+                    epoch: Arc::clone(leadership.epoch()),
                 },
             },
             redis,

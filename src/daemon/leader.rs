@@ -7,6 +7,7 @@
 //! lease over, whatever its renewals are doing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -22,6 +23,9 @@ use super::metrics::Metrics;
 pub struct Leadership {
     token: Arc<str>,
     state: std::sync::Mutex<State>,
+    /// The lease epoch of this replica's current tenure (0 while not the leader), shared
+    /// with the store, which fences cluster writes by it.
+    epoch: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -45,7 +49,15 @@ impl Leadership {
         Self {
             token: token.into(),
             state: std::sync::Mutex::default(),
+            epoch: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The epoch cell the store reads at each cluster write: the lease epoch of this
+    /// replica's current tenure, 0 while it is not the leader.
+    #[must_use]
+    pub fn epoch(&self) -> &Arc<AtomicU64> {
+        &self.epoch
     }
 
     /// This replica's lease token.
@@ -67,6 +79,7 @@ impl Leadership {
         let mut s = self.state();
         s.until = None;
         s.generation = s.generation.wrapping_add(1);
+        self.epoch.store(0, Ordering::SeqCst);
     }
 
     /// The current generation, to pass to [`Leadership::set`] with an attempt's outcome.
@@ -74,12 +87,20 @@ impl Leadership {
         self.state().generation
     }
 
-    /// Records an attempt that started in `generation`; ignored if this replica stepped
-    /// down since.
-    fn set(&self, generation: u64, until: Option<Instant>) {
+    /// Records an attempt that started in `generation`, with the lease epoch it read when it
+    /// held the lease; ignored if this replica stepped down since. A tenure keeps the epoch
+    /// of its first attempt: renewals do not move it.
+    fn set(&self, generation: u64, until: Option<Instant>, epoch: u64) {
         let mut s = self.state();
-        if s.generation == generation {
-            s.until = until;
+        if s.generation != generation {
+            return;
+        }
+        let was_leader = s.until.is_some_and(|u| Instant::now() < u);
+        s.until = until;
+        if until.is_none() {
+            self.epoch.store(0, Ordering::SeqCst);
+        } else if !was_leader || self.epoch.load(Ordering::SeqCst) == 0 {
+            self.epoch.store(epoch, Ordering::SeqCst);
         }
     }
 
@@ -130,10 +151,11 @@ pub async fn lead(
                 leadership.set(
                     generation,
                     started.checked_add(length.saturating_sub(length / 10)),
+                    s.epoch,
                 );
             }
             Ok(s) => {
-                leadership.set(generation, None);
+                leadership.set(generation, None, 0);
                 // A standby tries again just after the holder's lease runs out, so a dead
                 // leader is replaced within one lease, not one lease plus a renewal period.
                 if let Some(left) = s.expires_in {

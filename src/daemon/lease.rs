@@ -19,6 +19,9 @@ pub struct Standing {
     pub held: bool,
     /// When the lease (this replica's or the holder's) runs out, if it has an expiry.
     pub expires_in: Option<Duration>,
+    /// The lease server's clock when this replica took or renewed the lease, in
+    /// microseconds (0 when it does not hold it); see `lua/lease.lua`.
+    pub epoch: u64,
 }
 
 /// One replica's claim on the lease.
@@ -94,7 +97,7 @@ impl Lease {
         let mut invocation = self.scripts.0.key(&*self.key);
         invocation.arg(&*self.token).arg(ms);
         let invocation = &invocation;
-        let (held, ttl): (i64, i64) = self
+        let (held, ttl, epoch): (i64, i64, String) = self
             .client
             .call(true, |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
@@ -104,6 +107,7 @@ impl Lease {
             held: held == 1,
             // PTTL is -1 for a key someone set without expiry: no known end.
             expires_in: u64::try_from(ttl).ok().map(Duration::from_millis),
+            epoch: epoch.parse().unwrap_or(0),
         })
     }
 

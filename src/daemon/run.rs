@@ -150,7 +150,7 @@ impl Daemon {
             &config,
             None,
             &reachable,
-            shared.leadership.token(),
+            &shared.leadership,
         )?);
         let listener =
             TcpListener::bind(&config.listen)

@@ -63,6 +63,21 @@ pub struct Fence {
     pub key: String,
     /// This replica's lease token.
     pub token: std::sync::Arc<str>,
+    /// The lease epoch of this replica's tenure, 0 while it is not the leader: what fences
+    /// writes on a Redis Cluster (see [`crate::daemon::leader::Leadership::epoch`]).
+    pub epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Fence {
+    /// A fence on `key` holding `token`, with no epoch (enough on one server).
+    #[must_use]
+    pub fn new(key: &str, token: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            token: token.into(),
+            epoch: std::sync::Arc::default(),
+        }
+    }
 }
 
 /// The Redis knob store.
@@ -91,7 +106,8 @@ impl RedisStore {
 
     /// The same store, writing only while `fence.key` holds `fence.token` (checked by Redis
     /// in the same script as the write). On a cluster the lease key lives in another slot
-    /// than the knobs, so there the leader's deadline is the only guard.
+    /// than the knobs, so there each throttle's write is checked against its own fence key
+    /// instead: refused once a writer with a later lease epoch has written it.
     #[must_use]
     pub fn fenced(self, fence: Fence) -> Self {
         Self {
@@ -256,6 +272,7 @@ static WRITE_KNOBS: std::sync::LazyLock<redis::Script> =
 
 /// What one throttle's change writes.
 struct Entry {
+    fence_key: String,
     knobs_key: String,
     history_key: String,
     fields: Vec<(&'static str, String)>,
@@ -297,6 +314,7 @@ impl RedisStore {
             history.push(("writer", f.token.to_string()));
         }
         Some(Entry {
+            fence_key: self.keys.fence(&c.name),
             knobs_key: self.keys.knobs(&c.name),
             history_key: self.keys.history(&c.name),
             fields: fields
@@ -307,39 +325,68 @@ impl RedisStore {
         })
     }
 
-    /// A cluster keeps a throttle's keys in its own slot, away from the lease key, so no
-    /// script can check the lease and write atomically: each throttle's commands go in a
-    /// pipeline of their own, guarded by the leader's deadline only (see `leader`).
+    /// A cluster keeps a throttle's keys in its own slot, away from the lease key, so each
+    /// throttle's change is a script call of its own, fenced by the writer's lease epoch
+    /// against the throttle's fence key (`lua/write_knobs_cluster.lua`).
     async fn write_cluster(&self, entries: &[Entry], ttl_ms: u64) -> Result<Written> {
+        let epoch = match &self.fence {
+            None => String::new(),
+            Some(f) => match f.epoch.load(std::sync::atomic::Ordering::SeqCst) {
+                // Not the leader (any more): nothing to fence with, nothing to write.
+                0 => return Ok(Written::Fenced),
+                e => e.to_string(),
+            },
+        };
+        let script = &*WRITE_KNOBS_CLUSTER;
         let groups: Vec<Vec<redis::Cmd>> = entries
             .iter()
             .map(|e| {
-                let mut hset = redis::cmd("HSET");
-                hset.arg(&e.knobs_key);
-                for (f, v) in &e.fields {
-                    hset.arg(*f).arg(v);
-                }
-                let mut xadd = redis::cmd("XADD");
-                xadd.arg(&e.history_key)
-                    .arg("MAXLEN")
-                    .arg("~")
+                let mut evalsha = redis::cmd("EVALSHA");
+                evalsha
+                    .arg(script.get_hash())
+                    .arg(3)
+                    .arg(&e.fence_key)
+                    .arg(&e.knobs_key)
+                    .arg(&e.history_key)
+                    .arg(&epoch)
+                    .arg(ttl_ms)
                     .arg(self.history_len)
-                    .arg("*");
-                for (f, v) in &e.history {
-                    xadd.arg(*f).arg(v);
+                    .arg(e.fields.len());
+                for (f, v) in &e.fields {
+                    evalsha.arg(*f).arg(v);
                 }
-                let pexpire = |key: &str| redis::cmd("PEXPIRE").arg(key).arg(ttl_ms).to_owned();
-                // The history lives as long as the knobs could: a throttle that is gone (a
-                // tenant that left, a policy removed) leaves nothing behind for ever.
-                vec![hset, pexpire(&e.knobs_key), xadd, pexpire(&e.history_key)]
+                evalsha.arg(e.history.len());
+                for (f, v) in &e.history {
+                    evalsha.arg(*f).arg(v);
+                }
+                vec![evalsha]
             })
             .collect();
-        self.client
-            .run_groups(self.bound(groups.len() * 4), &groups)
-            .await
-            .map(|_| Written::All)
+        let replies = self
+            .client
+            .run_script_groups(
+                self.bound(groups.len() * 4),
+                WRITE_KNOBS_CLUSTER_SOURCE,
+                &groups,
+            )
+            .await?;
+        let refused = replies
+            .iter()
+            .flatten()
+            .filter(|r| matches!(r, redis::Value::Int(0)))
+            .count();
+        Ok(if refused == 0 {
+            Written::All
+        } else {
+            Written::Fenced
+        })
     }
 }
+
+const WRITE_KNOBS_CLUSTER_SOURCE: &str = include_str!("../../lua/write_knobs_cluster.lua");
+
+static WRITE_KNOBS_CLUSTER: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(WRITE_KNOBS_CLUSTER_SOURCE));
 
 #[cfg(test)]
 mod tests {

@@ -264,7 +264,7 @@ impl Supervisor {
             &new,
             Some(&self.backends.borrow()),
             &self.reachable,
-            self.shared.leadership.token(),
+            &self.shared.leadership,
         )?;
         if !backends.same_lease(&self.backends.borrow()) {
             // Stop writing before the first write under the new settings: the lease held
