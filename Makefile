@@ -1,6 +1,6 @@
 # regulator: the targets a newcomer needs. `make help` lists them.
 .DEFAULT_GOAL := help
-.PHONY: help deps demo test lint bench
+.PHONY: help deps demo test lint bench fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -24,3 +24,6 @@ lint: deps ## cargo fmt --check, clippy -D warnings, rustdoc -D warnings, the cl
 
 bench: deps ## Criterion benches; see BENCHMARKS.md for the load-generator runs
 	cargo bench
+
+fuzz: ## Fuzz config parsing, stored knobs and Prometheus answers, 10 minutes each (nightly)
+	scripts/fuzz.sh 600

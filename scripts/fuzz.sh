@@ -29,11 +29,15 @@ for target in config stored_knobs prometheus_answer; do
   seeds=()
   [[ -d seeds/$target ]] && seeds=("seeds/$target")
   echo "fuzz: $target for ${seconds}s"
+  rc=0
   cargo +nightly fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- \
-    -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 2>&1 \
-    | tee "target/$target.log" | grep -E '^(#[0-9]+ +(DONE|INITED)|stat::|==[0-9]+==|SUMMARY)' || true
-  if grep -q -E '^==[0-9]+==ERROR|panicked|deadly signal' "target/$target.log"; then
-    echo "fuzz: $target found a crash; see fuzz/target/$target.log and fuzz/artifacts/$target/" >&2
+    -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
+    >"target/$target.log" 2>&1 || rc=$?
+  grep -E '^(#[0-9]+ +(DONE|INITED)|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|SUMMARY)' \
+    "target/$target.log" || true
+  if ((rc != 0)); then
+    tail -40 "target/$target.log" >&2
+    echo "fuzz: $target failed (exit $rc): a crash is in fuzz/artifacts/$target/; full log in fuzz/target/$target.log" >&2
     exit 1
   fi
   echo "fuzz: $target corpus: $(find "corpus/$target" -type f | wc -l) inputs"

@@ -121,6 +121,11 @@ impl Metrics {
         };
         m.register_throttles(&mut registry);
         m.register_process(&mut registry);
+        // Both outcomes exist from the start at 0, so an alert on `increase()` sees the first
+        // failed reload too (a series born at 1 has no increase).
+        for result in ["ok", "error"] {
+            m.reloads.get_or_create(&ResultLabels { result });
+        }
         Self { registry, ..m }
     }
 
