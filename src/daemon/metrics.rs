@@ -124,7 +124,7 @@ impl Metrics {
         // Both outcomes exist from the start at 0, so an alert on `increase()` sees the first
         // failed reload too (a series born at 1 has no increase).
         for result in ["ok", "error"] {
-            m.reloads.get_or_create(&ResultLabels { result });
+            let _ = m.reloads.get_or_create(&ResultLabels { result });
         }
         Self { registry, ..m }
     }
