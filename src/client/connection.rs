@@ -41,6 +41,7 @@ pub(crate) struct Inner {
     target: String,
     degraded: AtomicBool,
     fallbacks: AtomicU64,
+    coalesce: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -101,6 +102,7 @@ pub struct ClientBuilder {
     call_timeout: Duration,
     connect_timeout: Duration,
     tls_root_ca: Option<Vec<u8>>,
+    coalesce: bool,
     /// Client certificate and key (PEM) for mutual TLS.
     tls_identity: Option<(Vec<u8>, Vec<u8>)>,
     username: Option<String>,
@@ -120,6 +122,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("call_timeout", &self.call_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("tls_root_ca", &self.tls_root_ca.is_some())
+            .field("coalesce", &self.coalesce)
             .field("tls_identity", &self.tls_identity.is_some())
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
@@ -147,6 +150,15 @@ impl ClientBuilder {
     #[must_use]
     pub fn tls_root_ca(mut self, pem: Vec<u8>) -> Self {
         self.tls_root_ca = Some(pem);
+        self
+    }
+
+    /// Whether concurrent [`TokenBucket::consume`](crate::TokenBucket::consume) calls of this
+    /// process on one bucket share script calls (default: on). Decisions are exactly those
+    /// of one call at a time (see `lua/token_bucket_batch.lua`); only the round trips differ.
+    #[must_use]
+    pub fn coalesce(mut self, coalesce: bool) -> Self {
+        self.coalesce = coalesce;
         self
     }
 
@@ -234,6 +246,7 @@ impl ClientBuilder {
                 target: redact(&self.url),
                 degraded: AtomicBool::new(false),
                 fallbacks: AtomicU64::new(0),
+                coalesce: self.coalesce,
             }),
         })
     }
@@ -393,6 +406,7 @@ impl Client {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls_root_ca: None,
+            coalesce: true,
             tls_identity: None,
             username: None,
             password: None,
@@ -405,6 +419,12 @@ impl Client {
     #[must_use]
     pub fn token_bucket(&self, name: impl Into<String>, defaults: Knobs) -> TokenBucket {
         TokenBucket::new(self.clone(), name.into(), defaults)
+    }
+
+    /// Whether token buckets coalesce concurrent calls ([`ClientBuilder::coalesce`]).
+    #[must_use]
+    pub fn coalesces(&self) -> bool {
+        self.inner.coalesce
     }
 
     /// How key names are laid out for this connection.

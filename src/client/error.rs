@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What went wrong talking to Redis, or with what was asked of it.
 ///
 /// Each variant has a stable [`Error::kind`] label for metrics and logs.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The request was rejected before anything was sent: a bad token count, knob value,

@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod blocking;
+mod coalesce;
 mod connection;
 mod continuous_bucket;
 mod error;

@@ -19,6 +19,9 @@ pub(crate) struct ScriptCall {
     script: ScriptId,
     knobs_ttl: u64,
     prefix: Arc<redis::Cmd>,
+    /// The same prefix for the script's coalesced form, which decides many requests in one
+    /// call, if it has one.
+    batch: Option<(ScriptId, Arc<redis::Cmd>)>,
 }
 
 impl ScriptCall {
@@ -29,22 +32,31 @@ impl ScriptCall {
         name: String,
         script: ScriptId,
         keys: &[String],
-        defaults: impl FnOnce(&mut redis::Cmd),
+        defaults: impl Fn(&mut redis::Cmd),
     ) -> Self {
-        let mut prefix = redis::cmd("EVALSHA");
-        prefix
-            .arg(client.inner.scripts.get(script).get_hash())
-            .arg(keys.len());
-        for key in keys {
-            prefix.arg(key);
+        let prefix = |id: ScriptId| {
+            let mut prefix = redis::cmd("EVALSHA");
+            prefix
+                .arg(client.inner.scripts.get(id).get_hash())
+                .arg(keys.len());
+            for key in keys {
+                prefix.arg(key);
+            }
+            defaults(&mut prefix);
+            Arc::new(prefix)
+        };
+        let batch = match script {
+            ScriptId::TokenBucket => Some(ScriptId::TokenBucketBatch),
+            _ => None,
         }
-        defaults(&mut prefix);
+        .map(|id| (id, prefix(id)));
         Self {
+            prefix: prefix(script),
+            batch,
             client,
             name: name.into(),
             script,
             knobs_ttl: DEFAULT_KNOBS_TTL.as_secs(),
-            prefix: Arc::new(prefix),
         }
     }
 
@@ -61,6 +73,29 @@ impl ScriptCall {
     /// (zero leaves the TTL alone).
     pub(crate) fn set_knobs_ttl(&mut self, ttl: Duration) {
         self.knobs_ttl = ttl.as_secs();
+    }
+
+    /// Runs the script's coalesced form once: its prefix, the knobs TTL, then what `args`
+    /// appends (every request's own arguments).
+    ///
+    /// # Errors
+    /// As [`ScriptCall::run`]; [`Error::Script`](super::Error::Script) when the script has
+    /// no coalesced form.
+    pub(crate) async fn run_batch<T: redis::FromRedisValue>(
+        &self,
+        args: impl FnOnce(&mut redis::Cmd),
+    ) -> Result<T> {
+        let Some((id, prefix)) = &self.batch else {
+            return Err(super::Error::Script(format!(
+                "{:?} has no coalesced form",
+                self.script
+            )));
+        };
+        let mut cmd = (**prefix).clone();
+        cmd.arg(self.knobs_ttl);
+        args(&mut cmd);
+        let script = self.client.inner.scripts.get(*id);
+        self.client.run_script(script, &cmd).await
     }
 
     /// Runs the script once: the prefix, the knobs TTL, then what `args` appends.
@@ -113,6 +148,7 @@ impl Scripts {
     pub(crate) fn get(&self, id: ScriptId) -> &redis::Script {
         match id {
             ScriptId::TokenBucket => &self.token_bucket,
+            ScriptId::TokenBucketBatch => &self.token_bucket_batch,
             ScriptId::LeakyBucket => &self.leaky_bucket,
             ScriptId::ContinuousBucket => &self.continuous_bucket,
             ScriptId::SemaphoreAcquire => &self.semaphore_acquire,

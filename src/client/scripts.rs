@@ -3,6 +3,7 @@
 use redis::Script;
 
 const TOKEN_BUCKET: &str = include_str!("../../lua/token_bucket.lua");
+const TOKEN_BUCKET_BATCH: &str = include_str!("../../lua/token_bucket_batch.lua");
 const SET_KNOBS: &str = include_str!("../../lua/set_knobs.lua");
 const LEAKY_BUCKET: &str = include_str!("../../lua/leaky_bucket.lua");
 const CONTINUOUS_BUCKET: &str = include_str!("../../lua/continuous_bucket.lua");
@@ -18,6 +19,7 @@ const TIME_LINE: &str = "local time = redis.call('TIME')";
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ScriptId {
     TokenBucket,
+    TokenBucketBatch,
     LeakyBucket,
     ContinuousBucket,
     SemaphoreAcquire,
@@ -28,6 +30,7 @@ pub(crate) enum ScriptId {
 #[derive(Debug)]
 pub(crate) struct Scripts {
     pub(crate) token_bucket: Script,
+    pub(crate) token_bucket_batch: Script,
     pub(crate) set_knobs: Script,
     pub(crate) leaky_bucket: Script,
     pub(crate) continuous_bucket: Script,
@@ -48,6 +51,7 @@ impl Scripts {
         };
         Self {
             token_bucket: clocked(TOKEN_BUCKET),
+            token_bucket_batch: clocked(TOKEN_BUCKET_BATCH),
             set_knobs: Script::new(SET_KNOBS),
             leaky_bucket: clocked(LEAKY_BUCKET),
             continuous_bucket: clocked(CONTINUOUS_BUCKET),

@@ -76,6 +76,8 @@ pub struct TokenBucket {
     /// `EVALSHA <sha> 2 <bucket> <knobs> <rps> <burst> <window>`, built once; each call
     /// appends the knobs TTL and the token count.
     call: ScriptCall,
+    /// The calls of this process waiting for the one in flight, shared by the clones.
+    pub(crate) coalescer: std::sync::Arc<super::coalesce::Coalescer>,
 }
 
 crate::client::script_call::limiter_accessors!(TokenBucket, call, defaults: Knobs);
@@ -89,7 +91,15 @@ impl TokenBucket {
                 .arg(defaults.burst)
                 .arg(defaults.window);
         });
-        Self { defaults, call }
+        Self {
+            defaults,
+            call,
+            coalescer: std::sync::Arc::default(),
+        }
+    }
+
+    pub(crate) fn call(&self) -> &ScriptCall {
+        &self.call
     }
 
     /// Takes `tokens` from the bucket if it holds that many; one atomic script call.
@@ -101,6 +111,15 @@ impl TokenBucket {
     /// above 0, invalid defaults or an empty name; otherwise the connection's errors.
     pub async fn consume(&self, tokens: f64) -> Result<Decision> {
         self.check(tokens)?;
+        if self.call.client().coalesces() {
+            self.consume_coalesced(tokens).await
+        } else {
+            self.consume_one(tokens).await
+        }
+    }
+
+    /// One script call for one request.
+    pub(crate) async fn consume_one(&self, tokens: f64) -> Result<Decision> {
         let reply = self
             .call
             .run(|cmd| {
@@ -188,19 +207,14 @@ pub(crate) fn fallback(mode: FailMode, defaults: Knobs) -> Decision {
 }
 
 fn parse_reply(
-    (allowed, tokens, sleep_us, source, capacity): (i64, redis::Value, i64, i64, redis::Value),
+    (allowed, tokens, sleep_us, source_code, capacity): (i64, redis::Value, i64, i64, redis::Value),
 ) -> Result<Decision> {
     let sleep = u64::try_from(sleep_us.max(0)).unwrap_or_default();
     Ok(Decision {
         allowed: allowed == 1,
         tokens: number("tokens", &tokens)?,
         sleep: Duration::from_micros(sleep),
-        source: match source {
-            0 => Source::Defaults,
-            1 => Source::Knobs,
-            2 => Source::InvalidKnobs,
-            other => return Err(Error::Script(format!("unexpected source {other} in reply"))),
-        },
+        source: source(source_code)?,
         capacity: match number("capacity", &capacity)? {
             -1.0 => f64::INFINITY,
             c => c,
@@ -208,8 +222,18 @@ fn parse_reply(
     })
 }
 
+/// The script's `source` code.
+pub(crate) fn source(code: i64) -> Result<Source> {
+    match code {
+        0 => Ok(Source::Defaults),
+        1 => Ok(Source::Knobs),
+        2 => Ok(Source::InvalidKnobs),
+        other => Err(Error::Script(format!("unexpected source {other} in reply"))),
+    }
+}
+
 /// A number the script returns as an integer, or as a `%.17g` string when it is not whole.
-fn number(what: &str, v: &redis::Value) -> Result<f64> {
+pub(crate) fn number(what: &str, v: &redis::Value) -> Result<f64> {
     let parsed = match v {
         redis::Value::Int(i) => Some(*i as f64),
         redis::Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
