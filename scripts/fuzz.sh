@@ -33,7 +33,7 @@ for target in config stored_knobs prometheus_answer; do
   cargo +nightly fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- \
     -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
     >"target/$target.log" 2>&1 || rc=$?
-  grep -E '^(#[0-9]+ +(DONE|INITED)|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|SUMMARY)' \
+  grep -E '^(#[0-9]+[[:space:]]+(DONE|INITED)|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|SUMMARY)' \
     "target/$target.log" || true
   if ((rc != 0)); then
     tail -40 "target/$target.log" >&2
