@@ -4,7 +4,14 @@
 //! ```text
 //! cargo run --release --example loadgen -- --redis redis://127.0.0.1:6379/0 \
 //!     --throttle bench --concurrency 64 --seconds 10 [--limiter semaphore --hold-ms 5] [--cluster]
+//! cargo run --release --example loadgen -- --rate 20000 --seconds 10   # open loop
 //! ```
+//!
+//! Closed loop (the default): `--concurrency` tasks each make one decision after another, so
+//! the rate is whatever the server allows. Open loop (`--rate N`): decisions start on a fixed
+//! schedule of N per second whatever the answers do, and each latency is counted from the
+//! moment its decision was due, so a slow answer shows as latency instead of hiding as lower
+//! load.
 //!
 //! A call is one decision: `consume(1)` (token bucket, leaky), `allow(1)` (continuous),
 //! `reserve(1)` without sleeping (scheduled), `acquire` then, after `--hold-ms`, release
@@ -64,6 +71,13 @@ struct Args {
     /// The semaphore's capacity (the `concurrency` knob overrides it).
     #[arg(long, default_value_t = 1_000_000)]
     capacity: u32,
+    /// Offer this many decisions per second on a fixed schedule (open loop) instead of
+    /// `--concurrency` tasks calling as fast as they can.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// One script call per decision: no coalescing of concurrent token bucket calls.
+    #[arg(long)]
+    no_coalesce: bool,
 }
 
 /// One limiter of any kind, cloned into every task.
@@ -92,6 +106,7 @@ impl Limiter {
         }
         let client = Client::builder(&args.redis)
             .cluster(args.cluster)
+            .coalesce(!args.no_coalesce)
             .call_timeout(Duration::from_secs(5))
             .connect()
             .await?;
@@ -190,7 +205,40 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     bucket.decide().await?; // load the script before the clock starts
     let run_for = Duration::from_secs_f64(args.seconds);
     let start = Instant::now();
-    let tasks: Vec<_> = (0..args.concurrency)
+    let (mut latencies, allowed) = match args.rate {
+        Some(rate) => open_loop(&bucket, rate, run_for).await?,
+        None => closed_loop(&bucket, args.concurrency, run_for).await?,
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "calls": latencies.len(),
+            "allowed": allowed,
+            "offered_per_sec": args.rate,
+            "calls_per_sec": (latencies.len() as f64 / elapsed).round(),
+            "p50_us": pct(0.50),
+            "p99_us": pct(0.99),
+            "p999_us": pct(0.999),
+            "coalesce": !args.no_coalesce,
+        })
+    );
+    Ok(())
+}
+
+type Outcome = Result<(Vec<u32>, u64), Box<dyn std::error::Error>>;
+
+/// `concurrency` tasks deciding one after another for `run_for`.
+async fn closed_loop(bucket: &Limiter, concurrency: usize, run_for: Duration) -> Outcome {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let bucket = bucket.clone();
             tokio::spawn(async move {
@@ -212,23 +260,42 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         latencies.extend(l);
         allowed += a;
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    println!(
-        "{}",
-        serde_json::json!({
-            "calls": latencies.len(),
-            "allowed": allowed,
-            "calls_per_sec": (latencies.len() as f64 / elapsed).round(),
-            "p50_us": pct(0.50),
-            "p99_us": pct(0.99),
-        })
-    );
-    Ok(())
+    Ok((latencies, allowed))
+}
+
+/// Decisions started on a fixed schedule of `rate` per second for `run_for`, each timed from
+/// when it was due: every timer wake starts all the decisions that have come due.
+async fn open_loop(bucket: &Limiter, rate: f64, run_for: Duration) -> Outcome {
+    assert!(rate > 0.0 && rate.is_finite(), "--rate must be above 0");
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let total = (run_for.as_secs_f64() * rate) as u64;
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut i = 0u64;
+    while i < total {
+        let now = tokio::time::Instant::now();
+        while i < total {
+            let due = start + every.mul_f64(i as f64);
+            if due > now {
+                break;
+            }
+            let bucket = bucket.clone();
+            tasks.push(tokio::spawn(async move {
+                let (ok, _) = bucket.decide().await.expect("decide");
+                (ok, due.elapsed())
+            }));
+            i += 1;
+        }
+        if i < total {
+            tokio::time::sleep_until(start + every.mul_f64(i as f64)).await;
+        }
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut allowed = 0;
+    for t in tasks {
+        let (ok, took) = t.await?;
+        latencies.push(took.as_micros() as u32);
+        allowed += u64::from(ok);
+    }
+    Ok((latencies, allowed))
 }
