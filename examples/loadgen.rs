@@ -264,38 +264,43 @@ async fn closed_loop(bucket: &Limiter, concurrency: usize, run_for: Duration) ->
 }
 
 /// Decisions started on a fixed schedule of `rate` per second for `run_for`, each timed from
-/// when it was due: every timer wake starts all the decisions that have come due.
+/// when it was due. The schedule is kept by a thread of its own that sleeps until each due
+/// time and starts the decision (a runtime timer wakes only every millisecond, which would
+/// add up to a millisecond of its own lateness to every latency; spinning would take a core
+/// from the client and the server).
 async fn open_loop(bucket: &Limiter, rate: f64, run_for: Duration) -> Outcome {
     assert!(rate > 0.0 && rate.is_finite(), "--rate must be above 0");
     let every = Duration::from_secs_f64(1.0 / rate);
     let total = (run_for.as_secs_f64() * rate) as u64;
-    let start = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    let mut i = 0u64;
-    while i < total {
-        let now = tokio::time::Instant::now();
-        while i < total {
+    let runtime = tokio::runtime::Handle::current();
+    let bucket = bucket.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let scheduler = std::thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..total {
             let due = start + every.mul_f64(i as f64);
+            let now = Instant::now();
             if due > now {
-                break;
+                // Wakes a little late (tens of µs): the decisions due by then start together.
+                std::thread::sleep(due - now);
             }
             let bucket = bucket.clone();
-            tasks.push(tokio::spawn(async move {
+            let tx = tx.clone();
+            runtime.spawn(async move {
                 let (ok, _) = bucket.decide().await.expect("decide");
-                (ok, due.elapsed())
-            }));
-            i += 1;
+                let _ = tx.send((ok, due.elapsed()));
+            });
         }
-        if i < total {
-            tokio::time::sleep_until(start + every.mul_f64(i as f64)).await;
-        }
-    }
-    let mut latencies = Vec::with_capacity(tasks.len());
+    });
+    let mut latencies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut allowed = 0;
-    for t in tasks {
-        let (ok, took) = t.await?;
+    while let Some((ok, took)) = rx.recv().await {
         latencies.push(took.as_micros() as u32);
         allowed += u64::from(ok);
+        if latencies.len() as u64 == total {
+            break;
+        }
     }
+    scheduler.join().expect("scheduler thread");
     Ok((latencies, allowed))
 }

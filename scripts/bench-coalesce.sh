@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Coalescing, measured side by side on one private redis-server (BENCHMARKS.md):
+#   (a) closed loop, 3 alternating rounds: redis-benchmark -c 50 -P 16 EVALSHA of the
+#       single-decision script, then loadgen with 64 and 256 tasks (coalesced) and 64 tasks
+#       with --no-coalesce;
+#   (b) open loop: loadgen --rate at a quarter and half of (a)'s coalesced 64-task median.
+# Usage: scripts/bench-coalesce.sh [SECONDS]   (default 8 per run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-8}
+scripts/deps.sh >/dev/null
+cargo build --release --quiet --example loadgen
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dir=$(mktemp -d)
+redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$dir" \
+  --logfile "$dir/redis.log" --daemonize no &
+redis_pid=$!
+trap 'kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null; rm -rf "$dir"' EXIT
+until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+url="redis://127.0.0.1:$port/0"
+sha=$(redis-cli -p "$port" script load "$(cat lua/token_bucket.lua)")
+lg() { target/release/examples/loadgen --redis "$url" --seconds "$secs" "$@"; }
+rate() { sed -E 's/.*"calls_per_sec":([0-9.]+).*/\1/'; }
+median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+
+echo "== (a) closed loop"
+rb=(); c64=(); c256=(); n64=()
+for round in 1 2 3; do
+  rb+=("$(redis-benchmark -p "$port" -c 50 -P 16 -n $((secs * 150000)) --csv \
+    evalsha "$sha" 2 throttle:rb throttle:rb:knobs 1000000000 1 1 604800 1 | awk -F'","' 'NR==2 {print $2}')")
+  out=$(lg --throttle c64 --concurrency 64); echo "coalesced, 64 tasks:  $out"; c64+=("$(rate <<<"$out")")
+  out=$(lg --throttle c256 --concurrency 256); echo "coalesced, 256 tasks: $out"; c256+=("$(rate <<<"$out")")
+  out=$(lg --throttle n64 --concurrency 64 --no-coalesce); echo "one call each, 64:   $out"; n64+=("$(rate <<<"$out")")
+done
+echo "redis-benchmark -c 50 -P 16 EVALSHA calls/s: ${rb[*]} (median $(median3 "${rb[@]}"))"
+echo "loadgen coalesced 64 tasks decisions/s:      ${c64[*]} (median $(median3 "${c64[@]}"))"
+echo "loadgen coalesced 256 tasks decisions/s:     ${c256[*]} (median $(median3 "${c256[@]}"))"
+echo "loadgen one call each, 64 tasks calls/s:     ${n64[*]} (median $(median3 "${n64[@]}"))"
+
+echo "== (b) open loop"
+ceiling=$(median3 "${c64[@]}")
+for share in 4 2; do
+  r=$(python3 -c "print(round($ceiling / $share))")
+  echo "rate $r/s (1/$share of the ceiling): $(lg --throttle "open$share" --rate "$r")"
+done
