@@ -190,3 +190,66 @@ async fn a_cancelled_caller_does_not_strand_the_queue() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_fleet_with_python_limitlion_never_gets_more_than_the_bucket_holds() {
+    use regulator::testing::LimitlionDriver;
+    use serde_json::json;
+
+    let server = redis();
+    // 600 tokens, refilled only after 600 s: the fleet can get exactly 600, never more.
+    let _: () = server.cmd(&[
+        "HSET",
+        "throttle:fleet:knobs",
+        "rps",
+        "1",
+        "burst",
+        "1",
+        "window",
+        "600",
+    ]);
+    let mut py = LimitlionDriver::start(&server.url(), false).expect("start limitlion (make deps)");
+    let python = std::thread::spawn(move || {
+        py.call(
+            &json!({"op": "run", "name": "fleet", "rps": 1, "burst": 1, "window": 600,
+                        "stop_key": "fleet-stop", "started_key": "fleet-started", "idle": 0.001}),
+        )
+    });
+    let started = std::time::Instant::now();
+    while !server.cmd::<bool>(&["EXISTS", "fleet-started"]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "limitlion never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let client = Client::connect(&server.url()).await.unwrap();
+    let bucket = client.token_bucket("fleet", knobs(1.0, 1.0, 600.0));
+    let rust_allowed = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (bucket, allowed) = (bucket.clone(), Arc::clone(&rust_allowed));
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    if bucket.consume(1.0).await.unwrap().allowed {
+                        allowed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // The bucket is empty once the Rust tasks are done (they ask for 1,280 of 600 tokens).
+    let tokens: String = server.cmd(&["HGET", "throttle:fleet", "tokens"]);
+    assert_eq!(tokens, "0");
+    let _: () = server.cmd(&["SET", "fleet-stop", "1"]);
+    let reply = python.join().unwrap();
+    let python_allowed = reply["allowed"].as_u64().expect("limitlion's count");
+    let rust_allowed = rust_allowed.load(Ordering::Relaxed);
+    eprintln!("rust {rust_allowed} + limitlion {python_allowed} of 600");
+    assert!(rust_allowed > 0);
+    assert_eq!(rust_allowed + python_allowed, 600);
+}
