@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example daemon_bench -- [N] [TICKS]
+//! DAEMON_BENCH_LOG=warn cargo run --release --example daemon_bench -- 100000 4   # no change lines
 //! ```
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -39,7 +40,15 @@ fn main() {
     let mut child = Command::new(&binary)
         .args(["run", "--log-format", "json", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "info,regulator::daemon::schedule=debug")
+        // The tick events the bench reads are DEBUG; `DAEMON_BENCH_LOG=warn` silences the
+        // per-change INFO lines to see what they cost.
+        .env(
+            "RUST_LOG",
+            format!(
+                "{},regulator::daemon::schedule=debug",
+                std::env::var("DAEMON_BENCH_LOG").unwrap_or_else(|_| "info".to_owned())
+            ),
+        )
         .stderr(Stdio::piped())
         .spawn()
         .expect("start regulator");
