@@ -1,8 +1,12 @@
 //! Blocking wrappers for threaded workers: the same shape as the async client.
 //!
-//! A [`Client`] owns a small Tokio runtime (one I/O thread) that drives the shared
-//! connection; each call blocks the calling thread only. Clones share the runtime and the
-//! connection. Do not call these from inside an async runtime: use [`crate::Client`] there
+//! A [`Client`] owns a current-thread Tokio runtime that the calling threads drive
+//! themselves: a call's I/O runs on the thread that makes it, with no hand-off to another
+//! thread, so a round trip costs about what the wire costs. While one thread drives, the
+//! others' calls share the connection (and a token bucket's coalesced script calls). Clones
+//! share the runtime and the connection. Work left in the background (giving back a
+//! semaphore slot after a timed-out acquire) runs at the next call of any thread; until then
+//! the slot's lease bounds it. Do not call these from inside an async runtime: use [`crate::Client`] there
 //! (such a call, `connect` included, returns [`Error::InvalidArgument`] rather than panicking;
 //! dropping a client there is safe).
 
@@ -87,7 +91,7 @@ blocking_twin!(
 pub(crate) fn block_on<F: Future>(runtime: &IoRuntime, fut: F) -> Result<F::Output> {
     refuse_inside_async()?;
     runtime.0.as_ref().map(|r| r.block_on(fut)).ok_or_else(|| {
-        Error::InvalidArgument("the blocking client's I/O thread has stopped".to_owned())
+        Error::InvalidArgument("the blocking client's runtime has stopped".to_owned())
     })
 }
 
@@ -101,7 +105,7 @@ fn refuse_inside_async() -> Result<()> {
     Ok(())
 }
 
-/// The I/O thread of a blocking client and its clones. Stopped without waiting when the last
+/// The runtime of a blocking client and its clones. Stopped without waiting when the last
 /// of them is dropped, so dropping one inside an async runtime (where waiting is not allowed)
 /// is no panic.
 #[derive(Debug)]
@@ -119,7 +123,7 @@ impl Client {
     /// Connects with the default options; see [`crate::Client::connect`].
     ///
     /// # Errors
-    /// As [`crate::Client::connect`]; [`Error::Unreachable`] if the I/O thread cannot start.
+    /// As [`crate::Client::connect`]; [`Error::InvalidArgument`] if the runtime cannot start.
     pub fn connect(url: &str) -> Result<Self> {
         Self::from_builder(crate::Client::builder(url))
     }
@@ -130,12 +134,10 @@ impl Client {
     /// As [`Client::connect`].
     pub fn from_builder(builder: ClientBuilder) -> Result<Self> {
         refuse_inside_async()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("regulator-io")
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::InvalidArgument(format!("cannot start the I/O thread: {e}")))?;
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the runtime: {e}")))?;
         let runtime = IoRuntime(Some(runtime));
         let inner = block_on(&runtime, builder.connect())??;
         Ok(Self {
