@@ -14,7 +14,8 @@ use std::sync::{Mutex, PoisonError};
 use tokio::sync::oneshot;
 
 use super::error::{Error, Result};
-use super::token_bucket::{Decision, TokenBucket, number, source};
+use super::reply::{micros, source};
+use super::token_bucket::{Decision, TokenBucket, number};
 
 /// Requests per coalesced call: one script call holds Redis for its run, so a flood is
 /// decided in slices of this many.
@@ -183,8 +184,7 @@ pub(crate) fn parse(reply: &[redis::Value], n: usize) -> Result<Vec<Decision>> {
         -1.0 => f64::INFINITY,
         c => c,
     };
-    let sleep =
-        std::time::Duration::from_micros(u64::try_from(int(&reply[2])?.max(0)).unwrap_or(0));
+    let sleep = micros(int(&reply[2])?);
     reply[3..]
         .chunks_exact(2)
         .map(|pair| {

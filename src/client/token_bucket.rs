@@ -214,22 +214,12 @@ fn parse_reply(
         allowed: allowed == 1,
         tokens: number("tokens", &tokens)?,
         sleep: Duration::from_micros(sleep),
-        source: source(source_code)?,
+        source: super::reply::source(source_code)?,
         capacity: match number("capacity", &capacity)? {
             -1.0 => f64::INFINITY,
             c => c,
         },
     })
-}
-
-/// The script's `source` code.
-pub(crate) fn source(code: i64) -> Result<Source> {
-    match code {
-        0 => Ok(Source::Defaults),
-        1 => Ok(Source::Knobs),
-        2 => Ok(Source::InvalidKnobs),
-        other => Err(Error::Script(format!("unexpected source {other} in reply"))),
-    }
 }
 
 /// A number the script returns as an integer, or as a `%.17g` string when it is not whole.
