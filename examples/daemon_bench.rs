@@ -13,9 +13,13 @@
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use regulator::testing::{Exporter, PrometheusServer, RedisServer};
+use support::{rss_mib, wait_scraped};
+
+#[path = "support/mod.rs"]
+mod support;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -109,17 +113,7 @@ fn stack(n: usize) -> (RedisServer, Exporter, PrometheusServer) {
         exporter.set(&format!("tenant_load{{tenant=\"t{i:05}\"}}"), 3.0);
     }
     let prometheus = PrometheusServer::start(&[exporter.target()]).expect("start prometheus");
-    let scraped = Instant::now();
-    loop {
-        if let Ok((200, body)) = prometheus.get("/api/v1/query?query=count(tenant_load)") {
-            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-            if v["data"]["result"][0]["value"][1].as_str() == Some(&n.to_string()) {
-                break;
-            }
-        }
-        assert!(scraped.elapsed() < Duration::from_secs(60), "never scraped");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_scraped(&prometheus, n);
 
     (redis, exporter, prometheus)
 }
@@ -150,17 +144,4 @@ fn write_config(
     )
     .expect("write config");
     config
-}
-
-/// A memory figure of `pid` from `/proc/<pid>/status`, in MiB.
-fn rss_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use regulator::testing::{Exporter, PrometheusServer, RedisServer};
+use support::{rss_mib, wait_scraped};
+
+#[path = "support/mod.rs"]
+mod support;
 
 const MIN_RPS: f64 = 1.0;
 const MAX_RPS: f64 = 2000.0;
@@ -67,7 +71,7 @@ fn main() {
     while start.elapsed() < total {
         std::thread::sleep(Duration::from_secs(1));
         let t = start.elapsed().as_secs_f64();
-        rss.push((t, rss_mib(pid)));
+        rss.push((t, rss_mib(pid, "VmRSS")));
         if last_harvest.elapsed() >= Duration::from_secs(20) {
             history.harvest(&redis, n);
             last_harvest = Instant::now();
@@ -98,7 +102,7 @@ fn main() {
         if rss.len().is_multiple_of(60) {
             println!(
                 "{t:>6.0} s  rss {:.1} MiB, worker calls {}, worker errors {}, history entries {}",
-                rss_mib(pid),
+                rss_mib(pid, "VmRSS"),
                 worker_calls.load(Ordering::Relaxed),
                 worker_errors.load(Ordering::Relaxed),
                 history.entries.len()
@@ -231,20 +235,6 @@ fn spawn_load(
             std::thread::sleep(Duration::from_secs(2));
         }
     })
-}
-
-fn wait_scraped(prometheus: &PrometheusServer, n: usize) {
-    let scraped = Instant::now();
-    loop {
-        if let Ok((200, body)) = prometheus.get("/api/v1/query?query=count(tenant_load)") {
-            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-            if v["data"]["result"][0]["value"][1].as_str() == Some(&n.to_string()) {
-                return;
-            }
-        }
-        assert!(scraped.elapsed() < Duration::from_secs(60), "never scraped");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn start_daemon(dir: &std::path::Path, redis: &str, prometheus: &str, n: usize) -> (Child, u16) {
@@ -451,17 +441,4 @@ fn http_get(port: u16, path: &str) -> String {
     let _ = s.read_to_string(&mut out);
     out.split_once("\r\n\r\n")
         .map_or_else(String::new, |(_, b)| b.to_owned())
-}
-
-/// The resident memory of `pid`, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
