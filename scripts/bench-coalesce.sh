@@ -3,7 +3,9 @@
 #   (a) closed loop, 3 alternating rounds: redis-benchmark -c 50 -P 16 EVALSHA of the
 #       single-decision script, then loadgen with 64 and 256 tasks (coalesced) and 64 tasks
 #       with --no-coalesce;
-#   (b) open loop: loadgen --rate at a quarter and half of (a)'s coalesced 64-task median.
+#   (b) open loop: loadgen --rate at a quarter and half of (a)'s coalesced 64-task median;
+#   (c) local leases: loadgen --lease with 1, 8 and 64 tasks (one thread, then 8 tasks on two
+#       worker threads), on a throttle whose budget (1e8/s) is above any demand.
 # Usage: scripts/bench-coalesce.sh [SECONDS]   (default 8 per run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,3 +46,9 @@ for share in 4 2; do
   r=$(python3 -c "print(round($ceiling / $share))")
   echo "rate $r/s (1/$share of the ceiling): $(lg --throttle "open$share" --rate "$r")"
 done
+
+echo "== (c) local leases"
+for c in 1 8 64; do
+  echo "leased, $c tasks:      $(lg --throttle "lease$c" --concurrency "$c" --lease --rps 1e8)"
+done
+echo "leased, 8 tasks, 2 threads: $(lg --throttle lease-mt --concurrency 8 --threads 2 --lease --rps 1e8)"

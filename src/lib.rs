@@ -58,7 +58,8 @@ pub mod testing;
 pub use client::blocking;
 pub use client::{
     Client, ClientBuilder, ContinuousBucket, ContinuousDecision, ContinuousParams, Decision, Error,
-    FailMode, Knobs, KnobsUpdate, LeakyBucket, LeakyDecision, LeakyParams, Limiter, MemoryBucket,
-    MemoryLimiter, Permit, Reservation, Result, ScheduledBucket, ScheduledParams, Semaphore,
-    SemaphoreParams, Source, StoredKnobs, ThrottleState, TokenBucket,
+    FailMode, Knobs, KnobsUpdate, LeakyBucket, LeakyDecision, LeakyParams, LeaseOptions,
+    LeaseStats, LeasedBucket, Limiter, MemoryBucket, MemoryLimiter, Permit, Reservation, Result,
+    ScheduledBucket, ScheduledParams, Semaphore, SemaphoreParams, Source, StoredKnobs,
+    ThrottleState, TokenBucket,
 };

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::error::{Error, Result};
 use super::reply::{micros, source};
+use super::scripts::ScriptId;
 use super::token_bucket::{Decision, TokenBucket, number};
 
 /// Requests per coalesced call: one script call holds Redis for its run, so a flood is
@@ -61,7 +62,7 @@ impl TokenBucket {
         for chunk in requests.chunks(MAX_BATCH) {
             let reply: Vec<redis::Value> = self
                 .call()
-                .run_batch(|cmd| {
+                .run_as(ScriptId::TokenBucketBatch, |cmd| {
                     for tokens in chunk {
                         cmd.arg(*tokens);
                     }
@@ -160,7 +161,7 @@ async fn drive(bucket: TokenBucket, mut batch: Vec<Waiter>) {
 async fn decide(bucket: &TokenBucket, batch: &[Waiter]) -> Result<Vec<Decision>> {
     let reply: Vec<redis::Value> = bucket
         .call()
-        .run_batch(|cmd| {
+        .run_as(ScriptId::TokenBucketBatch, |cmd| {
             for w in batch {
                 cmd.arg(w.tokens);
             }

@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use super::error::Result;
+use super::lease::LeasedBucket;
 use super::token_bucket::{Decision, TokenBucket};
 
 /// A limiter that hands out tokens: the Redis [`TokenBucket`] shared by a fleet, or an
@@ -25,5 +26,11 @@ pub trait Limiter: Send + Sync {
 impl Limiter for TokenBucket {
     fn consume(&self, tokens: f64) -> impl Future<Output = Result<Decision>> + Send {
         TokenBucket::consume(self, tokens)
+    }
+}
+
+impl Limiter for LeasedBucket {
+    fn consume(&self, tokens: f64) -> impl Future<Output = Result<Decision>> + Send {
+        LeasedBucket::consume(self, tokens)
     }
 }

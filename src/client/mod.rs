@@ -11,6 +11,7 @@ mod error;
 pub mod keys;
 mod knobs;
 mod leaky_bucket;
+mod lease;
 mod limiter;
 mod memory;
 pub mod model;
@@ -29,6 +30,7 @@ pub use continuous_bucket::{ContinuousBucket, ContinuousDecision, ContinuousPara
 pub use error::{Error, Result};
 pub use knobs::{Knobs, KnobsUpdate, StoredKnobs, lua_tonumber};
 pub use leaky_bucket::{LeakyBucket, LeakyDecision, LeakyParams};
+pub use lease::{LeaseOptions, LeaseStats, LeasedBucket};
 pub use limiter::Limiter;
 pub use memory::{MAX_RATE, MAX_REFILL, MemoryBucket, MemoryLimiter};
 pub use scheduled_bucket::{Reservation, ScheduledBucket, ScheduledParams};

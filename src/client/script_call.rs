@@ -19,9 +19,9 @@ pub(crate) struct ScriptCall {
     script: ScriptId,
     knobs_ttl: u64,
     prefix: Arc<redis::Cmd>,
-    /// The same prefix for the script's coalesced form, which decides many requests in one
-    /// call, if it has one.
-    batch: Option<(ScriptId, Arc<redis::Cmd>)>,
+    /// The same prefix for the script's other forms, if it has any: the coalesced form, which
+    /// decides many requests in one call, and the leased one.
+    variants: Arc<[(ScriptId, redis::Cmd)]>,
 }
 
 impl ScriptCall {
@@ -43,16 +43,15 @@ impl ScriptCall {
                 prefix.arg(key);
             }
             defaults(&mut prefix);
-            Arc::new(prefix)
+            prefix
         };
-        let batch = match script {
-            ScriptId::TokenBucket => Some(ScriptId::TokenBucketBatch),
-            _ => None,
-        }
-        .map(|id| (id, prefix(id)));
+        let variants: &[ScriptId] = match script {
+            ScriptId::TokenBucket => &[ScriptId::TokenBucketBatch, ScriptId::TokenBucketLease],
+            _ => &[],
+        };
         Self {
-            prefix: prefix(script),
-            batch,
+            prefix: Arc::new(prefix(script)),
+            variants: variants.iter().map(|&id| (id, prefix(id))).collect(),
             client,
             name: name.into(),
             script,
@@ -75,23 +74,24 @@ impl ScriptCall {
         self.knobs_ttl = ttl.as_secs();
     }
 
-    /// Runs the script's coalesced form once: its prefix, the knobs TTL, then what `args`
-    /// appends (every request's own arguments).
+    /// Runs another form of the script once (`variant`: its coalesced or leased form): that
+    /// form's prefix, the knobs TTL, then what `args` appends.
     ///
     /// # Errors
     /// As [`ScriptCall::run`]; [`Error::Script`](super::Error::Script) when the script has
-    /// no coalesced form.
-    pub(crate) async fn run_batch<T: redis::FromRedisValue>(
+    /// no such form.
+    pub(crate) async fn run_as<T: redis::FromRedisValue>(
         &self,
+        variant: ScriptId,
         args: impl FnOnce(&mut redis::Cmd),
     ) -> Result<T> {
-        let Some((id, prefix)) = &self.batch else {
+        let Some((id, prefix)) = self.variants.iter().find(|(id, _)| *id == variant) else {
             return Err(super::Error::Script(format!(
-                "{:?} has no coalesced form",
+                "{:?} has no {variant:?} form",
                 self.script
             )));
         };
-        let mut cmd = (**prefix).clone();
+        let mut cmd = prefix.clone();
         cmd.arg(self.knobs_ttl);
         args(&mut cmd);
         let script = self.client.inner.scripts.get(*id);
@@ -149,6 +149,7 @@ impl Scripts {
         match id {
             ScriptId::TokenBucket => &self.token_bucket,
             ScriptId::TokenBucketBatch => &self.token_bucket_batch,
+            ScriptId::TokenBucketLease => &self.token_bucket_lease,
             ScriptId::LeakyBucket => &self.leaky_bucket,
             ScriptId::ContinuousBucket => &self.continuous_bucket,
             ScriptId::SemaphoreAcquire => &self.semaphore_acquire,

@@ -4,6 +4,7 @@ use redis::Script;
 
 const TOKEN_BUCKET: &str = include_str!("../../lua/token_bucket.lua");
 const TOKEN_BUCKET_BATCH: &str = include_str!("../../lua/token_bucket_batch.lua");
+const TOKEN_BUCKET_LEASE: &str = include_str!("../../lua/token_bucket_lease.lua");
 const SET_KNOBS: &str = include_str!("../../lua/set_knobs.lua");
 const LEAKY_BUCKET: &str = include_str!("../../lua/leaky_bucket.lua");
 const CONTINUOUS_BUCKET: &str = include_str!("../../lua/continuous_bucket.lua");
@@ -16,10 +17,11 @@ const SCHEDULED_BUCKET: &str = include_str!("../../lua/scheduled_bucket.lua");
 const TIME_LINE: &str = "local time = redis.call('TIME')";
 
 /// The limiter scripts a [`ScriptCall`](super::script_call::ScriptCall) can run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ScriptId {
     TokenBucket,
     TokenBucketBatch,
+    TokenBucketLease,
     LeakyBucket,
     ContinuousBucket,
     SemaphoreAcquire,
@@ -31,6 +33,7 @@ pub(crate) enum ScriptId {
 pub(crate) struct Scripts {
     pub(crate) token_bucket: Script,
     pub(crate) token_bucket_batch: Script,
+    pub(crate) token_bucket_lease: Script,
     pub(crate) set_knobs: Script,
     pub(crate) leaky_bucket: Script,
     pub(crate) continuous_bucket: Script,
@@ -52,6 +55,7 @@ impl Scripts {
         Self {
             token_bucket: clocked(TOKEN_BUCKET),
             token_bucket_batch: clocked(TOKEN_BUCKET_BATCH),
+            token_bucket_lease: clocked(TOKEN_BUCKET_LEASE),
             set_knobs: Script::new(SET_KNOBS),
             leaky_bucket: clocked(LEAKY_BUCKET),
             continuous_bucket: clocked(CONTINUOUS_BUCKET),
@@ -95,6 +99,8 @@ mod tests {
     fn every_timed_script_reads_the_clock_once() {
         for script in [
             TOKEN_BUCKET,
+            TOKEN_BUCKET_BATCH,
+            TOKEN_BUCKET_LEASE,
             LEAKY_BUCKET,
             CONTINUOUS_BUCKET,
             SEMAPHORE_ACQUIRE,

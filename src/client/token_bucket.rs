@@ -153,23 +153,7 @@ impl TokenBucket {
     /// # Errors
     /// [`Error::MaxWaitExceeded`], or any error of [`consume`](Self::consume).
     pub async fn wait(&self, tokens: f64, max_wait: Duration) -> Result<Decision> {
-        let start = tokio::time::Instant::now();
-        let deadline = start + max_wait;
-        loop {
-            let d = self.consume(tokens).await?;
-            if d.allowed {
-                return Ok(d);
-            }
-            let now = tokio::time::Instant::now();
-            let wake = now + retry_delay(d.sleep);
-            if wake > deadline {
-                return Err(Error::MaxWaitExceeded {
-                    waited: now - start,
-                    retry_after: d.sleep,
-                });
-            }
-            tokio::time::sleep_until(wake).await;
-        }
+        wait_until_allowed(max_wait, || self.consume(tokens)).await
     }
 
     pub(crate) fn check(&self, tokens: f64) -> Result<()> {
@@ -182,6 +166,30 @@ impl TokenBucket {
         self.defaults
             .validate()
             .map_err(|e| Error::InvalidArgument(format!("defaults of {:?}: {e}", self.name())))
+    }
+}
+
+/// Calls `consume` until it allows, sleeping on each denial's hint, never past `max_wait`.
+pub(crate) async fn wait_until_allowed<F: Future<Output = Result<Decision>>>(
+    max_wait: Duration,
+    mut consume: impl FnMut() -> F,
+) -> Result<Decision> {
+    let start = tokio::time::Instant::now();
+    let deadline = start + max_wait;
+    loop {
+        let d = consume().await?;
+        if d.allowed {
+            return Ok(d);
+        }
+        let now = tokio::time::Instant::now();
+        let wake = now + retry_delay(d.sleep);
+        if wake > deadline {
+            return Err(Error::MaxWaitExceeded {
+                waited: now - start,
+                retry_after: d.sleep,
+            });
+        }
+        tokio::time::sleep_until(wake).await;
     }
 }
 

@@ -1,0 +1,122 @@
+-- limitlion-compatible token bucket, leased: a process reserves a batch of tokens in one call
+-- and spends them locally, and gives back what it did not spend. Tokens leave the bucket
+-- exactly as consumption would take them (same refill, same writes, so Python and Rust
+-- workers on the bucket see an ordinary bucket), so the fleet never gets more than the bucket
+-- holds.
+--
+-- KEYS[1]  bucket hash  throttle:<name>
+-- KEYS[2]  knobs hash   throttle:<name>:knobs
+-- ARGV     default rps, default burst, default window, knobs ttl (s, 0 = keep),
+--          returned tokens (unspent, of the lease that ends with this call; 0 if none),
+--          that lease's anchor ("%.17g" `refreshed` of the bucket when it was granted; "" if
+--          none), requested (the least a grant may hold; 0 = only give back), wanted (the
+--          batch the process would like, >= requested), max share (of capacity, in (0, 1])
+--
+-- Returned tokens go back only while the bucket is in the window they were taken in (its
+-- anchor unchanged, no refill since). After a refill they are dropped: the refill was capped
+-- at capacity without them, so giving them back then could hand out more than the bucket
+-- would have held. A lease must therefore end by the window's end; the client ends it there.
+--
+-- Grant: nothing unless the bucket holds `requested`; otherwise the least of `wanted`, what the
+-- bucket holds, and max share x capacity (but never less than `requested`).
+--
+-- Reply: { granted, tokens, sleep in microseconds, source, capacity, anchor, restored }
+--   granted -1 when rps == -1 (unlimited: decide everything allowed until the lease ends);
+--   tokens: left in the bucket; sleep: until the next window (as token_bucket.lua);
+--   source and capacity as token_bucket.lua; anchor: the bucket's `refreshed` ("%.17g");
+--   restored: how many of the returned tokens went back. Numbers that are not whole, or not
+--   below 2^53, are "%.17g" strings.
+
+local function enc(x)
+  if x == math.floor(x) and math.abs(x) < 9007199254740992 then
+    return x
+  end
+  return string.format('%.17g', x)
+end
+
+local rps, burst, window
+local source = 0
+local knobs = redis.call('HMGET', KEYS[2], 'rps', 'burst', 'window')
+if knobs[1] then
+  rps, burst, window = tonumber(knobs[1]), tonumber(knobs[2]), tonumber(knobs[3])
+  source = 2
+  if rps and burst and window and (rps == -1 or (rps >= 0 and rps < math.huge))
+      and burst >= 0 and burst < math.huge and window > 0 and window < math.huge
+      and rps * burst * window < math.huge then
+    source = 1
+  end
+end
+if source ~= 1 then
+  rps, burst, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+end
+local knobs_ttl = tonumber(ARGV[4])
+local refresh_knobs = source == 1 and knobs_ttl > 0
+local returned = tonumber(ARGV[5]) or 0
+local lease_anchor = tonumber(ARGV[6])
+local requested = tonumber(ARGV[7]) or 0
+local wanted = math.max(requested, tonumber(ARGV[8]) or 0)
+local share = tonumber(ARGV[9]) or 1
+
+local time = redis.call('TIME')
+local now = tonumber(time[1])
+
+if rps == 0 or rps == -1 then
+  if refresh_knobs then
+    redis.call('EXPIRE', KEYS[2], knobs_ttl)
+  end
+  if rps == 0 then
+    return { 0, 0, math.floor(window * 1000000 + 0.5), source, 0, '', 0 }
+  end
+  return { -1, 1, 0, source, -1, '', 0 }
+end
+
+local capacity = math.ceil(rps * burst * window)
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'refreshed', 'ttl')
+local stored = tonumber(bucket[1])
+local tokens = stored or capacity
+local refreshed = tonumber(bucket[2]) or 0
+
+local elapsed = math.floor(math.max(0, now - refreshed) / window)
+local add = math.ceil(elapsed * rps * window)
+tokens = math.min(capacity, tokens + add)
+if add > 0 then
+  if refreshed == 0 then
+    refreshed = now
+  else
+    refreshed = refreshed + elapsed * window
+  end
+end
+
+-- Give back first, as if the tokens had never left: only within the window they came from.
+local restored = 0
+if returned > 0 and stored and lease_anchor == refreshed and add == 0 then
+  restored = math.max(0, math.min(returned, capacity - tokens))
+  tokens = tokens + restored
+end
+
+local granted = 0
+if requested > 0 and tokens >= requested then
+  granted = math.max(requested, math.min(wanted, tokens, share * capacity))
+  tokens = math.max(0, tokens - granted)
+end
+
+local ttl = math.max(1, math.floor(burst * window * 2),
+                     math.ceil((math.max(math.ceil(burst), 1) + 1) * window))
+if add > 0 or tonumber(bucket[3]) ~= ttl then
+  redis.call('HSET', KEYS[1], 'tokens', tokens, 'refreshed', refreshed, 'ttl', ttl)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  if refresh_knobs then
+    redis.call('EXPIRE', KEYS[2], knobs_ttl)
+  end
+else
+  if tokens ~= stored then
+    redis.call('HSET', KEYS[1], 'tokens', tokens)
+  end
+  if refresh_knobs and knobs_ttl <= ttl then
+    redis.call('EXPIRE', KEYS[2], knobs_ttl)
+  end
+end
+
+local sleep = (window - math.max(0, now - refreshed) - 1) + (1000000 - tonumber(time[2])) / 1000000
+return { enc(granted), enc(tokens), math.floor(sleep * 1000000 + 0.5), source, enc(capacity),
+         string.format('%.17g', refreshed), enc(restored) }
