@@ -84,6 +84,23 @@ pub struct Report {
     pub changes: usize,
     /// Throttles without a usable signal.
     pub no_data: usize,
+    /// Where the tick's time went.
+    pub phases: Phases,
+}
+
+/// A tick's time by phase, in the order they run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// The query, and reading its answer into one signal per throttle.
+    pub query: Duration,
+    /// Reading the stored knobs.
+    pub read: Duration,
+    /// Stepping the controllers and recording the metrics.
+    pub compute: Duration,
+    /// Writing the changes.
+    pub write: Duration,
+    /// Logging the changes.
+    pub log: Duration,
 }
 
 struct Member {
@@ -136,32 +153,27 @@ impl PolicyState {
         ctx: &Ctx<'_, S, K>,
     ) -> crate::Result<Report> {
         let policy = Arc::clone(&self.policy);
+        let mut lap = Lap(std::time::Instant::now());
         let answer = ctx.source.query(&policy.throttle.signal.query).await;
         let signals = self.signals(answer, ctx);
         let names: Vec<String> = signals.iter().map(|(n, _)| n.clone()).collect();
+        let query = lap.next();
         let stored = if names.is_empty() {
             Vec::new()
         } else {
             ctx.store.read(&names, policy.throttle.knob).await?
         };
-
         let mut report = Report {
             throttles: names.len(),
             ..Report::default()
         };
+        report.phases.query = query;
+        report.phases.read = lap.next();
         let mut directions = [0_u64; 3];
         let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut changes = Vec::new();
         for ((name, signal), stored) in signals.into_iter().zip(stored) {
-            let member = self.members.entry(name.clone()).or_insert_with(|| {
-                ctx.metrics
-                    .bounds(&name, &template::knob_bounds(&policy.throttle));
-                Member {
-                    controller: Controller::new(&policy.throttle, policy.interval),
-                    absent: 0,
-                    last: None,
-                }
-            });
+            let member = member(&mut self.members, &name, &policy, ctx.metrics);
             let (current, old) = match stored {
                 StoredKnobs::Valid(k) => (k, Some(k)),
                 StoredKnobs::Absent => (member.controller.initial(), None),
@@ -222,19 +234,21 @@ impl PolicyState {
             }
         }
         let p = policy.name();
-        for (i, direction) in ["up", "down", "hold"].into_iter().enumerate() {
-            ctx.metrics.decisions(p, direction, directions[i]);
-        }
-        for (reason, n) in reasons {
-            ctx.metrics.no_data(p, reason, n);
-        }
-        ctx.metrics
-            .policy(p, policy.throttle.signal.target, self.members.len());
+        record_policy(
+            ctx.metrics,
+            &policy,
+            directions,
+            reasons,
+            self.members.len(),
+        );
         report.changes = changes.len();
+        report.phases.compute = lap.next();
         let mode = write(ctx, p, &changes).await?;
+        report.phases.write = lap.next();
         for c in &changes {
             log_change(c, mode);
         }
+        report.phases.log = lap.next();
         Ok(report)
     }
 
@@ -308,6 +322,52 @@ impl PolicyState {
             }
             _ => {}
         }
+    }
+}
+
+/// `name`'s state, made (with its bounds' metrics) when it is new.
+fn member<'a>(
+    members: &'a mut BTreeMap<String, Member>,
+    name: &str,
+    policy: &Policy,
+    metrics: &Metrics,
+) -> &'a mut Member {
+    members.entry(name.to_owned()).or_insert_with(|| {
+        metrics.bounds(name, &template::knob_bounds(&policy.throttle));
+        Member {
+            controller: Controller::new(&policy.throttle, policy.interval),
+            absent: 0,
+            last: None,
+        }
+    })
+}
+
+/// A tick's counts for the whole policy: decisions by direction, missing signals by reason,
+/// the target and the number of throttles.
+fn record_policy(
+    metrics: &Metrics,
+    policy: &Policy,
+    directions: [u64; 3],
+    reasons: BTreeMap<&'static str, u64>,
+    throttles: usize,
+) {
+    let p = policy.name();
+    for (direction, n) in ["up", "down", "hold"].into_iter().zip(directions) {
+        metrics.decisions(p, direction, n);
+    }
+    for (reason, n) in reasons {
+        metrics.no_data(p, reason, n);
+    }
+    metrics.policy(p, policy.throttle.signal.target, throttles);
+}
+
+/// Time since the last lap.
+struct Lap(std::time::Instant);
+
+impl Lap {
+    fn next(&mut self) -> Duration {
+        let now = std::time::Instant::now();
+        now - std::mem::replace(&mut self.0, now)
     }
 }
 

@@ -150,7 +150,10 @@ pub async fn drive<B: Sides>(
                 }
                 failures = 0;
                 shared.metrics.tick(&name, "ok", seconds);
-                tracing::debug!(policy = %name, throttles = report.throttles, changes = report.changes, no_data = report.no_data, seconds, "tick");
+                let p = report.phases;
+                tracing::debug!(policy = %name, throttles = report.throttles, changes = report.changes, no_data = report.no_data, seconds,
+                    query_s = p.query.as_secs_f64(), read_s = p.read.as_secs_f64(), compute_s = p.compute.as_secs_f64(),
+                    write_s = p.write.as_secs_f64(), log_s = p.log.as_secs_f64(), "tick");
             }
             Err(e) => {
                 failures = failures.saturating_add(1);

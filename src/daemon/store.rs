@@ -216,14 +216,14 @@ impl KnobStore for RedisStore {
     }
 
     async fn write(&self, changes: &[KnobChange]) -> Result<Written> {
-        let entries: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
-        if entries.is_empty() {
-            return Ok(Written::All);
-        }
         let ttl_ms = u64::try_from(self.knobs_ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         if self.keys.cluster {
+            let entries: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
+            if entries.is_empty() {
+                return Ok(Written::All);
+            }
             return self.write_cluster(&entries, ttl_ms).await;
         }
         let (lease_key, token) = self
@@ -231,7 +231,14 @@ impl KnobStore for RedisStore {
             .as_ref()
             .map_or(("", ""), |f| (f.key.as_str(), &*f.token));
         let script = &*WRITE_KNOBS;
-        for chunk in entries.chunks(WRITE_CHUNK) {
+        // Each slice's entries are built when it is sent: a tick changing 100,000 throttles
+        // never holds all of them at once.
+        for changes in changes.chunks(WRITE_CHUNK) {
+            let chunk: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
+            if chunk.is_empty() {
+                continue;
+            }
+            let chunk = chunk.as_slice();
             let mut evalsha = redis::cmd("EVALSHA");
             evalsha
                 .arg(script.get_hash())
