@@ -17,17 +17,6 @@ use prometheus_client::registry::Registry;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KnobLabels {
-    throttle: String,
-    knob: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ThrottleLabels {
-    throttle: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
     policy: String,
 }
@@ -64,8 +53,7 @@ struct ResultLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    knob: Family<KnobLabels, FloatGauge>,
-    signal: Family<ThrottleLabels, FloatGauge>,
+    per_throttle: throttles::Throttles,
     target: Family<PolicyLabels, FloatGauge>,
     throttles: Family<PolicyLabels, Gauge>,
     ticks: Family<PolicyOutcome, Counter>,
@@ -77,8 +65,6 @@ pub struct Metrics {
     tick_seconds: Family<PolicyLabels, Histogram, fn() -> Histogram>,
     leader: Gauge,
     dry_run: Gauge,
-    knob_min: Family<KnobLabels, FloatGauge>,
-    knob_max: Family<KnobLabels, FloatGauge>,
     redis_up: Gauge,
     refused: Family<PolicyReason, Counter>,
 }
@@ -100,8 +86,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("regulator");
         let m = Self {
-            knob: Family::default(),
-            signal: Family::default(),
+            per_throttle: throttles::Throttles::default(),
             target: Family::default(),
             throttles: Family::default(),
             ticks: Family::default(),
@@ -113,8 +98,6 @@ impl Metrics {
             tick_seconds: Family::new_with_constructor(tick_histogram),
             leader: Gauge::default(),
             dry_run: Gauge::default(),
-            knob_min: Family::default(),
-            knob_max: Family::default(),
             redis_up: Gauge::default(),
             refused: Family::default(),
             registry: Registry::default(),
@@ -132,16 +115,8 @@ impl Metrics {
     /// Per throttle and per policy.
     fn register_throttles(&self, r: &mut Registry) {
         let m = self;
-        r.register(
-            "knob",
-            "Knobs computed for a throttle at its last tick (written by the leader, shadowed by the others)",
-            m.knob.clone(),
-        );
-        r.register(
-            "signal",
-            "Last usable signal value of a throttle (NaN while there is no data)",
-            m.signal.clone(),
-        );
+        // knob, signal, knob_min and knob_max.
+        r.register_collector(Box::new(m.per_throttle.clone()));
         r.register("target", "The policy's setpoint", m.target.clone());
         r.register(
             "throttles",
@@ -196,16 +171,6 @@ impl Metrics {
             m.dry_run.clone(),
         );
         r.register(
-            "knob_min",
-            "The lowest value the policy may write to a throttle's knob (bounds.min_*)",
-            m.knob_min.clone(),
-        );
-        r.register(
-            "knob_max",
-            "The highest value the policy may write to a throttle's knob (bounds.max_*)",
-            m.knob_max.clone(),
-        );
-        r.register(
             "redis_up",
             "1 when Redis answered this replica's last call, 0 when it did not",
             m.redis_up.clone(),
@@ -229,6 +194,7 @@ impl Metrics {
 }
 
 mod record;
+mod throttles;
 
 fn policy_labels(policy: &str) -> PolicyLabels {
     PolicyLabels {
@@ -266,6 +232,27 @@ mod tests {
         assert!(text.contains(r#"regulator_no_data_total{policy="orders",reason="timeout"} 2"#));
         assert!(text.contains(r#"regulator_reloads_total{result="error"} 1"#));
         assert!(text.ends_with("# EOF\n"));
+        m.bounds("orders-db", &[("rps", 1.0, 100.0)]);
+        m.throttle(
+            "pool",
+            Knob::Concurrency,
+            Knobs {
+                rps: 4.0,
+                burst: 1.0,
+                window: 1.0,
+            },
+            None,
+        );
+        let text = m.encode();
+        for line in [
+            r#"regulator_knob_min{throttle="orders-db",knob="rps"} 1.0"#,
+            r#"regulator_knob_max{throttle="orders-db",knob="rps"} 100.0"#,
+            r#"regulator_knob{throttle="pool",knob="concurrency"} 4.0"#,
+            r#"regulator_signal{throttle="pool"} NaN"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(!text.contains(r#"{throttle="pool",knob="rps"}"#));
         m.forget_throttle("orders-db");
         assert!(!m.encode().contains("orders-db"));
     }

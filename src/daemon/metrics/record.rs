@@ -1,8 +1,7 @@
 //! Recording: what the daemon's tasks tell the metrics.
 
 use super::{
-    KindLabels, KnobLabels, Metrics, PolicyDirection, PolicyOutcome, PolicyReason, ResultLabels,
-    ThrottleLabels, policy_labels,
+    KindLabels, Metrics, PolicyDirection, PolicyOutcome, PolicyReason, ResultLabels, policy_labels,
 };
 use crate::Knobs;
 use crate::daemon::config::Knob;
@@ -10,39 +9,12 @@ use crate::daemon::config::Knob;
 impl Metrics {
     /// The knobs computed for `throttle` and the signal behind them.
     pub fn throttle(&self, throttle: &str, knob: Knob, knobs: Knobs, signal: Option<f64>) {
-        let values = match knob {
-            Knob::Rate => vec![
-                ("rps", knobs.rps),
-                ("burst", knobs.burst),
-                ("window", knobs.window),
-            ],
-            Knob::Concurrency => vec![("concurrency", knobs.rps)],
-        };
-        for (knob, value) in values {
-            self.knob
-                .get_or_create(&KnobLabels {
-                    throttle: throttle.to_owned(),
-                    knob,
-                })
-                .set(value);
-        }
-        self.signal
-            .get_or_create(&ThrottleLabels {
-                throttle: throttle.to_owned(),
-            })
-            .set(signal.unwrap_or(f64::NAN));
+        self.per_throttle.set(throttle, knob, knobs, signal);
     }
 
     /// The bounds `throttle`'s knobs are kept in: `(knob, min, max)` triples.
     pub fn bounds(&self, throttle: &str, bounds: &[(&'static str, f64, f64)]) {
-        for &(knob, lo, hi) in bounds {
-            let labels = KnobLabels {
-                throttle: throttle.to_owned(),
-                knob,
-            };
-            self.knob_min.get_or_create(&labels).set(lo);
-            self.knob_max.get_or_create(&labels).set(hi);
-        }
+        self.per_throttle.set_bounds(throttle, bounds.into());
     }
 
     /// Whether Redis answered the last call.
@@ -64,18 +36,7 @@ impl Metrics {
 
     /// Drops a throttle's series (it left the configuration or its template's answer).
     pub fn forget_throttle(&self, throttle: &str) {
-        for knob in ["rps", "burst", "window", "concurrency"] {
-            let labels = KnobLabels {
-                throttle: throttle.to_owned(),
-                knob,
-            };
-            self.knob.remove(&labels);
-            self.knob_min.remove(&labels);
-            self.knob_max.remove(&labels);
-        }
-        self.signal.remove(&ThrottleLabels {
-            throttle: throttle.to_owned(),
-        });
+        self.per_throttle.forget(throttle);
     }
 
     /// A policy's target and throttle count.
