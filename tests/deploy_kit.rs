@@ -13,7 +13,7 @@ fn exported() -> BTreeSet<String> {
         window: 5.0,
     };
     m.throttle("t", regulator::daemon::config::Knob::Rate, knobs, Some(0.5));
-    m.bounds("t", &[("rps", 0.1, 10.0)]);
+    m.bounds("t", std::sync::Arc::new([("rps", 0.1, 10.0)]));
     m.refused("p", "cap", 1);
     m.policy("p", 1.0, 1);
     m.tick("p", "ok", 0.01);

@@ -232,7 +232,7 @@ mod tests {
         assert!(text.contains(r#"regulator_no_data_total{policy="orders",reason="timeout"} 2"#));
         assert!(text.contains(r#"regulator_reloads_total{result="error"} 1"#));
         assert!(text.ends_with("# EOF\n"));
-        m.bounds("orders-db", &[("rps", 1.0, 100.0)]);
+        m.bounds("orders-db", std::sync::Arc::new([("rps", 1.0, 100.0)]));
         m.throttle(
             "pool",
             Knob::Concurrency,

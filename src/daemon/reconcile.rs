@@ -114,6 +114,10 @@ struct Member {
 /// that leave the policy unchanged.
 pub struct PolicyState {
     policy: Arc<Policy>,
+    /// A fresh controller, cloned for each new throttle so that they share its settings.
+    prototype: Controller,
+    /// The bounds of the policy's knobs, for the metrics of each of its throttles.
+    bounds: Arc<[(&'static str, f64, f64)]>,
     members: BTreeMap<String, Member>,
     failing: Option<&'static str>,
     /// Names refused at the last tick, by reason: logged when these change.
@@ -125,6 +129,8 @@ impl PolicyState {
     #[must_use]
     pub fn new(policy: Arc<Policy>) -> Self {
         Self {
+            prototype: Controller::new(&policy.throttle, policy.interval),
+            bounds: template::knob_bounds(&policy.throttle).into(),
             policy,
             members: BTreeMap::new(),
             failing: None,
@@ -173,7 +179,7 @@ impl PolicyState {
         let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut changes = Vec::new();
         for ((name, signal), stored) in signals.into_iter().zip(stored) {
-            let member = member(&mut self.members, &name, &policy, ctx.metrics);
+            let member = self.member(&name, ctx.metrics);
             let (current, old) = match stored {
                 StoredKnobs::Valid(k) => (k, Some(k)),
                 StoredKnobs::Absent => (member.controller.initial(), None),
@@ -252,6 +258,19 @@ impl PolicyState {
         Ok(report)
     }
 
+    /// `name`'s state, made (with its bounds' metrics) when it is new.
+    fn member(&mut self, name: &str, metrics: &Metrics) -> &mut Member {
+        let (bounds, prototype) = (&self.bounds, &self.prototype);
+        self.members.entry(name.to_owned()).or_insert_with(|| {
+            metrics.bounds(name, Arc::clone(bounds));
+            Member {
+                controller: prototype.clone(),
+                absent: 0,
+                last: None,
+            }
+        })
+    }
+
     /// Each throttle's signal (or why it has none) from the policy's answer.
     fn signals<S, K>(
         &mut self,
@@ -323,23 +342,6 @@ impl PolicyState {
             _ => {}
         }
     }
-}
-
-/// `name`'s state, made (with its bounds' metrics) when it is new.
-fn member<'a>(
-    members: &'a mut BTreeMap<String, Member>,
-    name: &str,
-    policy: &Policy,
-    metrics: &Metrics,
-) -> &'a mut Member {
-    members.entry(name.to_owned()).or_insert_with(|| {
-        metrics.bounds(name, &template::knob_bounds(&policy.throttle));
-        Member {
-            controller: Controller::new(&policy.throttle, policy.interval),
-            absent: 0,
-            last: None,
-        }
-    })
 }
 
 /// A tick's counts for the whole policy: decisions by direction, missing signals by reason,

@@ -105,9 +105,22 @@ pub struct Step {
     pub reason: &'static str,
 }
 
-/// One throttle's controller.
+/// One throttle's controller. Clones share the policy's settings, and a clone of a fresh
+/// controller is a fresh controller: a template makes its throttles' controllers that way,
+/// so 100,000 throttles hold one copy of the settings.
 #[derive(Debug, Clone)]
 pub struct Controller {
+    settings: std::sync::Arc<Settings>,
+    pid: PidState,
+    last_tick: Option<Duration>,
+    last_decrease: Option<Duration>,
+    /// The predictive law's memory; `None` for the other laws.
+    predictive: Option<Box<PredictiveState>>,
+}
+
+/// What a controller takes from its policy, the same for all of a template's throttles.
+#[derive(Debug)]
+struct Settings {
     control: Control,
     bounds: Bounds,
     defaults: Knobs,
@@ -118,11 +131,6 @@ pub struct Controller {
     cooldown: Duration,
     on_no_data: OnNoData,
     interval: Duration,
-    pid: PidState,
-    last_tick: Option<Duration>,
-    last_decrease: Option<Duration>,
-    /// The predictive law's memory; `None` for the other laws.
-    predictive: Option<PredictiveState>,
 }
 
 /// How much burst and window grow back each healthy tick.
@@ -133,16 +141,18 @@ impl Controller {
     #[must_use]
     pub fn new(policy: &Throttle, interval: Duration) -> Self {
         Self {
-            control: policy.control,
-            bounds: policy.bounds,
-            defaults: policy.defaults.into(),
-            target: policy.signal.target,
-            direction: policy.signal.direction,
-            max_step: policy.max_step(),
-            deadband: policy.deadband,
-            cooldown: policy.cooldown,
-            on_no_data: policy.on_no_data,
-            interval: policy.interval.unwrap_or(interval),
+            settings: std::sync::Arc::new(Settings {
+                control: policy.control,
+                bounds: policy.bounds,
+                defaults: policy.defaults.into(),
+                target: policy.signal.target,
+                direction: policy.signal.direction,
+                max_step: policy.max_step(),
+                deadband: policy.deadband,
+                cooldown: policy.cooldown,
+                on_no_data: policy.on_no_data,
+                interval: policy.interval.unwrap_or(interval),
+            }),
             pid: PidState::default(),
             last_tick: None,
             last_decrease: None,
@@ -152,11 +162,11 @@ impl Controller {
                     gain,
                     floor,
                     lag,
-                } => Some(PredictiveState::new(
+                } => Some(Box::new(PredictiveState::new(
                     (margin, gain, floor),
                     lag.unwrap_or(policy.interval.unwrap_or(interval)),
                     range_window(&policy.signal.query),
-                )),
+                ))),
                 _ => None,
             },
         }
@@ -164,20 +174,21 @@ impl Controller {
 
     /// The signal the policy aims at: its target, or for the predictive law `margin` under it.
     fn aim(&self) -> f64 {
-        let margin = self
-            .predictive
-            .as_ref()
-            .map_or(0.0, PredictiveState::margin);
-        match self.direction {
-            Direction::HigherIsWorse => self.target * (1.0 - margin),
-            Direction::LowerIsWorse => self.target / (1.0 - margin),
+        let margin = self.predictive.as_ref().map_or(0.0, |p| p.margin());
+        match self.settings.direction {
+            Direction::HigherIsWorse => self.settings.target * (1.0 - margin),
+            Direction::LowerIsWorse => self.settings.target / (1.0 - margin),
         }
     }
 
     /// The knobs a throttle starts from, inside the bounds.
     #[must_use]
     pub fn initial(&self) -> Knobs {
-        self.bounded(self.defaults.rps, self.defaults.burst, self.defaults.window)
+        self.bounded(
+            self.settings.defaults.rps,
+            self.settings.defaults.burst,
+            self.settings.defaults.window,
+        )
     }
 
     /// One tick with a usable signal. `current` are the knobs in force (the initial ones if
@@ -185,22 +196,29 @@ impl Controller {
     pub fn tick(&mut self, current: Knobs, signal: f64, now: Duration) -> Step {
         let dt = self
             .last_tick
-            .map_or(self.interval, |last| now.saturating_sub(last))
+            .map_or(self.settings.interval, |last| now.saturating_sub(last))
             .as_secs_f64();
         self.last_tick = Some(now);
         if let Some(p) = &mut self.predictive {
-            let ratio = Observation::new(signal, self.target, self.direction, dt).ratio;
+            let ratio =
+                Observation::new(signal, self.settings.target, self.settings.direction, dt).ratio;
             p.see(signal, 1.0 / ratio, current.rps, now);
         }
-        let obs = Observation::new(signal, self.aim(), self.direction, dt);
-        let past_target = Observation::new(signal, self.target, self.direction, dt).headroom < 0.0;
+        let obs = Observation::new(signal, self.aim(), self.settings.direction, dt);
+        let past_target =
+            Observation::new(signal, self.settings.target, self.settings.direction, dt).headroom
+                < 0.0;
         // A stored -1 ("unlimited", set by hand) continues from the policy's ceiling, the
         // nearest value it may write; any other stored value outside the bounds is brought
         // inside first, so every step is taken from a value the policy allows.
         let rps = if current.rps == -1.0 {
-            self.bounds.max_rps
+            self.settings.bounds.max_rps
         } else if current.rps.is_finite() {
-            within(current.rps, self.bounds.min_rps, self.bounds.max_rps)
+            within(
+                current.rps,
+                self.settings.bounds.min_rps,
+                self.settings.bounds.max_rps,
+            )
         } else {
             current.rps
         };
@@ -217,8 +235,8 @@ impl Controller {
         if let Some(p) = &mut self.predictive {
             p.record(now, rps);
         }
-        let overloaded = obs.headroom < -self.deadband;
-        let healthy = obs.headroom > self.deadband;
+        let overloaded = obs.headroom < -self.settings.deadband;
+        let healthy = obs.headroom > self.settings.deadband;
         if !overloaded && !healthy {
             return Self::step(
                 current,
@@ -245,7 +263,7 @@ impl Controller {
             reason = "cooldown";
         }
         // Relative to rps, with a floor so that a throttle at 0 (min_rps: 0) can rise again.
-        let step = (self.max_step * rps.max(self.bounds.max_rps * 0.01)).abs();
+        let step = (self.settings.max_step * rps.max(self.settings.bounds.max_rps * 0.01)).abs();
         new = within(new, rps - step, rps + step);
         if !new.is_finite() {
             new = rps;
@@ -259,14 +277,14 @@ impl Controller {
             (
                 self.next_shape(
                     current.burst,
-                    self.defaults.burst,
-                    self.bounds.min_burst,
+                    self.settings.defaults.burst,
+                    self.settings.bounds.min_burst,
                     past_target,
                 ),
                 self.next_shape(
                     current.window,
-                    self.defaults.window,
-                    self.bounds.min_window,
+                    self.settings.defaults.window,
+                    self.settings.bounds.min_window,
                     past_target,
                 ),
             )
@@ -283,7 +301,7 @@ impl Controller {
 
     /// The law's proposal for the next `rps`, before the common limits.
     fn propose(&mut self, rps: f64, obs: &Observation, now: Duration) -> f64 {
-        match self.control {
+        match self.settings.control {
             Control::Predictive { .. } => match &mut self.predictive {
                 Some(p) => p.propose(rps, obs.ratio, now),
                 None => rps,
@@ -291,12 +309,16 @@ impl Controller {
             Control::Aimd { increase, decrease } => laws::aimd(
                 rps,
                 obs,
-                increase.unwrap_or(self.bounds.max_rps * 0.05),
+                increase.unwrap_or(self.settings.bounds.max_rps * 0.05),
                 decrease,
             ),
-            Control::Pid { kp, ki, kd } => {
-                laws::pid(rps, obs, &mut self.pid, (kp, ki, kd), self.max_step)
-            }
+            Control::Pid { kp, ki, kd } => laws::pid(
+                rps,
+                obs,
+                &mut self.pid,
+                (kp, ki, kd),
+                self.settings.max_step,
+            ),
             Control::Gradient {
                 min_gradient,
                 max_gradient,
@@ -309,21 +331,27 @@ impl Controller {
     /// A tick without a usable signal: `on_no_data` decides.
     #[must_use]
     pub fn no_data(&self, current: Knobs) -> Step {
-        let knobs = match self.on_no_data {
+        let knobs = match self.settings.on_no_data {
             OnNoData::Hold if current.rps == -1.0 => {
-                self.bounded(self.bounds.max_rps, current.burst, current.window)
+                self.bounded(self.settings.bounds.max_rps, current.burst, current.window)
             }
             OnNoData::Hold if current.rps.is_finite() => {
                 self.bounded(current.rps, current.burst, current.window)
             }
             OnNoData::Hold | OnNoData::Defaults => self.initial(),
             OnNoData::Min => self.bounded(
-                self.bounds.min_rps,
-                self.bounds.min_burst.unwrap_or(self.defaults.burst),
-                self.bounds.min_window.unwrap_or(self.defaults.window),
+                self.settings.bounds.min_rps,
+                self.settings
+                    .bounds
+                    .min_burst
+                    .unwrap_or(self.settings.defaults.burst),
+                self.settings
+                    .bounds
+                    .min_window
+                    .unwrap_or(self.settings.defaults.window),
             ),
         };
-        let reason = match self.on_no_data {
+        let reason = match self.settings.on_no_data {
             OnNoData::Hold => "no data: hold",
             OnNoData::Defaults => "no data: defaults",
             OnNoData::Min => "no data: min",
@@ -333,7 +361,7 @@ impl Controller {
 
     fn cooling(&self, now: Duration) -> bool {
         self.last_decrease
-            .is_some_and(|at| now.saturating_sub(at) < self.cooldown)
+            .is_some_and(|at| now.saturating_sub(at) < self.settings.cooldown)
     }
 
     /// Burst and window (each a "shape" knob) shrink toward their minimum past the target,
@@ -352,7 +380,7 @@ impl Controller {
             default
         };
         if overloaded {
-            (value * (1.0 - self.max_step)).max(min)
+            (value * (1.0 - self.settings.max_step)).max(min)
         } else {
             (value * (1.0 + SHAPE_RECOVERY)).min(default.max(value))
         }
@@ -360,19 +388,23 @@ impl Controller {
 
     /// Knobs inside every bound, with a capacity of at least one token.
     fn bounded(&self, rps: f64, burst: f64, window: f64) -> Knobs {
-        let b = self.bounds;
+        let b = self.settings.bounds;
         let finite = |v: f64, default: f64| if v.is_finite() { v } else { default };
         let knobs = Knobs {
-            rps: within(finite(rps, self.defaults.rps), b.min_rps, b.max_rps),
+            rps: within(
+                finite(rps, self.settings.defaults.rps),
+                b.min_rps,
+                b.max_rps,
+            ),
             burst: within(
-                finite(burst, self.defaults.burst),
-                b.min_burst.unwrap_or(self.defaults.burst),
-                b.max_burst.unwrap_or(self.defaults.burst),
+                finite(burst, self.settings.defaults.burst),
+                b.min_burst.unwrap_or(self.settings.defaults.burst),
+                b.max_burst.unwrap_or(self.settings.defaults.burst),
             ),
             window: within(
-                finite(window, self.defaults.window),
-                b.min_window.unwrap_or(self.defaults.window),
-                b.max_window.unwrap_or(self.defaults.window),
+                finite(window, self.settings.defaults.window),
+                b.min_window.unwrap_or(self.settings.defaults.window),
+                b.max_window.unwrap_or(self.settings.defaults.window),
             ),
         };
         debug_assert!(

@@ -12,9 +12,10 @@ impl Metrics {
         self.per_throttle.set(throttle, knob, knobs, signal);
     }
 
-    /// The bounds `throttle`'s knobs are kept in: `(knob, min, max)` triples.
-    pub fn bounds(&self, throttle: &str, bounds: &[(&'static str, f64, f64)]) {
-        self.per_throttle.set_bounds(throttle, bounds.into());
+    /// The bounds `throttle`'s knobs are kept in: `(knob, min, max)` triples, shared by the
+    /// throttles of a policy.
+    pub fn bounds(&self, throttle: &str, bounds: std::sync::Arc<[(&'static str, f64, f64)]>) {
+        self.per_throttle.set_bounds(throttle, bounds);
     }
 
     /// Whether Redis answered the last call.
