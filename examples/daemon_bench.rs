@@ -100,6 +100,23 @@ fn main() {
         );
     }
     let hwm = rss_mib(pid, "VmHWM");
+    // Where Redis's time went over the whole run (every tick's reads and writes).
+    let info: String = redis.cmd(&["INFO", "commandstats"]);
+    for line in info.lines().filter(|l| {
+        ["evalsha", "hmget", "hset", "xadd", "pexpire"]
+            .iter()
+            .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
+    }) {
+        println!("redis {line}");
+    }
+    let cpu: String = redis.cmd(&["INFO", "cpu"]);
+    println!(
+        "redis cpu: {}",
+        cpu.lines()
+            .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let status = child.wait().expect("wait");
     println!("slowest tick: {worst:.3} s (target <= 1 s)");

@@ -173,6 +173,114 @@ fn changed_fields(knob: Knob, old: Option<Knobs>, new: Knobs) -> Vec<(&'static s
 
 impl KnobStore for RedisStore {
     async fn read(&self, names: &[String], knob: Knob) -> Result<Vec<StoredKnobs>> {
+        let mut stored = Vec::with_capacity(names.len());
+        // In slices, so that a tick over 100,000 throttles never holds all their commands
+        // and replies at once (Redis refuses an empty pipeline: none is sent for none).
+        for names in names.chunks(READ_CHUNK) {
+            stored.extend(self.read_slice(names, knob).await?);
+        }
+        Ok(stored)
+    }
+
+    async fn write(&self, changes: &[KnobChange]) -> Result<Written> {
+        let ttl_ms = u64::try_from(self.knobs_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if self.keys.cluster {
+            let entries: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
+            if entries.is_empty() {
+                return Ok(Written::All);
+            }
+            return self.write_cluster(&entries, ttl_ms).await;
+        }
+        let (lease_key, token) = self
+            .fence
+            .as_ref()
+            .map_or(("", ""), |f| (f.key.as_str(), &*f.token));
+        let script = &*WRITE_KNOBS;
+        // Each slice's entries are built when it is sent: a tick changing 100,000 throttles
+        // never holds all of them at once.
+        let mut in_flight: Option<InFlight> = None;
+        for changes in changes.chunks(WRITE_CHUNK) {
+            let chunk: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
+            if chunk.is_empty() {
+                continue;
+            }
+            let chunk = chunk.as_slice();
+            let mut evalsha = redis::cmd("EVALSHA");
+            evalsha
+                .arg(script.get_hash())
+                .arg(1 + 2 * chunk.len())
+                .arg(if lease_key.is_empty() { "-" } else { lease_key });
+            for e in chunk {
+                evalsha.arg(&e.knobs_key).arg(&e.history_key);
+            }
+            evalsha.arg(token).arg(ttl_ms).arg(self.history_len);
+            for e in chunk {
+                evalsha.arg(e.fields.len());
+                for (f, v) in &e.fields {
+                    evalsha.arg(*f).arg(v);
+                }
+                evalsha.arg(e.history.len());
+                for (f, v) in &e.history {
+                    evalsha.arg(*f).arg(v);
+                }
+            }
+            let (client, bound) = (self.client.clone(), self.bound(chunk.len() * 4));
+            let mut call: InFlight = Box::pin(async move {
+                client
+                    .run_script_within::<i64>(bound, script, &evalsha)
+                    .await
+            });
+            // Polled once, the call is on its way: Redis runs this slice while the next is
+            // built. Each slice checks the lease itself, so one sent after a refused one is
+            // refused too.
+            if let std::task::Poll::Ready(written) = futures_util::poll!(&mut call) {
+                if written? == 0 {
+                    return Ok(Written::Fenced);
+                }
+                continue;
+            }
+            if let Some(previous) = in_flight.replace(call)
+                && previous.await? == 0
+            {
+                return Ok(Written::Fenced);
+            }
+        }
+        if let Some(last) = in_flight
+            && last.await? == 0
+        {
+            return Ok(Written::Fenced);
+        }
+        Ok(Written::All)
+    }
+}
+
+/// A slice's write, started and not yet answered.
+type InFlight = std::pin::Pin<Box<dyn Future<Output = Result<i64>> + Send>>;
+
+/// Throttles whose stored knobs one pipeline reads.
+const READ_CHUNK: usize = 16_384;
+
+/// Changes per script call: one call holds Redis for its whole run, so a tick that changes
+/// 10,000 throttles goes in slices of this many rather than in one long stall.
+const WRITE_CHUNK: usize = 256;
+
+static WRITE_KNOBS: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/write_knobs.lua")));
+
+/// What one throttle's change writes.
+struct Entry {
+    fence_key: String,
+    knobs_key: String,
+    history_key: String,
+    fields: Vec<(&'static str, String)>,
+    history: Vec<(&'static str, String)>,
+}
+
+impl RedisStore {
+    /// The stored knobs of `names`, in one pipeline (one call per throttle on a cluster).
+    async fn read_slice(&self, names: &[String], knob: Knob) -> Result<Vec<StoredKnobs>> {
         if names.is_empty() {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
@@ -215,78 +323,6 @@ impl KnobStore for RedisStore {
             .collect()
     }
 
-    async fn write(&self, changes: &[KnobChange]) -> Result<Written> {
-        let ttl_ms = u64::try_from(self.knobs_ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        if self.keys.cluster {
-            let entries: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
-            if entries.is_empty() {
-                return Ok(Written::All);
-            }
-            return self.write_cluster(&entries, ttl_ms).await;
-        }
-        let (lease_key, token) = self
-            .fence
-            .as_ref()
-            .map_or(("", ""), |f| (f.key.as_str(), &*f.token));
-        let script = &*WRITE_KNOBS;
-        // Each slice's entries are built when it is sent: a tick changing 100,000 throttles
-        // never holds all of them at once.
-        for changes in changes.chunks(WRITE_CHUNK) {
-            let chunk: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
-            if chunk.is_empty() {
-                continue;
-            }
-            let chunk = chunk.as_slice();
-            let mut evalsha = redis::cmd("EVALSHA");
-            evalsha
-                .arg(script.get_hash())
-                .arg(1 + 2 * chunk.len())
-                .arg(if lease_key.is_empty() { "-" } else { lease_key });
-            for e in chunk {
-                evalsha.arg(&e.knobs_key).arg(&e.history_key);
-            }
-            evalsha.arg(token).arg(ttl_ms).arg(self.history_len);
-            for e in chunk {
-                evalsha.arg(e.fields.len());
-                for (f, v) in &e.fields {
-                    evalsha.arg(*f).arg(v);
-                }
-                evalsha.arg(e.history.len());
-                for (f, v) in &e.history {
-                    evalsha.arg(*f).arg(v);
-                }
-            }
-            let written: i64 = self
-                .client
-                .run_script_within(self.bound(chunk.len() * 4), script, &evalsha)
-                .await?;
-            if written == 0 {
-                return Ok(Written::Fenced);
-            }
-        }
-        Ok(Written::All)
-    }
-}
-
-/// Changes per script call: one call holds Redis for its whole run, so a tick that changes
-/// 10,000 throttles goes in slices of this many rather than in one long stall.
-const WRITE_CHUNK: usize = 256;
-
-static WRITE_KNOBS: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/write_knobs.lua")));
-
-/// What one throttle's change writes.
-struct Entry {
-    fence_key: String,
-    knobs_key: String,
-    history_key: String,
-    fields: Vec<(&'static str, String)>,
-    history: Vec<(&'static str, String)>,
-}
-
-impl RedisStore {
     /// The fields and history entry of `c`, or `None` when nothing changed.
     fn entry(&self, c: &KnobChange) -> Option<Entry> {
         let fields = changed_fields(c.knob, c.old, c.new);
