@@ -399,3 +399,27 @@ async fn a_template_past_max_throttles_keeps_its_members_and_refuses_new_names()
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_tick_reports_its_time_by_phase() {
+    let w = World::new();
+    let mut s = state(PLAIN);
+    w.source.set(Ok(vec![sample(0.5, &[])]));
+    let started = std::time::Instant::now();
+    let report = w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    let elapsed = started.elapsed();
+    let p = report.phases;
+    // Each phase is timed once, end to end: together they fit in the tick.
+    assert!(
+        p.query + p.read + p.compute + p.write + p.log <= elapsed,
+        "{p:?} in {elapsed:?}"
+    );
+    for (phase, took) in [
+        ("query", p.query),
+        ("read", p.read),
+        ("compute", p.compute),
+        ("write", p.write),
+    ] {
+        assert!(took > Duration::ZERO, "{phase} was not timed: {p:?}");
+    }
+}
