@@ -401,6 +401,27 @@ fn set_rps(server: &RedisServer, name: &str, rps: f64) {
     ]);
 }
 
+/// Lowers the throttle's rps as the daemon does: a fenced-store write of the change, with its
+/// history entry.
+async fn daemon_lowers(server: &RedisServer, name: &str, from: f64, to: f64) {
+    use regulator::daemon::store::{KnobChange, KnobStore, RedisStore};
+    let client = patient_client(&server.url(), false).await;
+    let store = RedisStore::new(client, Duration::from_secs(600), 10);
+    let written = store
+        .write(&[KnobChange {
+            name: name.into(),
+            knob: regulator::daemon::config::Knob::Rate,
+            old: Some(knobs(from, 1.0, 1.0)),
+            new: knobs(to, 1.0, 1.0),
+            signal: Some(2.0),
+            law: "aimd",
+            reason: "overloaded".into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(written, regulator::daemon::store::Written::All);
+}
+
 fn refreshed(server: &RedisServer, name: &str) -> f64 {
     let r: String = server.cmd(&["HGET", &format!("throttle:{name}"), "refreshed"]);
     r.parse().unwrap()
@@ -432,7 +453,7 @@ async fn a_mixed_fleet_with_knobs_lowered_mid_run_never_exceeds_the_budget_and_u
     // 400 a window for two windows, then 200 from the middle of the third.
     let anchor = anchor_empty(&server, NAME, 400.0);
     wait_redis_time(&server, anchor + 2.5).await;
-    set_rps(&server, NAME, 200.0);
+    daemon_lowers(&server, NAME, 400.0, 200.0).await;
     wait_redis_time(&server, anchor + 5.3).await;
     let _: () = server.cmd(&["SET", "stop", "1"]);
 
@@ -522,7 +543,7 @@ async fn a_knob_lowered_to_zero_is_obeyed_fleet_wide_within_the_lease_horizon() 
     wait_started(&server, &["a", "b"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = now_us();
-    set_rps(&server, NAME, 0.0);
+    daemon_lowers(&server, NAME, 100_000_000.0, 0.0).await;
     let after = now_us();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _: () = server.cmd(&["SET", "stop", "1"]);
