@@ -169,6 +169,35 @@ async fn unlimited_and_stopped_throttles_are_decided_locally_within_a_lease() {
 }
 
 #[test]
+fn the_blocking_client_decides_from_leases_too() {
+    let server = redis();
+    let client = common::frozen_client(&server);
+    let bucket = client
+        .token_bucket("threads", knobs(100.0, 1.0, 10.0))
+        .leased(LeaseOptions {
+            horizon: Duration::from_secs(10),
+            max_share: 0.1,
+        })
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let bucket = bucket.clone();
+            std::thread::spawn(move || {
+                (0..125)
+                    .filter(|_| bucket.consume(1.0).unwrap().allowed)
+                    .count()
+            })
+        })
+        .collect();
+    let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(allowed, 500);
+    let stats = bucket.stats();
+    assert!(stats.calls < 30, "{stats:?}");
+    bucket.release().unwrap();
+    assert_eq!(bucket_tokens(&server, "threads"), 500.0);
+}
+
+#[test]
 fn leases_refuse_options_out_of_range() {
     let server = redis();
     let client = regulator::blocking::Client::connect(&server.url()).unwrap();

@@ -217,22 +217,104 @@ impl TokenBucket {
     /// # Errors
     /// As [`crate::TokenBucket::wait`].
     pub fn wait(&self, tokens: f64, max_wait: Duration) -> Result<Decision> {
-        let start = Instant::now();
-        let deadline = start + max_wait;
-        loop {
-            let d = self.consume(tokens)?;
-            if d.allowed {
-                return Ok(d);
-            }
-            let now = Instant::now();
-            let delay = retry_delay(d.sleep);
-            if now + delay > deadline {
-                return Err(Error::MaxWaitExceeded {
-                    waited: now - start,
-                    retry_after: d.sleep,
-                });
-            }
-            std::thread::sleep(delay);
+        wait_blocking(max_wait, || self.consume(tokens))
+    }
+
+    /// This bucket, deciding from local leases; see [`crate::TokenBucket::leased`].
+    ///
+    /// On this client a lease's timer runs while some thread is in a call, so the rest of a
+    /// lease that ends while every thread is idle goes back at the next call (or at
+    /// [`LeasedBucket::release`]); dropping the bucket does not give it back.
+    ///
+    /// # Errors
+    /// As [`crate::TokenBucket::leased`].
+    pub fn leased(&self, options: crate::LeaseOptions) -> Result<LeasedBucket> {
+        Ok(LeasedBucket {
+            inner: self.inner.leased(options)?,
+            runtime: Arc::clone(&self.runtime),
+        })
+    }
+}
+
+/// A blocking token bucket deciding from local leases; see [`crate::LeasedBucket`]. Clones
+/// share the lease.
+#[derive(Debug, Clone)]
+pub struct LeasedBucket {
+    inner: crate::LeasedBucket,
+    runtime: Arc<IoRuntime>,
+}
+
+impl LeasedBucket {
+    /// See [`crate::LeasedBucket::consume`]: a decision the lease in hand can make is made
+    /// on the calling thread without entering the client's runtime.
+    ///
+    /// # Errors
+    /// As [`crate::LeasedBucket::consume`].
+    pub fn consume(&self, tokens: f64) -> Result<Decision> {
+        if let Some(d) = self.inner.decide_locally(tokens) {
+            return Ok(d);
         }
+        block_on(&self.runtime, self.inner.consume(tokens))?
+    }
+
+    /// See [`crate::LeasedBucket::consume_or`].
+    ///
+    /// # Errors
+    /// As [`crate::LeasedBucket::consume_or`].
+    pub fn consume_or(&self, tokens: f64, mode: FailMode) -> Result<Decision> {
+        block_on(&self.runtime, self.inner.consume_or(tokens, mode))?
+    }
+
+    /// See [`crate::LeasedBucket::wait`]; sleeps the calling thread.
+    ///
+    /// # Errors
+    /// As [`crate::LeasedBucket::wait`].
+    pub fn wait(&self, tokens: f64, max_wait: Duration) -> Result<Decision> {
+        wait_blocking(max_wait, || self.consume(tokens))
+    }
+
+    /// See [`crate::LeasedBucket::release`].
+    ///
+    /// # Errors
+    /// As [`crate::LeasedBucket::release`].
+    pub fn release(&self) -> Result<()> {
+        block_on(&self.runtime, self.inner.release())?
+    }
+
+    /// See [`crate::LeasedBucket::stats`].
+    #[must_use]
+    pub fn stats(&self) -> crate::LeaseStats {
+        self.inner.stats()
+    }
+
+    /// The throttle's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+}
+
+/// Calls `consume` until it allows, sleeping the thread on each denial's hint, never past
+/// `max_wait`.
+fn wait_blocking(
+    max_wait: Duration,
+    mut consume: impl FnMut() -> Result<Decision>,
+) -> Result<Decision> {
+    let start = Instant::now();
+    let deadline = start + max_wait;
+    loop {
+        let d = consume()?;
+        if d.allowed {
+            return Ok(d);
+        }
+        let now = Instant::now();
+        let delay = retry_delay(d.sleep);
+        if now + delay > deadline {
+            return Err(Error::MaxWaitExceeded {
+                waited: now - start,
+                retry_after: d.sleep,
+            });
+        }
+        std::thread::sleep(delay);
     }
 }

@@ -306,7 +306,7 @@ impl LeasedBucket {
     /// # Errors
     /// As [`TokenBucket::consume`].
     pub async fn consume(&self, tokens: f64) -> Result<Decision> {
-        if let Some(d) = self.shared.local().decide(tokens, Instant::now()) {
+        if let Some(d) = self.decide_locally(tokens) {
             return Ok(d);
         }
         self.shared.bucket.check(tokens)?;
@@ -357,6 +357,11 @@ impl LeasedBucket {
             source: grant.source,
             capacity: grant.capacity,
         })
+    }
+
+    /// The decision the lease in hand makes without Redis, if it can make one.
+    pub(crate) fn decide_locally(&self, tokens: f64) -> Option<Decision> {
+        self.shared.local().decide(tokens, Instant::now())
     }
 
     /// As [`TokenBucket::consume_or`]: when Redis is unavailable, decides by `mode`.
