@@ -2,12 +2,15 @@
 //! one query, against a real `prometheus` and `redis-server`. Every throttle is overloaded,
 //! so every tick changes (and writes, and logs) every throttle: the worst case.
 //!
-//! Reports each tick's wall time (query, compute, write), the knob changes it wrote, and the
-//! daemon's resident memory (peak and current), read from `/proc`.
+//! Reports each tick's wall time and its phases (query and parse, read knobs, compute, write,
+//! log), the knob changes it wrote, and the daemon's resident memory (peak and current), read
+//! from `/proc`; then the policy's query timed apart from the daemon, and Redis's own command
+//! times over the run.
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example daemon_bench -- [N] [TICKS]
 //! DAEMON_BENCH_LOG=warn cargo run --release --example daemon_bench -- 100000 4   # no change lines
+//! DAEMON_BENCH_CLUSTER=1 cargo run --release --example daemon_bench -- 10000 4   # 3-master cluster
 //! ```
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -15,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use regulator::testing::{Exporter, PrometheusServer, RedisServer};
+use regulator::testing::{Exporter, PrometheusServer, RedisCluster, RedisServer};
 use support::{rss_mib, wait_scraped};
 
 #[path = "support/mod.rs"]
@@ -37,10 +40,10 @@ fn main() {
         binary.display()
     );
 
-    let (redis, _exporter, prometheus) = stack(n);
+    let (mut redis, _exporter, prometheus) = stack(n);
     probe_query(&prometheus);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &redis.url(), &prometheus.url(), n);
+    let config = write_config(dir.path(), &redis.config(), &prometheus.url(), n);
     let log = dir.path().join("daemon.log");
     let mut child = Command::new(&binary)
         .args(["run", "--log-format", "json", "--config"])
@@ -101,22 +104,25 @@ fn main() {
     }
     let hwm = rss_mib(pid, "VmHWM");
     // Where Redis's time went over the whole run (every tick's reads and writes).
-    let info: String = redis.cmd(&["INFO", "commandstats"]);
-    for line in info.lines().filter(|l| {
-        ["evalsha", "hmget", "hset", "xadd", "pexpire"]
-            .iter()
-            .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
-    }) {
-        println!("redis {line}");
+    // Where Redis's time went over the whole run (every tick's reads and writes), node by node.
+    for (i, node) in redis.nodes().iter().enumerate() {
+        let info: String = node.cmd(&["INFO", "commandstats"]);
+        for line in info.lines().filter(|l| {
+            ["evalsha", "hmget", "hset", "xadd", "pexpire"]
+                .iter()
+                .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
+        }) {
+            println!("redis node {i} {line}");
+        }
+        let cpu: String = node.cmd(&["INFO", "cpu"]);
+        println!(
+            "redis node {i} cpu: {}",
+            cpu.lines()
+                .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
-    let cpu: String = redis.cmd(&["INFO", "cpu"]);
-    println!(
-        "redis cpu: {}",
-        cpu.lines()
-            .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let status = child.wait().expect("wait");
     println!("slowest tick: {worst:.3} s (target <= 1 s)");
@@ -148,9 +154,36 @@ fn probe_query(prometheus: &PrometheusServer) {
     }
 }
 
+/// One redis-server, or with `DAEMON_BENCH_CLUSTER=1` a 3-master Redis Cluster.
+enum Redis {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Redis {
+    /// The config's `redis:` mapping.
+    fn config(&self) -> String {
+        match self {
+            Self::Single(s) => format!("{{ url: \"{}\", timeout: 1s }}", s.url()),
+            Self::Cluster(c) => format!("{{ url: \"{}\", cluster: true, timeout: 1s }}", c.urls()[0]),
+        }
+    }
+
+    fn nodes(&mut self) -> &mut [RedisServer] {
+        match self {
+            Self::Single(s) => std::slice::from_mut(s),
+            Self::Cluster(c) => c.nodes(),
+        }
+    }
+}
+
 /// Redis, an exporter with `n` tenant gauges, and a Prometheus that has scraped them all.
-fn stack(n: usize) -> (RedisServer, Exporter, PrometheusServer) {
-    let redis = RedisServer::start().expect("start redis-server");
+fn stack(n: usize) -> (Redis, Exporter, PrometheusServer) {
+    let redis = if std::env::var_os("DAEMON_BENCH_CLUSTER").is_some() {
+        Redis::Cluster(RedisCluster::start().expect("start a redis cluster"))
+    } else {
+        Redis::Single(RedisServer::start().expect("start redis-server"))
+    };
     let exporter = Exporter::start().expect("start exporter");
     for i in 0..n {
         exporter.set(&format!("tenant_load{{tenant=\"t{i:05}\"}}"), 3.0);
@@ -172,7 +205,7 @@ fn write_config(
     std::fs::write(
         &config,
         format!(
-            "redis: {{ url: \"{redis}\", timeout: 1s }}\n\
+            "redis: {redis}\n\
              prometheus: {{ url: \"{prometheus}\", timeout: 10s }}\n\
              listen: \"127.0.0.1:0\"\n\
              interval: 5s\n\
