@@ -187,11 +187,16 @@ impl KnobStore for RedisStore {
             .unwrap_or(u64::MAX)
             .max(1);
         if self.keys.cluster {
-            let entries: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
-            if entries.is_empty() {
-                return Ok(Written::All);
+            // As below, each slice's entries are built when it is sent.
+            for changes in changes.chunks(READ_CHUNK) {
+                let entries: Vec<Entry> = changes.iter().filter_map(|c| self.entry(c)).collect();
+                if !entries.is_empty()
+                    && self.write_cluster(&entries, ttl_ms).await? == Written::Fenced
+                {
+                    return Ok(Written::Fenced);
+                }
             }
-            return self.write_cluster(&entries, ttl_ms).await;
+            return Ok(Written::All);
         }
         let (lease_key, token) = self
             .fence
@@ -259,7 +264,8 @@ impl KnobStore for RedisStore {
 /// A slice's write, started and not yet answered.
 type InFlight = std::pin::Pin<Box<dyn Future<Output = Result<i64>> + Send>>;
 
-/// Throttles whose stored knobs one pipeline reads.
+/// Throttles whose stored knobs one pipeline reads (and, on a cluster, whose changes one
+/// batch of script calls writes).
 const READ_CHUNK: usize = 16_384;
 
 /// Changes per script call: one call holds Redis for its whole run, so a tick that changes
