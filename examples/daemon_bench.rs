@@ -165,7 +165,9 @@ impl Redis {
     fn config(&self) -> String {
         match self {
             Self::Single(s) => format!("{{ url: \"{}\", timeout: 1s }}", s.url()),
-            Self::Cluster(c) => format!("{{ url: \"{}\", cluster: true, timeout: 1s }}", c.urls()[0]),
+            Self::Cluster(c) => {
+                format!("{{ url: \"{}\", cluster: true, timeout: 1s }}", c.urls()[0])
+            }
         }
     }
 

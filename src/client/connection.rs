@@ -569,12 +569,7 @@ impl Client {
             for cmd in groups.iter().flatten() {
                 pipe.add_command(cmd.clone());
             }
-            let pipe = &pipe;
-            let flat: Vec<Value> = self
-                .call_within(timeout, false, |mut conn| async move {
-                    pipe.query_async(&mut conn).await
-                })
-                .await?;
+            let flat = self.run_pipeline(timeout, &pipe).await?;
             let mut flat = flat.into_iter();
             return Ok(groups
                 .iter()
@@ -604,6 +599,22 @@ impl Client {
                 }
             });
             futures_util::stream::iter(each).buffered(64).try_collect()
+        })
+        .await
+    }
+
+    /// Runs `pipe` on the one server (not a cluster: its commands may span slots), in one
+    /// round trip.
+    ///
+    /// # Errors
+    /// The connection's errors; the first error ends the whole call.
+    pub(crate) async fn run_pipeline(
+        &self,
+        timeout: Duration,
+        pipe: &Pipeline,
+    ) -> Result<Vec<Value>> {
+        self.call_within(timeout, false, |mut conn| async move {
+            pipe.query_async(&mut conn).await
         })
         .await
     }

@@ -291,31 +291,38 @@ impl RedisStore {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
         }
-        let groups: Vec<Vec<redis::Cmd>> = names
-            .iter()
-            .map(|name| {
-                let mut hmget = redis::cmd("HMGET");
-                hmget.arg(self.keys.knobs(name));
-                match knob {
-                    Knob::Rate => hmget.arg("rps").arg("burst").arg("window"),
-                    Knob::Concurrency => hmget.arg("concurrency"),
-                };
-                vec![hmget]
-            })
-            .collect();
-        let replies = self
-            .client
-            .run_groups(self.bound(names.len()), &groups)
-            .await?;
+        let hmget = |name: &str| {
+            let mut hmget = redis::cmd("HMGET");
+            hmget.arg(self.keys.knobs(name));
+            match knob {
+                Knob::Rate => hmget.arg("rps").arg("burst").arg("window"),
+                Knob::Concurrency => hmget.arg("concurrency"),
+            };
+            hmget
+        };
+        let bound = self.bound(names.len());
+        let replies: Vec<redis::Value> = if self.keys.cluster {
+            let groups: Vec<Vec<redis::Cmd>> = names.iter().map(|n| vec![hmget(n)]).collect();
+            let replies = self.client.run_groups(bound, &groups).await?;
+            replies
+                .into_iter()
+                .map(|mut reply| reply.pop().unwrap_or(redis::Value::Nil))
+                .collect()
+        } else {
+            // One pipeline, its commands built in place.
+            let mut pipe = redis::pipe();
+            for name in names {
+                pipe.add_command(hmget(name));
+            }
+            self.client.run_pipeline(bound, &pipe).await?
+        };
         replies
             .into_iter()
-            .map(|mut reply| {
+            .map(|reply| {
                 let bad = |e: redis::ParsingError| {
                     crate::Error::Script(format!("unexpected HMGET reply: {e}"))
                 };
-                let fields: Vec<Option<String>> =
-                    redis::from_redis_value(reply.pop().unwrap_or(redis::Value::Nil))
-                        .map_err(bad)?;
+                let fields: Vec<Option<String>> = redis::from_redis_value(reply).map_err(bad)?;
                 let field = |i: usize| fields.get(i).cloned().flatten();
                 Ok(match knob {
                     Knob::Rate => StoredKnobs::from_fields(
