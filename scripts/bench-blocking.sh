@@ -12,13 +12,7 @@ calls=${2:-20000}
 scripts/deps.sh >/dev/null
 cargo build --release --quiet --example blocking_rtt
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$dir" \
-  --logfile "$dir/redis.log" --daemonize no &
-redis_pid=$!
-trap 'kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null; rm -rf "$dir"' EXIT
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+source scripts/private-redis.sh
 sha=$(redis-cli -p "$port" script load "$(cat lua/token_bucket.lua)")
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 

@@ -13,14 +13,7 @@ secs=${1:-8}
 scripts/deps.sh >/dev/null
 cargo build --release --quiet --example loadgen
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$dir" \
-  --logfile "$dir/redis.log" --daemonize no &
-redis_pid=$!
-trap 'kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null; rm -rf "$dir"' EXIT
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
-url="redis://127.0.0.1:$port/0"
+source scripts/private-redis.sh
 sha=$(redis-cli -p "$port" script load "$(cat lua/token_bucket.lua)")
 lg() { target/release/examples/loadgen --redis "$url" --seconds "$secs" "$@"; }
 rate() { sed -E 's/.*"calls_per_sec":([0-9.]+).*/\1/'; }

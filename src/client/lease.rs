@@ -159,21 +159,7 @@ impl TokenBucket {
             shared: Arc::new(Shared {
                 bucket: self.clone(),
                 options,
-                local: Mutex::new(Local {
-                    tokens: 0.0,
-                    deadline: now,
-                    anchor: None,
-                    unlimited: false,
-                    source: Source::Defaults,
-                    capacity: f64::INFINITY,
-                    window_end: now,
-                    denied: None,
-                    granted_at: now,
-                    granted: 0.0,
-                    rate: 0.0,
-                    generation: 0,
-                    stats: LeaseStats::default(),
-                }),
+                local: Mutex::new(Local::new(now)),
                 renew: tokio::sync::Mutex::new(()),
             }),
         })
@@ -187,6 +173,25 @@ impl Shared {
 }
 
 impl Local {
+    /// No lease held, nothing learned yet.
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: 0.0,
+            deadline: now,
+            anchor: None,
+            unlimited: false,
+            source: Source::Defaults,
+            capacity: f64::INFINITY,
+            window_end: now,
+            denied: None,
+            granted_at: now,
+            granted: 0.0,
+            rate: 0.0,
+            generation: 0,
+            stats: LeaseStats::default(),
+        }
+    }
+
     /// The decision the lease in hand makes, if it can make one without Redis.
     fn decide(&mut self, tokens: f64, now: Instant) -> Option<Decision> {
         if now < self.deadline && (self.unlimited || self.tokens >= tokens) {
@@ -539,19 +544,9 @@ mod tests {
 
     fn local(now: Instant) -> Local {
         Local {
-            tokens: 0.0,
-            deadline: now,
-            anchor: None,
-            unlimited: false,
             source: Source::Knobs,
             capacity: 1000.0,
-            window_end: now,
-            denied: None,
-            granted_at: now,
-            granted: 0.0,
-            rate: 0.0,
-            generation: 0,
-            stats: LeaseStats::default(),
+            ..Local::new(now)
         }
     }
 
