@@ -38,6 +38,10 @@ pub struct MemStore {
     pub writes: Mutex<Vec<KnobChange>>,
     pub down: Mutex<bool>,
     pub fail_writes: Mutex<bool>,
+    /// The names of each read, in order.
+    pub reads: Mutex<Vec<Vec<String>>>,
+    /// Answer each read one short (a broken store).
+    pub short_reads: Mutex<bool>,
 }
 
 impl MemStore {
@@ -63,8 +67,10 @@ impl KnobStore for MemStore {
         _knob: crate::daemon::config::Knob,
     ) -> crate::Result<Vec<StoredKnobs>> {
         self.fail_if_down()?;
+        self.reads.lock().unwrap().push(names.to_vec());
         let knobs = self.knobs.lock().unwrap();
-        Ok(names
+        let short = usize::from(*self.short_reads.lock().unwrap());
+        Ok(names[short.min(names.len())..]
             .iter()
             .map(|n| knobs.get(n).cloned().unwrap_or(StoredKnobs::Absent))
             .collect())

@@ -159,16 +159,18 @@ impl PolicyState {
         ctx: &Ctx<'_, S, K>,
     ) -> crate::Result<Report> {
         let policy = Arc::clone(&self.policy);
+        let knob = policy.throttle.knob;
         let mut lap = Lap(std::time::Instant::now());
-        let answer = ctx.source.query(&policy.throttle.signal.query).await;
-        let signals = self.signals(answer, ctx);
-        let names: Vec<String> = signals.iter().map(|(n, _)| n.clone()).collect();
+        // The knobs of the throttles governed at the last tick are read while Prometheus
+        // answers; only throttles new to this tick are read after.
+        let known: Vec<String> = self.members.keys().cloned().collect();
+        let (answer, early) = tokio::join!(
+            ctx.source.query(&policy.throttle.signal.query),
+            read(ctx.store, &known, knob),
+        );
+        let (names, signals): (Vec<String>, Vec<_>) = self.signals(answer, ctx).into_iter().unzip();
         let query = lap.next();
-        let stored = if names.is_empty() {
-            Vec::new()
-        } else {
-            ctx.store.read(&names, policy.throttle.knob).await?
-        };
+        let stored = read_new(ctx.store, &names, &known, early?, knob).await?;
         let mut report = Report {
             throttles: names.len(),
             ..Report::default()
@@ -178,7 +180,7 @@ impl PolicyState {
         let mut directions = [0_u64; 3];
         let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut changes = Vec::new();
-        for ((name, signal), stored) in signals.into_iter().zip(stored) {
+        for ((name, signal), stored) in names.into_iter().zip(signals).zip(stored) {
             let member = self.member(&name, ctx.metrics);
             let (current, old) = match stored {
                 StoredKnobs::Valid(k) => (k, Some(k)),
@@ -260,15 +262,19 @@ impl PolicyState {
 
     /// `name`'s state, made (with its bounds' metrics) when it is new.
     fn member(&mut self, name: &str, metrics: &Metrics) -> &mut Member {
-        let (bounds, prototype) = (&self.bounds, &self.prototype);
-        self.members.entry(name.to_owned()).or_insert_with(|| {
-            metrics.bounds(name, Arc::clone(bounds));
-            Member {
-                controller: prototype.clone(),
+        // Looked up before inserting: a tick over 100,000 known throttles copies no name.
+        if !self.members.contains_key(name) {
+            metrics.bounds(name, Arc::clone(&self.bounds));
+            let member = Member {
+                controller: self.prototype.clone(),
                 absent: 0,
                 last: None,
-            }
-        })
+            };
+            self.members.insert(name.to_owned(), member);
+        }
+        self.members
+            .get_mut(name)
+            .expect("a member is inserted before it is looked up")
     }
 
     /// Each throttle's signal (or why it has none) from the policy's answer.
@@ -361,6 +367,57 @@ fn record_policy(
         metrics.no_data(p, reason, n);
     }
     metrics.policy(p, policy.throttle.signal.target, throttles);
+}
+
+/// The stored knobs of `names`, none read for none.
+async fn read<K: KnobStore>(
+    store: &K,
+    names: &[String],
+    knob: Knob,
+) -> crate::Result<Vec<StoredKnobs>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    store.read(names, knob).await
+}
+
+/// The stored knobs of `names`: taken from `early` (those of `known`, sorted, read while
+/// Prometheus answered) where it has them, read now for the others.
+async fn read_new<K: KnobStore>(
+    store: &K,
+    names: &[String],
+    known: &[String],
+    early: Vec<StoredKnobs>,
+    knob: Knob,
+) -> crate::Result<Vec<StoredKnobs>> {
+    let short = |asked: usize, got: usize| {
+        crate::Error::Script(format!("the knob store answered {got} of {asked} reads"))
+    };
+    if early.len() != known.len() {
+        return Err(short(known.len(), early.len()));
+    }
+    let mut early: Vec<Option<StoredKnobs>> = early.into_iter().map(Some).collect();
+    let mut stored: Vec<Option<StoredKnobs>> = names
+        .iter()
+        .map(|n| {
+            let i = known.binary_search(n).ok()?;
+            early.get_mut(i)?.take()
+        })
+        .collect();
+    let missing: Vec<usize> = (0..names.len()).filter(|&i| stored[i].is_none()).collect();
+    if !missing.is_empty() {
+        let fresh: Vec<String> = missing.iter().map(|&i| names[i].clone()).collect();
+        let read = read(store, &fresh, knob).await?;
+        if read.len() != fresh.len() {
+            return Err(short(fresh.len(), read.len()));
+        }
+        for (i, knobs) in missing.into_iter().zip(read) {
+            stored[i] = Some(knobs);
+        }
+    }
+    // Every name has its knobs now: a store that answered short was refused above, so no
+    // throttle is ever taken for one without knobs.
+    Ok(stored.into_iter().flatten().collect())
 }
 
 /// Time since the last lap.

@@ -261,6 +261,18 @@ impl KnobStore for RedisStore {
     }
 }
 
+/// A stored field's text, borrowed from the reply: `None` when the field is absent. Bytes
+/// that are not UTF-8 (typed by hand, written by a buggy tool) become text that no knob parses,
+/// so that throttle's knobs are unusable and the others are read as usual.
+fn field_text(value: &redis::Value) -> Option<std::borrow::Cow<'_, str>> {
+    match value {
+        redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes)),
+        redis::Value::SimpleString(text) => Some(text.as_str().into()),
+        redis::Value::Int(n) => Some(n.to_string().into()),
+        _ => None,
+    }
+}
+
 /// A slice's write, started and not yet answered.
 type InFlight = std::pin::Pin<Box<dyn Future<Output = Result<i64>> + Send>>;
 
@@ -317,13 +329,14 @@ impl RedisStore {
             self.client.run_pipeline(bound, &pipe).await?
         };
         replies
-            .into_iter()
+            .iter()
             .map(|reply| {
-                let bad = |e: redis::ParsingError| {
-                    crate::Error::Script(format!("unexpected HMGET reply: {e}"))
+                let redis::Value::Array(fields) = reply else {
+                    return Err(crate::Error::Script(format!(
+                        "unexpected HMGET reply: {reply:?}"
+                    )));
                 };
-                let fields: Vec<Option<String>> = redis::from_redis_value(reply).map_err(bad)?;
-                let field = |i: usize| fields.get(i).cloned().flatten();
+                let field = |i: usize| fields.get(i).and_then(field_text);
                 Ok(match knob {
                     Knob::Rate => StoredKnobs::from_fields(
                         field(0).as_deref(),

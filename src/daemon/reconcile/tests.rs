@@ -224,6 +224,61 @@ async fn a_failed_read_writes_nothing_and_keeps_the_controller() {
 }
 
 #[tokio::test]
+async fn known_throttles_are_read_with_the_query_and_only_new_ones_after() {
+    let w = World::new();
+    let mut s = state(TEMPLATE);
+    let tenants = |names: &[&str]| {
+        names
+            .iter()
+            .map(|t| sample(2.0, &[("tenant", t)]))
+            .collect::<Vec<_>>()
+    };
+    w.source.set(Ok(tenants(&["b", "a"])));
+    w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    // Set by hand between ticks: read with the next query, and control continues from it.
+    w.store
+        .knobs
+        .lock()
+        .unwrap()
+        .insert("tenant-b".into(), StoredKnobs::Valid(Knobs::with_rps(80.0)));
+    w.source.set(Ok(tenants(&["c", "b", "a"])));
+    w.tick(&mut s, Mode::Write, 2).await.unwrap();
+    let reads = w.store.reads.lock().unwrap().clone();
+    assert_eq!(
+        reads,
+        [
+            vec!["tenant-a", "tenant-b"],
+            vec!["tenant-a", "tenant-b"],
+            vec!["tenant-c"],
+        ],
+        "tick 1 knows no throttle; tick 2 reads the known two early and the new one after"
+    );
+    assert_eq!(w.store.rps("tenant-a"), Some(25.0));
+    assert_eq!(w.store.rps("tenant-b"), Some(40.0));
+    assert_eq!(w.store.rps("tenant-c"), Some(50.0));
+}
+
+#[tokio::test]
+async fn a_store_that_answers_short_fails_the_tick_and_writes_nothing() {
+    let w = World::new();
+    let mut s = state(TEMPLATE);
+    w.source.set(Ok(vec![
+        sample(2.0, &[("tenant", "a")]),
+        sample(2.0, &[("tenant", "b")]),
+    ]));
+    *w.store.short_reads.lock().unwrap() = true;
+    let err = w.tick(&mut s, Mode::Write, 1).await.unwrap_err();
+    assert!(err.to_string().contains("answered 1 of 2"), "{err}");
+    assert!(w.store.writes.lock().unwrap().is_empty());
+    *w.store.short_reads.lock().unwrap() = false;
+    w.tick(&mut s, Mode::Write, 2).await.unwrap();
+    *w.store.short_reads.lock().unwrap() = true;
+    let err = w.tick(&mut s, Mode::Write, 3).await.unwrap_err();
+    assert!(err.to_string().contains("answered 1 of 2"), "{err}");
+    assert_eq!(w.store.rps("tenant-a"), Some(50.0), "only tick 2 wrote");
+}
+
+#[tokio::test]
 async fn a_quick_retry_after_a_failed_write_does_not_step_again() {
     let w = World::new();
     let mut s = state(PLAIN);

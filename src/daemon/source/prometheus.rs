@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
-use super::{MetricSource, NoData, Series, series};
+use super::{MetricSource, NoData, Series, parse_answer};
 use crate::daemon::config::PrometheusConfig;
 
-/// The Prometheus HTTP API, through `prometheus-http-query` over a `reqwest` client with
-/// connect and request timeouts and the configured authentication.
+/// The Prometheus HTTP API's instant queries, over a `reqwest` client with connect and request
+/// timeouts and the configured authentication. Answers are read by [`super::parse_answer`].
 #[derive(Clone)]
 pub struct Prometheus {
-    client: prometheus_http_query::Client,
+    http: reqwest::Client,
+    /// `<url>/api/v1/query`.
+    endpoint: reqwest::Url,
     url: String,
     timeout: Duration,
 }
@@ -67,10 +69,10 @@ impl Prometheus {
             .default_headers(headers)
             .build()
             .map_err(|e| SourceError(format!("HTTP client: {e}")))?;
-        let client = prometheus_http_query::Client::from(http, &config.url)
-            .map_err(|e| SourceError(format!("url {:?}: {e}", config.url)))?;
+        let endpoint = endpoint(&config.url)?;
         Ok(Self {
-            client,
+            http,
+            endpoint,
             url: config.url.clone(),
             timeout: config.timeout,
         })
@@ -79,38 +81,61 @@ impl Prometheus {
 
 impl MetricSource for Prometheus {
     async fn query(&self, promql: &str) -> Result<Vec<Series>, NoData> {
-        let request = self.client.query(promql).get();
+        let mut url = self.endpoint.clone();
+        url.query_pairs_mut().append_pair("query", promql);
+        let request = async {
+            let response = self.http.get(url).send().await.map_err(|e| classify(&e))?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| classify(&e))?;
+            answer(status, &body)
+        };
         // reqwest's own timeout covers the request; this one covers everything else.
-        let answer = match tokio::time::timeout(
+        tokio::time::timeout(
             self.timeout.saturating_add(Duration::from_millis(100)),
             request,
         )
         .await
-        {
-            Err(_) => return Err(NoData::Timeout),
-            Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(answer)) => answer,
-        };
-        series(answer)
+        .unwrap_or(Err(NoData::Timeout))
     }
 }
 
-fn classify(e: &prometheus_http_query::Error) -> NoData {
-    use prometheus_http_query::Error;
-    match e {
-        Error::Prometheus(p) if p.is_timeout() => NoData::Timeout,
-        Error::Prometheus(p) => NoData::Rejected(p.message().to_owned()),
-        Error::Client(c) => match c.inner() {
-            Some(r) if r.is_timeout() => NoData::Timeout,
-            Some(r) if r.is_connect() => NoData::Unreachable(r.to_string()),
-            Some(r) => match r.status() {
-                Some(status) => NoData::Http(status.as_u16()),
-                None if r.is_decode() || r.is_body() => NoData::Malformed(r.to_string()),
-                None => NoData::Unreachable(r.to_string()),
-            },
-            None => NoData::Malformed(c.to_string()),
-        },
-        other => NoData::Malformed(other.to_string()),
+/// The series of an answer with HTTP `status`. Prometheus sends its own errors (a bad query,
+/// a query that timed out) as JSON with a 4xx or 5xx status; any other failed status (a proxy's
+/// 502) is an HTTP error.
+fn answer(status: reqwest::StatusCode, body: &[u8]) -> Result<Vec<Series>, NoData> {
+    if status.is_success() {
+        return parse_answer(body);
+    }
+    match parse_answer(body) {
+        Err(e @ (NoData::Rejected(_) | NoData::Timeout)) => Err(e),
+        _ => Err(NoData::Http(status.as_u16())),
+    }
+}
+
+/// `<url>/api/v1/query`, under the URL's own path (a Prometheus behind a path prefix).
+fn endpoint(url: &str) -> Result<reqwest::Url, SourceError> {
+    let bad = |e: &dyn std::fmt::Display| SourceError(format!("url {url:?}: {e}"));
+    let mut endpoint = reqwest::Url::parse(url).map_err(|e| bad(&e))?;
+    if !matches!(endpoint.scheme(), "http" | "https") {
+        return Err(bad(&"not an http or https URL"));
+    }
+    let path = format!("{}/api/v1/query", endpoint.path().trim_end_matches('/'));
+    endpoint.set_path(&path);
+    endpoint.set_query(None);
+    Ok(endpoint)
+}
+
+fn classify(e: &reqwest::Error) -> NoData {
+    if e.is_timeout() {
+        NoData::Timeout
+    } else if let Some(status) = e.status() {
+        NoData::Http(status.as_u16())
+    } else if e.is_connect() {
+        NoData::Unreachable(e.to_string())
+    } else if e.is_decode() || e.is_body() {
+        NoData::Malformed(e.to_string())
+    } else {
+        NoData::Unreachable(e.to_string())
     }
 }
 
@@ -145,7 +170,7 @@ fn basic_auth(user: &str, password: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::basic_auth;
+    use super::{NoData, answer, basic_auth, endpoint};
 
     #[test]
     fn basic_auth_is_standard_base64() {
@@ -154,5 +179,53 @@ mod tests {
             "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
         assert_eq!(basic_auth("a", "b"), "Basic YTpi");
+    }
+
+    #[test]
+    fn the_query_endpoint_keeps_a_path_prefix() {
+        for (url, want) in [
+            (
+                "http://127.0.0.1:9090",
+                "http://127.0.0.1:9090/api/v1/query",
+            ),
+            ("http://p:9090/", "http://p:9090/api/v1/query"),
+            ("https://p/prometheus", "https://p/prometheus/api/v1/query"),
+            (
+                "https://p/prometheus/?x=1",
+                "https://p/prometheus/api/v1/query",
+            ),
+        ] {
+            assert_eq!(endpoint(url).unwrap().as_str(), want);
+        }
+        for bad in ["127.0.0.1:9090", "ftp://p/", "not a url"] {
+            assert!(
+                endpoint(bad).unwrap_err().to_string().contains(bad),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn prometheus_errors_keep_their_reason_whatever_the_status() {
+        use reqwest::StatusCode;
+        let rejected = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        let timeout = br#"{"status":"error","errorType":"timeout","error":"query timed out"}"#;
+        assert_eq!(
+            answer(StatusCode::BAD_REQUEST, rejected),
+            Err(NoData::Rejected("parse error".into()))
+        );
+        assert_eq!(
+            answer(StatusCode::SERVICE_UNAVAILABLE, timeout),
+            Err(NoData::Timeout)
+        );
+        assert_eq!(
+            answer(StatusCode::BAD_GATEWAY, b"<html>"),
+            Err(NoData::Http(502))
+        );
+        assert_eq!(answer(StatusCode::BAD_GATEWAY, b""), Err(NoData::Http(502)));
+        assert!(matches!(
+            answer(StatusCode::OK, b"<html>"),
+            Err(NoData::Malformed(_))
+        ));
     }
 }
