@@ -2,8 +2,8 @@
 //! one query, against a real `prometheus` and `redis-server`. Every throttle is overloaded,
 //! so every tick changes (and writes, and logs) every throttle: the worst case.
 //!
-//! Reports each tick's wall time and its phases (query and parse, read knobs, compute, write,
-//! log), the knob changes it wrote, and the daemon's resident memory (peak and current), read
+//! Reports each tick's wall time and its phases (query and parse, with the known throttles'
+//! knobs read meanwhile; reading new throttles' knobs; compute; write; log), the knob changes it wrote, and the daemon's resident memory (peak and current), read
 //! from `/proc`; then the policy's query timed apart from the daemon, and Redis's own command
 //! times over the run.
 //!
@@ -83,7 +83,7 @@ fn main() {
 
     println!("{n} throttles from one templated query; every tick changes every throttle");
     println!(
-        "tick  throttles  changes  seconds  rss_mib  | query+parse  read  compute  write  log (s)"
+        "tick  throttles  changes  seconds  rss_mib  | query+parse  read new  compute  write  log (s)"
     );
     let mut worst: f64 = 0.0;
     let mut peak_rss: f64 = 0.0;
@@ -98,7 +98,7 @@ fn main() {
         };
         worst = worst.max(seconds);
         println!(
-            "{tick:>4}  {throttles:>9}  {changes:>7}  {seconds:>7.3}  {:>7.1}  | {query:>11.3}  {read:.3}  {compute:>7.3}  {write:.3}  {log:.3}",
+            "{tick:>4}  {throttles:>9}  {changes:>7}  {seconds:>7.3}  {:>7.1}  | {query:>11.3}  {read:>8.3}  {compute:>7.3}  {write:.3}  {log:.3}",
             rss_mib(pid, "VmRSS")
         );
     }

@@ -113,6 +113,27 @@ async fn http_errors_garbage_and_silence_each_have_a_reason() {
         .unwrap_err();
     assert_eq!(err.reason(), "malformed", "{err}");
 
+    // An answer past the size limit is refused, whatever it holds.
+    let answer = format!(
+        r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{}"]}}}}"#,
+        "1".repeat(4096)
+    );
+    let big = Scripted::start(Answer::Status(200, answer)).unwrap();
+    let err = client(&big.url(), Duration::from_secs(2))
+        .max_answer(4096)
+        .query("up")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "malformed", "{err}");
+    assert!(err.to_string().contains("larger than 4096 bytes"), "{err}");
+    // Under the default limit the same answer is read: a scalar too large to be finite.
+    let series = client(&big.url(), Duration::from_secs(2))
+        .query("up")
+        .await
+        .unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].value, f64::INFINITY);
+
     let silent = Scripted::start(Answer::Hang).unwrap();
     let start = Instant::now();
     let err = client(&silent.url(), Duration::from_millis(300))

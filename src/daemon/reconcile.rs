@@ -91,9 +91,10 @@ pub struct Report {
 /// A tick's time by phase, in the order they run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Phases {
-    /// The query, and reading its answer into one signal per throttle.
+    /// The query, and reading its answer into one signal per throttle; the stored knobs of
+    /// the throttles governed at the last tick are read meanwhile.
     pub query: Duration,
-    /// Reading the stored knobs.
+    /// Reading the stored knobs of throttles new to this tick.
     pub read: Duration,
     /// Stepping the controllers and recording the metrics.
     pub compute: Duration,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod prometheus;
 
-pub use prometheus::{Prometheus, SourceError};
+pub use prometheus::{MAX_ANSWER, Prometheus, SourceError};
 
 /// Why a tick has no usable signal. Each reason is counted and logged under [`NoData::reason`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -15,6 +15,8 @@ pub struct Prometheus {
     http: reqwest::Client,
     /// `<url>/api/v1/query`.
     endpoint: reqwest::Url,
+    /// The largest answer read, in bytes.
+    max_answer: usize,
     url: String,
     timeout: Duration,
 }
@@ -73,10 +75,42 @@ impl Prometheus {
         Ok(Self {
             http,
             endpoint,
+            max_answer: MAX_ANSWER,
             url: config.url.clone(),
             timeout: config.timeout,
         })
     }
+}
+
+/// The largest answer read by default: a templated policy over 100,000 throttles gets about
+/// 13 MB, so this allows some 2,000,000 series while a broken proxy streaming without end
+/// cannot exhaust the daemon's memory within the request timeout.
+pub const MAX_ANSWER: usize = 256 << 20;
+
+impl Prometheus {
+    /// Refuses answers larger than `bytes` as malformed ([`MAX_ANSWER`] by default).
+    #[must_use]
+    pub fn max_answer(mut self, bytes: usize) -> Self {
+        self.max_answer = bytes;
+        self
+    }
+}
+
+/// The body of `response`, read up to `limit` bytes.
+async fn body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, NoData> {
+    let too_big = || NoData::Malformed(format!("the answer is larger than {limit} bytes"));
+    let announced = response.content_length().unwrap_or(0);
+    if announced > limit as u64 {
+        return Err(too_big());
+    }
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
+        if chunk.len() > limit - body.len() {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl MetricSource for Prometheus {
@@ -86,7 +120,7 @@ impl MetricSource for Prometheus {
         let request = async {
             let response = self.http.get(url).send().await.map_err(|e| classify(&e))?;
             let status = response.status();
-            let body = response.bytes().await.map_err(|e| classify(&e))?;
+            let body = body(response, self.max_answer).await?;
             answer(status, &body)
         };
         // reqwest's own timeout covers the request; this one covers everything else.
