@@ -1,33 +1,43 @@
--- Write one throttle's knob change with its history on a Redis Cluster, fenced by the
--- writer's lease epoch (see lease.lua): the lease key lives in another slot, so no script can
--- check it here; the throttle's own fence key, in the throttle's slot, holds the highest
--- epoch that wrote it instead.
+-- Write knob changes with their history on a Redis Cluster, fenced by the writer's lease
+-- epoch (see lease.lua): the lease key lives in another slot, so no script can check it here;
+-- each throttle's own fence key, in the throttle's slot, holds the highest epoch that wrote
+-- it instead. One call writes the changes of throttles that share a hash slot.
 --
--- KEYS[1]  the throttle's fence key (throttle:{<name>}:fence)
--- KEYS[2]  its knobs hash
--- KEYS[3]  its history stream
+-- KEYS[3k-2], [3k-1], [3k]  throttle k's fence key (throttle:{<name>}:fence), knobs hash and
+--                           history stream, every key in one slot
 -- ARGV[1]  the writer's epoch ('' = not fenced: a store used outside the daemon)
 -- ARGV[2]  TTL of knobs, history and fence, in milliseconds
--- ARGV[3]  approximate cap of the history stream (XADD MAXLEN ~)
--- then: the number of knob fields, field/value pairs for HSET, the number of history
--- fields, field/value pairs for XADD.
+-- ARGV[3]  approximate cap of each history stream (XADD MAXLEN ~)
+-- then, per throttle: the number of knob fields, field/value pairs for HSET, the number of
+-- history fields, field/value pairs for XADD.
 --
--- Reply: 1 when written, 0 when a writer with a later epoch (a newer leader) has written this
--- throttle: this writer lost the lease, and nothing is written.
-local ttl, maxlen = ARGV[2], ARGV[3]
-if ARGV[1] ~= '' then
-  local fence = redis.call('GET', KEYS[1])
-  if fence and #fence > #ARGV[1] or (fence and #fence == #ARGV[1] and fence > ARGV[1]) then
-    return 0
+-- Reply: the number of throttles refused because a writer with a later epoch (a newer
+-- leader) has written them: this writer lost the lease, and nothing is written to those.
+-- The others are written (0: all of them).
+local epoch, ttl, maxlen, a = ARGV[1], ARGV[2], ARGV[3], 4
+local refused = 0
+for k = 1, #KEYS, 3 do
+  local later = false
+  if epoch ~= '' then
+    local fence = redis.call('GET', KEYS[k])
+    later = fence and (#fence > #epoch or (#fence == #epoch and fence > epoch))
   end
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  local n = tonumber(ARGV[a])
+  local fields = a
+  a = a + 2 * n + 1
+  local m = tonumber(ARGV[a])
+  local history = a
+  a = a + 2 * m + 1
+  if later then
+    refused = refused + 1
+  else
+    if epoch ~= '' then
+      redis.call('SET', KEYS[k], epoch, 'PX', ttl)
+    end
+    redis.call('HSET', KEYS[k + 1], unpack(ARGV, fields + 1, fields + 2 * n))
+    redis.call('PEXPIRE', KEYS[k + 1], ttl)
+    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, history + 1, history + 2 * m))
+    redis.call('PEXPIRE', KEYS[k + 2], ttl)
+  end
 end
-local a = 4
-local n = tonumber(ARGV[a])
-redis.call('HSET', KEYS[2], unpack(ARGV, a + 1, a + 2 * n))
-redis.call('PEXPIRE', KEYS[2], ttl)
-a = a + 2 * n + 1
-n = tonumber(ARGV[a])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, a + 1, a + 2 * n))
-redis.call('PEXPIRE', KEYS[3], ttl)
-return 1
+return refused

@@ -224,7 +224,9 @@ async fn cluster_writes_are_fenced_by_the_lease_epoch() {
     use std::sync::atomic::AtomicU64;
 
     let mut cluster = cluster();
-    let names = names_on_every_node(&mut cluster, 1);
+    let mut names = names_on_every_node(&mut cluster, 1);
+    // Two throttles in one slot: one script call writes both.
+    names.extend(["{pair}-x".to_owned(), "{pair}-y".to_owned()]);
     let client = connect(&cluster).await;
     // Epochs as two successive leaders read them from real leases: the second lease is
     // taken only after the first ran out, so its epoch is later.
@@ -269,6 +271,18 @@ async fn cluster_writes_are_fenced_by_the_lease_epoch() {
         Written::Fenced
     );
     assert_eq!(stored().await.unwrap(), all(20.0));
+    // In one call, each throttle is fenced on its own: the old leader's write lands only on a
+    // throttle the new leader has not written yet, and the call still reports it fenced.
+    let pair = ["{pair}-x".to_owned(), "{pair}-z".to_owned()];
+    let stale: Vec<KnobChange> = pair.iter().map(|n| change(n, None, k(5.0))).collect();
+    assert_eq!(old_leader.write(&stale).await.unwrap(), Written::Fenced);
+    assert_eq!(
+        reader
+            .read(&pair, regulator::daemon::config::Knob::Rate)
+            .await
+            .unwrap(),
+        [StoredKnobs::Valid(k(20.0)), StoredKnobs::Valid(k(5.0))]
+    );
     // A replica that does not lead (epoch 0) writes nothing at all.
     let shadow = store(&first, 0);
     assert_eq!(shadow.write(&writes(7.0)).await.unwrap(), Written::Fenced);
