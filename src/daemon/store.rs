@@ -5,7 +5,10 @@
 //! writes, per throttle, `HSET` of the fields that changed (never the others), `PEXPIRE` with
 //! the knobs TTL, and an `XADD ... MAXLEN ~` history entry saying what changed and why. A
 //! replica that lost the lease while a tick was under way (a pause, a partition, a slow
-//! pipeline) writes nothing: Redis itself refuses it.
+//! pipeline) writes nothing: Redis itself refuses it. On a cluster the lease key lives in
+//! another slot, so `lua/write_knobs_cluster.lua` fences each throttle by the lease epoch in its
+//! own fence key instead, one call for the changes of throttles that share a hash slot; reads
+//! go as one pipeline per slot.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
