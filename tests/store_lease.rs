@@ -227,7 +227,7 @@ async fn a_write_under_a_lease_held_by_another_writes_nothing() {
     let keys: Vec<String> = server.cmd(&["KEYS", "throttle:*"]);
     assert!(keys.is_empty(), "a fenced write left {keys:?}");
 
-    // The holder writes every change (600: three script calls), each entry naming it.
+    // The holder writes every change (600: five script calls), each entry naming it.
     assert_eq!(store("b").write(&many).await.unwrap(), Written::All);
     let keys: Vec<String> = server.cmd(&["KEYS", "throttle:*:knobs"]);
     assert_eq!(keys.len(), 600);
