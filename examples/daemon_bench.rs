@@ -144,7 +144,8 @@ fn probe_query(prometheus: &PrometheusServer) {
         let answer = t.elapsed().as_secs_f64();
         assert_eq!(status, 200, "{body:.200}");
         let t = std::time::Instant::now();
-        let series = regulator::daemon::source::parse_answer(body.as_bytes()).expect("parse");
+        let series = regulator::daemon::source::parse_answer(body.as_bytes(), Some("tenant"))
+            .expect("parse");
         let parse = t.elapsed().as_secs_f64();
         println!(
             "query probe: prometheus answers in {answer:.3} s ({:.1} MB), parse_answer takes {parse:.3} s ({} series)",

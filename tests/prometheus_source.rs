@@ -46,7 +46,11 @@ async fn real_prometheus_answers_are_read_or_refused_with_a_reason() {
     // The first scrape lands a few seconds after start.
     let start = Instant::now();
     let value = loop {
-        if let Ok(v) = source::single(&p.query("db_latency_seconds").await.unwrap(), now(), AGE) {
+        if let Ok(v) = source::single(
+            &p.query("db_latency_seconds", None).await.unwrap(),
+            now(),
+            AGE,
+        ) {
             break v;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "never scraped");
@@ -56,31 +60,35 @@ async fn real_prometheus_answers_are_read_or_refused_with_a_reason() {
 
     let single = |series: Vec<source::Series>| source::single(&series, now(), AGE);
     assert_eq!(
-        single(p.query("absent_metric").await.unwrap()),
+        single(p.query("absent_metric", None).await.unwrap()),
         Err(NoData::Empty)
     );
     assert_eq!(
-        single(p.query("pool_free").await.unwrap()),
+        single(p.query("pool_free", None).await.unwrap()),
         Err(NoData::Ambiguous(2))
     );
     assert!(
-        matches!(single(p.query("broken_ratio").await.unwrap()), Err(NoData::NotFinite(v)) if v.is_nan())
+        matches!(single(p.query("broken_ratio", None).await.unwrap()), Err(NoData::NotFinite(v)) if v.is_nan())
     );
     assert_eq!(
-        single(p.query("broken_inf").await.unwrap()),
+        single(p.query("broken_inf", None).await.unwrap()),
         Err(NoData::NotFinite(f64::INFINITY))
     );
     assert_eq!(
-        single(p.query("scalar(db_latency_seconds) * 2").await.unwrap()),
+        single(
+            p.query("scalar(db_latency_seconds) * 2", None)
+                .await
+                .unwrap()
+        ),
         Ok(0.6)
     );
-    let err = p.query("sum by (").await.unwrap_err();
+    let err = p.query("sum by (", None).await.unwrap_err();
     assert_eq!(err.reason(), "rejected", "{err}");
-    let err = p.query("db_latency_seconds[1m]").await.unwrap_err();
+    let err = p.query("db_latency_seconds[1m]", None).await.unwrap_err();
     assert_eq!(err.reason(), "malformed", "{err}");
 
     let per = source::per_label(
-        &p.query("tenant_errors").await.unwrap(),
+        &p.query("tenant_errors", Some("tenant")).await.unwrap(),
         "tenant",
         now(),
         AGE,
@@ -91,7 +99,7 @@ async fn real_prometheus_answers_are_read_or_refused_with_a_reason() {
     // Prometheus goes away: unreachable, quickly.
     prom.0.stop();
     let start = Instant::now();
-    let err = p.query("db_latency_seconds").await.unwrap_err();
+    let err = p.query("db_latency_seconds", None).await.unwrap_err();
     assert_eq!(err.reason(), "unreachable", "{err}");
     assert!(start.elapsed() < Duration::from_secs(2));
 }
@@ -100,7 +108,7 @@ async fn real_prometheus_answers_are_read_or_refused_with_a_reason() {
 async fn http_errors_garbage_and_silence_each_have_a_reason() {
     let bad_gateway = Scripted::start(Answer::Status(502, "Bad Gateway".into())).unwrap();
     let err = client(&bad_gateway.url(), Duration::from_secs(2))
-        .query("up")
+        .query("up", None)
         .await
         .unwrap_err();
     assert_eq!(err, NoData::Http(502));
@@ -108,7 +116,7 @@ async fn http_errors_garbage_and_silence_each_have_a_reason() {
     let garbage =
         Scripted::start(Answer::Status(200, "<html>not prometheus</html>".into())).unwrap();
     let err = client(&garbage.url(), Duration::from_secs(2))
-        .query("up")
+        .query("up", None)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "malformed", "{err}");
@@ -121,14 +129,14 @@ async fn http_errors_garbage_and_silence_each_have_a_reason() {
     let big = Scripted::start(Answer::Status(200, answer)).unwrap();
     let err = client(&big.url(), Duration::from_secs(2))
         .max_answer(4096)
-        .query("up")
+        .query("up", None)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "malformed", "{err}");
     assert!(err.to_string().contains("larger than 4096 bytes"), "{err}");
     // Under the default limit the same answer is read: a scalar too large to be finite.
     let series = client(&big.url(), Duration::from_secs(2))
-        .query("up")
+        .query("up", None)
         .await
         .unwrap();
     assert_eq!(series.len(), 1);
@@ -137,7 +145,7 @@ async fn http_errors_garbage_and_silence_each_have_a_reason() {
     let silent = Scripted::start(Answer::Hang).unwrap();
     let start = Instant::now();
     let err = client(&silent.url(), Duration::from_millis(300))
-        .query("up")
+        .query("up", None)
         .await
         .unwrap_err();
     assert_eq!(err, NoData::Timeout);

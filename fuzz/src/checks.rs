@@ -85,7 +85,7 @@ pub fn stored_knobs(input: &KnobInput<'_>) {
 
 /// Any answer gives series or a no-data reason; a value the daemon would act on is finite.
 pub fn prometheus_answer(data: &[u8]) {
-    let Ok(series) = parse_answer(data) else {
+    let Ok(series) = parse_answer(data, Some("tenant")) else {
         return;
     };
     let now = 1_700_000_000.0;

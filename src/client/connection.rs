@@ -544,8 +544,8 @@ impl Client {
         .await
     }
 
-    /// Runs groups of commands, where each group touches the keys of one throttle (one slot
-    /// on a cluster), and returns each group's replies.
+    /// Runs groups of commands, where each group's keys share one hash slot (a throttle's keys
+    /// do), and returns each group's replies.
     ///
     /// On one server every group goes into a single pipeline: one round trip. A cluster
     /// pipeline must stay within one slot, so there each group is its own pipeline, 64 in

@@ -22,7 +22,7 @@ impl FakeSource {
 }
 
 impl MetricSource for FakeSource {
-    async fn query(&self, _promql: &str) -> Result<Vec<Series>, NoData> {
+    async fn query(&self, _promql: &str, _label: Option<&str>) -> Result<Vec<Series>, NoData> {
         self.queries.fetch_add(1, Ordering::Relaxed);
         self.answer
             .lock()

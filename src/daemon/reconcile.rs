@@ -4,7 +4,9 @@
 //! A plain policy governs one throttle. A templated one (`signal.name_label`) governs one
 //! throttle per series of its answer, named `<name><label value>`, all from one query per
 //! tick. The stored knobs are the current ones: a value set by hand with `regulator set` is
-//! where the controller continues from.
+//! where the controller continues from. Those of the throttles governed at the last tick are
+//! read while Prometheus answers, so a value set while a tick is under way counts from the
+//! next tick (that tick's own step may write over it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -166,7 +168,10 @@ impl PolicyState {
         // answers; only throttles new to this tick are read after.
         let known: Vec<String> = self.members.keys().cloned().collect();
         let (answer, early) = tokio::join!(
-            ctx.source.query(&policy.throttle.signal.query),
+            ctx.source.query(
+                &policy.throttle.signal.query,
+                policy.throttle.signal.name_label.as_deref()
+            ),
             read(ctx.store, &known, knob),
         );
         let (names, signals): (Vec<String>, Vec<_>) = self.signals(answer, ctx).into_iter().unzip();
@@ -263,7 +268,7 @@ impl PolicyState {
 
     /// `name`'s state, made (with its bounds' metrics) when it is new.
     fn member(&mut self, name: &str, metrics: &Metrics) -> &mut Member {
-        // Looked up before inserting: a tick over 100,000 known throttles copies no name.
+        // Looked up before inserting: a known throttle's name is not copied to find it.
         if !self.members.contains_key(name) {
             metrics.bounds(name, Arc::clone(&self.bounds));
             let member = Member {

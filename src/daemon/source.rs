@@ -67,7 +67,7 @@ impl NoData {
 /// One series of an instant query's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    /// Its labels, in the order Prometheus sent them.
+    /// Its labels: from Prometheus, only the one the query asked to keep.
     pub labels: Vec<(String, String)>,
     /// Its value.
     pub value: f64,
@@ -87,8 +87,12 @@ impl Series {
 
 /// Where signals come from. Prometheus in production; fakes in unit tests.
 pub trait MetricSource: Send + Sync {
-    /// Runs an instant query.
-    fn query(&self, promql: &str) -> impl Future<Output = Result<Vec<Series>, NoData>> + Send;
+    /// Runs an instant query, keeping only `label` of each series' labels (none for `None`).
+    fn query(
+        &self,
+        promql: &str,
+        label: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Series>, NoData>> + Send;
 }
 
 /// The one sample a plain policy expects.
@@ -148,17 +152,19 @@ fn usable(s: &Series, now: f64, max_age: Duration) -> Result<f64, NoData> {
 /// vector's samples, or a scalar as one series without labels. A range vector is malformed: a
 /// policy's query must give one value per throttle.
 ///
-/// The body is read in one pass, strings borrowed where they can be: a templated policy's
-/// answer over 100,000 throttles is about 13 MB.
+/// Of each series' labels only `label` is kept (none for `None`): the one a templated policy
+/// names its throttles by. The body is read in one pass, strings borrowed where they can be,
+/// so an answer costs little more memory than its body, however many labels it carries (a
+/// templated policy's answer over 100,000 throttles is about 13 MB).
 ///
 /// # Errors
 /// [`NoData::Rejected`] for an error response ([`NoData::Timeout`] for a query that timed out
 /// in Prometheus), [`NoData::Malformed`] for anything that is not a Prometheus API response
 /// with an instant vector or a scalar.
-pub fn parse_answer(body: &[u8]) -> Result<Vec<Series>, NoData> {
+pub fn parse_answer(body: &[u8], label: Option<&str>) -> Result<Vec<Series>, NoData> {
     let body: Body<'_> = serde_json::from_slice(body).map_err(malformed)?;
     match (&*body.status, body.data) {
-        ("success", Some(data)) => data.series(),
+        ("success", Some(data)) => data.series(label),
         ("error", _) if body.error_type.as_deref() == Some("timeout") => Err(NoData::Timeout),
         ("error", _) => Err(NoData::Rejected(body.error.unwrap_or_default())),
         (status, _) => Err(NoData::Malformed(format!("status {status:?} without data"))),
@@ -193,27 +199,21 @@ struct Data<'a> {
 }
 
 impl Data<'_> {
-    fn series(&self) -> Result<Vec<Series>, NoData> {
+    fn series(&self, label: Option<&str>) -> Result<Vec<Series>, NoData> {
         let result = self.result.get();
         match &*self.result_type {
             "vector" => {
-                let samples: Vec<Sample<'_>> = serde_json::from_str(result).map_err(malformed)?;
-                samples
-                    .into_iter()
-                    .map(|s| {
-                        Ok(Series {
-                            labels: s.metric.0,
-                            value: s.value.value()?,
-                            timestamp: s.value.0,
-                        })
-                    })
-                    .collect()
+                use serde::de::DeserializeSeed as _;
+                let mut json = serde_json::Deserializer::from_str(result);
+                let series = Vector(label).deserialize(&mut json).map_err(malformed)?;
+                json.end().map_err(malformed)?;
+                Ok(series)
             }
             "scalar" => {
                 let point: Point<'_> = serde_json::from_str(result).map_err(malformed)?;
                 Ok(vec![Series {
                     labels: Vec::new(),
-                    value: point.value()?,
+                    value: point.value().map_err(NoData::Malformed)?,
                     timestamp: point.0,
                 }])
             }
@@ -227,49 +227,109 @@ impl Data<'_> {
     }
 }
 
-/// One sample of an instant vector.
-#[derive(serde::Deserialize)]
-struct Sample<'a> {
-    metric: Labels,
-    #[serde(borrow)]
-    value: Point<'a>,
-}
-
 /// `[timestamp, "value"]`: Prometheus writes values as strings (`"NaN"`, `"+Inf"` included).
 #[derive(serde::Deserialize)]
 struct Point<'a>(f64, #[serde(borrow)] Cow<'a, str>);
 
 impl Point<'_> {
-    fn value(&self) -> Result<f64, NoData> {
+    fn value(&self) -> Result<f64, String> {
         self.1
             .parse()
-            .map_err(|_| NoData::Malformed(format!("sample value {:?} is not a number", self.1)))
+            .map_err(|_| format!("sample value {:?} is not a number", self.1))
     }
 }
 
-/// A label set, in the order Prometheus sent it.
-struct Labels(Vec<(String, String)>);
+/// A JSON string, borrowed from the body unless it has escapes.
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-impl<'de> serde::Deserialize<'de> for Labels {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Labels;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map of label names to values")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Labels, A::Error> {
-                let mut labels = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-                while let Some(pair) = map.next_entry()? {
-                    labels.push(pair);
+/// An instant vector's samples, keeping one label (`.0`) of each.
+struct Vector<'k>(Option<&'k str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Vector<'_> {
+    type Value = Vec<Series>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Series>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Vector<'_> {
+    type Value = Vec<Series>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of samples")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Series>, A::Error> {
+        let mut series = Vec::new();
+        while let Some(s) = seq.next_element_seed(Sample(self.0))? {
+            series.push(s);
+        }
+        Ok(series)
+    }
+}
+
+/// One sample of an instant vector: `{"metric": {...}, "value": [t, "v"]}`.
+struct Sample<'k>(Option<&'k str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Sample<'_> {
+    type Value = Series;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Series, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Sample<'_> {
+    type Value = Series;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sample with metric and value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Series, A::Error> {
+        use serde::de::{Error as _, IgnoredAny};
+        let (mut labels, mut point) = (None, None::<Point<'de>>);
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match &*key.0 {
+                "metric" => labels = Some(map.next_value_seed(Labels(self.0))?),
+                "value" => point = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                Ok(Labels(labels))
             }
         }
-        d.deserialize_map(Visit)
+        let labels = labels.ok_or_else(|| A::Error::missing_field("metric"))?;
+        let point = point.ok_or_else(|| A::Error::missing_field("value"))?;
+        Ok(Series {
+            labels,
+            value: point.value().map_err(A::Error::custom)?,
+            timestamp: point.0,
+        })
+    }
+}
+
+/// A sample's label set, of which only the label `.0` is kept (the last, if it repeats).
+struct Labels<'k>(Option<&'k str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Labels<'_> {
+    type Value = Vec<(String, String)>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Labels<'_> {
+    type Value = Vec<(String, String)>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of label names to values")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Vec::new();
+        while let Some(name) = map.next_key::<Text<'de>>()? {
+            if Some(&*name.0) == self.0 {
+                let value: Text<'de> = map.next_value()?;
+                kept = vec![(name.0.into_owned(), value.0.into_owned())];
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(kept)
     }
 }
 
@@ -345,32 +405,62 @@ mod tests {
     }
 
     #[test]
+    fn only_the_asked_label_is_kept_escapes_and_repeats_included() {
+        let vector = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"__name__":"load","tenant":"ac\u006de","job":"x"},"value":[1,"1"],"extra":[{}]},
+            {"metric":{"tenant":"first","tenant":"last"},"value":[1,"2"]},
+            {"metric":{"job":"no tenant"},"value":[1,"3"]}]},"warnings":["w"]}"#;
+        let got = parse_answer(vector, Some("tenant")).unwrap();
+        let labels: Vec<_> = got.iter().map(|s| s.labels.clone()).collect();
+        assert_eq!(
+            labels,
+            [
+                vec![("tenant".to_owned(), "acme".to_owned())],
+                vec![("tenant".to_owned(), "last".to_owned())],
+                vec![],
+            ]
+        );
+        let none = parse_answer(vector, None).unwrap();
+        assert!(none.iter().all(|s| s.labels.is_empty()));
+        assert_eq!(none.iter().map(|s| s.value).sum::<f64>(), 6.0);
+    }
+
+    #[test]
     fn recorded_answers_parse_as_prometheus_sends_them() {
         let vector = br#"{"status":"success","data":{"resultType":"vector","result":[
             {"metric":{"tenant":"acme"},"value":[1700000000.5,"0.25"]},
             {"metric":{"tenant":"globex"},"value":[1700000000.5,"NaN"]}]}}"#;
-        let got = parse_answer(vector).unwrap();
+        let got = parse_answer(vector, Some("tenant")).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].label("tenant"), Some("acme"));
         assert_eq!(got[0].value, 0.25);
         assert!(got[1].value.is_nan());
         let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"2"]}}"#;
-        assert_eq!(parse_answer(scalar).unwrap()[0].value, 2.0);
+        assert_eq!(parse_answer(scalar, None).unwrap()[0].value, 2.0);
         let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
-        assert!(matches!(parse_answer(matrix), Err(NoData::Malformed(_))));
+        assert!(matches!(
+            parse_answer(matrix, None),
+            Err(NoData::Malformed(_))
+        ));
         let error = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
         assert_eq!(
-            parse_answer(error),
+            parse_answer(error, None),
             Err(NoData::Rejected("parse error".to_owned()))
         );
+        let timeout = br#"{"status":"error","errorType":"timeout","error":"query timed out"}"#;
+        assert_eq!(parse_answer(timeout, None), Err(NoData::Timeout));
         for junk in [
             &b"<html>502</html>"[..],
             b"",
             b"{}",
             b"{\"status\":\"success\"}",
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"1"]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}}"#,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"one"]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"string","result":[1,"x"]}}"#,
         ] {
             assert!(
-                matches!(parse_answer(junk), Err(NoData::Malformed(_))),
+                matches!(parse_answer(junk, None), Err(NoData::Malformed(_))),
                 "{junk:?}"
             );
         }

@@ -327,7 +327,7 @@ struct Entry {
 }
 
 impl RedisStore {
-    /// The stored knobs of `names`, in one pipeline (one call per throttle on a cluster).
+    /// The stored knobs of `names`, in one pipeline (one per hash slot on a cluster).
     async fn read_slice<S: AsRef<str>>(&self, names: &[S], knob: Knob) -> Result<Vec<StoredKnobs>> {
         if names.is_empty() {
             // Redis refuses an empty pipeline.
@@ -446,8 +446,9 @@ impl RedisStore {
     }
 
     /// A cluster keeps a throttle's keys in its own slot, away from the lease key, so each
-    /// throttle's change is a script call of its own, fenced by the writer's lease epoch
-    /// against the throttle's fence key (`lua/write_knobs_cluster.lua`).
+    /// throttle's change is fenced by the writer's lease epoch against the throttle's fence
+    /// key (`lua/write_knobs_cluster.lua`), one script call for up to [`WRITE_CHUNK`]
+    /// changes of one slot (`slots`: positions in `changes`, grouped by slot).
     async fn write_cluster(
         &self,
         changes: &[KnobChange],
@@ -467,6 +468,7 @@ impl RedisStore {
         };
         let script = &*WRITE_KNOBS_CLUSTER;
         let mut groups: Vec<Vec<redis::Cmd>> = Vec::new();
+        let mut written = 0;
         for part in slots.iter().flat_map(|s| s.chunks(WRITE_CHUNK)) {
             let entries: Vec<Entry> = part
                 .iter()
@@ -475,6 +477,7 @@ impl RedisStore {
             if entries.is_empty() {
                 continue;
             }
+            written += entries.len();
             let mut evalsha = redis::cmd("EVALSHA");
             evalsha.arg(script.get_hash()).arg(3 * entries.len());
             for e in &entries {
@@ -502,7 +505,8 @@ impl RedisStore {
         let replies = self
             .client
             .run_script_groups(
-                self.bound(groups.len() * 4),
+                // As on one server: the time allowed grows with the changes, not the calls.
+                self.bound(written * 4),
                 WRITE_KNOBS_CLUSTER_SOURCE,
                 &groups,
             )

@@ -114,14 +114,20 @@ async fn body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, 
 }
 
 impl MetricSource for Prometheus {
-    async fn query(&self, promql: &str) -> Result<Vec<Series>, NoData> {
+    async fn query(&self, promql: &str, label: Option<&str>) -> Result<Vec<Series>, NoData> {
         let mut url = self.endpoint.clone();
         url.query_pairs_mut().append_pair("query", promql);
         let request = async {
             let response = self.http.get(url).send().await.map_err(|e| classify(&e))?;
             let status = response.status();
-            let body = body(response, self.max_answer).await?;
-            answer(status, &body)
+            if status.is_success() {
+                return parse_answer(&body(response, self.max_answer).await?, label);
+            }
+            // A failed status is an HTTP error unless its body is Prometheus's own error (a
+            // bad query, a query that timed out), which is short: a proxy's page, a body cut
+            // off or too long, is the status.
+            let failed = body(response, MAX_ERROR_BODY).await.ok();
+            Err(failed.map_or(NoData::Http(status.as_u16()), |b| error_answer(status, &b)))
         };
         // reqwest's own timeout covers the request; this one covers everything else.
         tokio::time::timeout(
@@ -133,16 +139,16 @@ impl MetricSource for Prometheus {
     }
 }
 
-/// The series of an answer with HTTP `status`. Prometheus sends its own errors (a bad query,
-/// a query that timed out) as JSON with a 4xx or 5xx status; any other failed status (a proxy's
-/// 502) is an HTTP error.
-fn answer(status: reqwest::StatusCode, body: &[u8]) -> Result<Vec<Series>, NoData> {
-    if status.is_success() {
-        return parse_answer(body);
-    }
-    match parse_answer(body) {
-        Err(e @ (NoData::Rejected(_) | NoData::Timeout)) => Err(e),
-        _ => Err(NoData::Http(status.as_u16())),
+/// The most of a failed answer's body that is read: Prometheus's own errors are far shorter.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Why an answer with the failed HTTP `status` has no data. Prometheus sends its own errors (a
+/// bad query, a query that timed out) as JSON with a 4xx or 5xx status; any other failed
+/// answer (a proxy's 502) is an HTTP error.
+fn error_answer(status: reqwest::StatusCode, body: &[u8]) -> NoData {
+    match parse_answer(body, None) {
+        Err(e @ (NoData::Rejected(_) | NoData::Timeout)) => e,
+        _ => NoData::Http(status.as_u16()),
     }
 }
 
@@ -155,7 +161,7 @@ fn endpoint(url: &str) -> Result<reqwest::Url, SourceError> {
     }
     let path = format!("{}/api/v1/query", endpoint.path().trim_end_matches('/'));
     endpoint.set_path(&path);
-    endpoint.set_query(None);
+    // Parameters of the URL itself (a proxy's tenant, say) go with every query.
     Ok(endpoint)
 }
 
@@ -204,7 +210,7 @@ fn basic_auth(user: &str, password: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{NoData, answer, basic_auth, endpoint};
+    use super::{NoData, basic_auth, endpoint, error_answer};
 
     #[test]
     fn basic_auth_is_standard_base64() {
@@ -225,8 +231,8 @@ mod tests {
             ("http://p:9090/", "http://p:9090/api/v1/query"),
             ("https://p/prometheus", "https://p/prometheus/api/v1/query"),
             (
-                "https://p/prometheus/?x=1",
-                "https://p/prometheus/api/v1/query",
+                "https://p/prometheus/?tenant=x",
+                "https://p/prometheus/api/v1/query?tenant=x",
             ),
         ] {
             assert_eq!(endpoint(url).unwrap().as_str(), want);
@@ -245,21 +251,20 @@ mod tests {
         let rejected = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
         let timeout = br#"{"status":"error","errorType":"timeout","error":"query timed out"}"#;
         assert_eq!(
-            answer(StatusCode::BAD_REQUEST, rejected),
-            Err(NoData::Rejected("parse error".into()))
+            error_answer(StatusCode::BAD_REQUEST, rejected),
+            NoData::Rejected("parse error".into())
         );
         assert_eq!(
-            answer(StatusCode::SERVICE_UNAVAILABLE, timeout),
-            Err(NoData::Timeout)
+            error_answer(StatusCode::SERVICE_UNAVAILABLE, timeout),
+            NoData::Timeout
         );
         assert_eq!(
-            answer(StatusCode::BAD_GATEWAY, b"<html>"),
-            Err(NoData::Http(502))
+            error_answer(StatusCode::BAD_GATEWAY, b"<html>"),
+            NoData::Http(502)
         );
-        assert_eq!(answer(StatusCode::BAD_GATEWAY, b""), Err(NoData::Http(502)));
-        assert!(matches!(
-            answer(StatusCode::OK, b"<html>"),
-            Err(NoData::Malformed(_))
-        ));
+        assert_eq!(
+            error_answer(StatusCode::BAD_GATEWAY, b""),
+            NoData::Http(502)
+        );
     }
 }
