@@ -224,7 +224,7 @@ async fn a_failed_read_writes_nothing_and_keeps_the_controller() {
 }
 
 #[tokio::test]
-async fn known_throttles_are_read_with_the_query_and_only_new_ones_after() {
+async fn known_throttles_are_read_in_one_call_and_new_ones_in_another() {
     let w = World::new();
     let mut s = state(TEMPLATE);
     let tenants = |names: &[&str]| {
