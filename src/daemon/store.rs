@@ -178,20 +178,14 @@ fn changed_fields(knob: Knob, old: Option<Knobs>, new: Knobs) -> Vec<(&'static s
 impl KnobStore for RedisStore {
     async fn read(&self, names: &[String], knob: Knob) -> Result<Vec<StoredKnobs>> {
         if self.keys.cluster {
-            // In slot order, so that each slot's reads go in one pipeline to its master.
-            let order: Vec<usize> = self
-                .by_slot(names.iter().map(String::as_str))
-                .into_iter()
-                .flatten()
-                .collect();
             let mut stored: Vec<Option<StoredKnobs>> = vec![None; names.len()];
-            for part in order.chunks(READ_CHUNK) {
-                let slice: Vec<&str> = part.iter().map(|&i| names[i].as_str()).collect();
-                for (&i, knobs) in part.iter().zip(self.read_slice(&slice, knob).await?) {
+            for batch in self.slot_batches(names.iter().map(String::as_str)) {
+                let read = self.read_cluster(names, &batch, knob).await?;
+                for (&i, knobs) in batch.iter().flatten().zip(read) {
                     stored[i] = Some(knobs);
                 }
             }
-            // A slice answers every name or fails: every position is filled.
+            // A batch answers every name or fails: every position is filled.
             return Ok(stored.into_iter().flatten().collect());
         }
         let mut stored = Vec::with_capacity(names.len());
@@ -211,19 +205,12 @@ impl KnobStore for RedisStore {
             // Grouped by hash slot: one script call writes a slot's changes (up to
             // WRITE_CHUNK), so 100,000 throttles over 16,384 slots take some 16,000 calls
             // rather than 100,000. As below, entries are built a batch at a time.
-            let mut batch = Vec::new();
-            let mut size = 0;
-            for group in self.by_slot(changes.iter().map(|c| c.name.as_str())) {
-                size += group.len();
-                batch.push(group);
-                if size >= READ_CHUNK {
-                    if self.write_cluster(changes, &batch, ttl_ms).await? == Written::Fenced {
-                        return Ok(Written::Fenced);
-                    }
-                    (batch, size) = (Vec::new(), 0);
+            for batch in self.slot_batches(changes.iter().map(|c| c.name.as_str())) {
+                if self.write_cluster(changes, &batch, ttl_ms).await? == Written::Fenced {
+                    return Ok(Written::Fenced);
                 }
             }
-            return self.write_cluster(changes, &batch, ttl_ms).await;
+            return Ok(Written::All);
         }
         let (lease_key, token) = self
             .fence
@@ -288,6 +275,24 @@ impl KnobStore for RedisStore {
     }
 }
 
+/// The knobs of one HMGET reply (see [`RedisStore::hmget`]).
+fn stored_knobs(reply: &redis::Value, knob: Knob) -> Result<StoredKnobs> {
+    let redis::Value::Array(fields) = reply else {
+        return Err(crate::Error::Script(format!(
+            "unexpected HMGET reply: {reply:?}"
+        )));
+    };
+    let field = |i: usize| fields.get(i).and_then(field_text);
+    Ok(match knob {
+        Knob::Rate => StoredKnobs::from_fields(
+            field(0).as_deref(),
+            field(1).as_deref(),
+            field(2).as_deref(),
+        ),
+        Knob::Concurrency => concurrency_knobs(field(0).as_deref()),
+    })
+}
+
 /// A stored field's text, borrowed from the reply: `None` when the field is absent. Bytes
 /// that are not UTF-8 (typed by hand, written by a buggy tool) become text that no knob parses,
 /// so that throttle's knobs are unusable and the others are read as usual.
@@ -327,77 +332,91 @@ struct Entry {
 }
 
 impl RedisStore {
-    /// The stored knobs of `names`, in one pipeline (one per hash slot on a cluster).
-    async fn read_slice<S: AsRef<str>>(&self, names: &[S], knob: Knob) -> Result<Vec<StoredKnobs>> {
+    /// The stored knobs of `names` on one server, in one pipeline.
+    async fn read_slice(&self, names: &[String], knob: Knob) -> Result<Vec<StoredKnobs>> {
         if names.is_empty() {
             // Redis refuses an empty pipeline.
             return Ok(Vec::new());
         }
-        let hmget = |name: &str| {
-            let mut hmget = redis::cmd("HMGET");
-            hmget.arg(self.keys.knobs(name));
-            match knob {
-                Knob::Rate => hmget.arg("rps").arg("burst").arg("window"),
-                Knob::Concurrency => hmget.arg("concurrency"),
-            };
-            hmget
-        };
-        let bound = self.bound(names.len());
-        let replies: Vec<redis::Value> = if self.keys.cluster {
-            // One pipeline per hash slot, each to the slot's master.
-            let slots = self.by_slot(names.iter().map(AsRef::as_ref));
-            let groups: Vec<Vec<redis::Cmd>> = slots
-                .iter()
-                .map(|slot| slot.iter().map(|&i| hmget(names[i].as_ref())).collect())
-                .collect();
-            let mut replies = vec![redis::Value::Nil; names.len()];
-            for (slot, answers) in slots
-                .iter()
-                .zip(self.client.run_groups(bound, &groups).await?)
-            {
-                for (&i, answer) in slot.iter().zip(answers) {
-                    replies[i] = answer;
-                }
-            }
-            replies
-        } else {
-            // One pipeline, its commands built in place.
-            let mut pipe = redis::pipe();
-            for name in names {
-                pipe.add_command(hmget(name.as_ref()));
-            }
-            self.client.run_pipeline(bound, &pipe).await?
-        };
-        replies
-            .iter()
-            .map(|reply| {
-                let redis::Value::Array(fields) = reply else {
-                    return Err(crate::Error::Script(format!(
-                        "unexpected HMGET reply: {reply:?}"
-                    )));
-                };
-                let field = |i: usize| fields.get(i).and_then(field_text);
-                Ok(match knob {
-                    Knob::Rate => StoredKnobs::from_fields(
-                        field(0).as_deref(),
-                        field(1).as_deref(),
-                        field(2).as_deref(),
-                    ),
-                    Knob::Concurrency => concurrency_knobs(field(0).as_deref()),
-                })
-            })
-            .collect()
+        // One pipeline, its commands built in place.
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.add_command(self.hmget(name, knob));
+        }
+        let replies = self
+            .client
+            .run_pipeline(self.bound(names.len()), &pipe)
+            .await?;
+        replies.iter().map(|r| stored_knobs(r, knob)).collect()
     }
 
-    /// The positions of `names`, grouped by their keys' hash slot on a cluster.
-    fn by_slot<'a>(&self, names: impl Iterator<Item = &'a str>) -> Vec<Vec<usize>> {
+    /// The stored knobs of the names at the positions of `batch` on a cluster, in the order
+    /// of `batch` flattened: one pipeline per group, to its slot's master.
+    async fn read_cluster(
+        &self,
+        names: &[String],
+        batch: &[Vec<usize>],
+        knob: Knob,
+    ) -> Result<Vec<StoredKnobs>> {
+        let groups: Vec<Vec<redis::Cmd>> = batch
+            .iter()
+            .map(|group| group.iter().map(|&i| self.hmget(&names[i], knob)).collect())
+            .collect();
+        let asked: usize = batch.iter().map(Vec::len).sum();
+        let replies = self.client.run_groups(self.bound(asked), &groups).await?;
+        let mut stored = Vec::with_capacity(asked);
+        for (group, replies) in batch.iter().zip(&replies) {
+            if replies.len() != group.len() {
+                return Err(crate::Error::Script(format!(
+                    "{} HMGET replies for {} reads",
+                    replies.len(),
+                    group.len()
+                )));
+            }
+            for reply in replies {
+                stored.push(stored_knobs(reply, knob)?);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The command reading `name`'s stored `knob` fields.
+    fn hmget(&self, name: &str, knob: Knob) -> redis::Cmd {
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(self.keys.knobs(name));
+        match knob {
+            Knob::Rate => hmget.arg("rps").arg("burst").arg("window"),
+            Knob::Concurrency => hmget.arg("concurrency"),
+        };
+        hmget
+    }
+
+    /// The positions of `names`, grouped by their keys' hash slot (a group never longer than
+    /// [`READ_CHUNK`]), in batches of about [`READ_CHUNK`] names: a tick over 100,000
+    /// throttles never holds all their commands and replies at once, even when they share
+    /// one hash tag.
+    fn slot_batches<'a>(&self, names: impl Iterator<Item = &'a str>) -> Vec<Vec<Vec<usize>>> {
         let mut slots: std::collections::HashMap<Slot, Vec<usize>> =
             std::collections::HashMap::new();
         for (i, name) in names.enumerate() {
             let slot = Slot::for_key(self.keys.knobs(name));
             slots.entry(slot).or_default().push(i);
         }
-        slots.into_values().collect()
+        let (mut batches, mut batch, mut size) = (Vec::new(), Vec::new(), 0);
+        for group in slots.into_values() {
+            for part in group.chunks(READ_CHUNK) {
+                size += part.len();
+                batch.push(part.to_vec());
+                if size >= READ_CHUNK {
+                    batches.push(std::mem::take(&mut batch));
+                    size = 0;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        batches
     }
 
     /// The fields and history entry of `c`, or `None` when nothing changed.
@@ -455,20 +474,19 @@ impl RedisStore {
         slots: &[Vec<usize>],
         ttl_ms: u64,
     ) -> Result<Written> {
-        if slots.iter().all(Vec::is_empty) {
-            return Ok(Written::All);
-        }
+        // '' when unfenced; none when this writer does not lead (any more): nothing to fence
+        // with, so nothing is written.
         let epoch = match &self.fence {
-            None => String::new(),
+            None => Some(String::new()),
             Some(f) => match f.epoch.load(std::sync::atomic::Ordering::SeqCst) {
-                // Not the leader (any more): nothing to fence with, nothing to write.
-                0 => return Ok(Written::Fenced),
-                e => e.to_string(),
+                0 => None,
+                e => Some(e.to_string()),
             },
         };
         let script = &*WRITE_KNOBS_CLUSTER;
         let mut groups: Vec<Vec<redis::Cmd>> = Vec::new();
         let mut written = 0;
+        // Each call's entries are built with its command and dropped after it.
         for part in slots.iter().flat_map(|s| s.chunks(WRITE_CHUNK)) {
             let entries: Vec<Entry> = part
                 .iter()
@@ -477,6 +495,9 @@ impl RedisStore {
             if entries.is_empty() {
                 continue;
             }
+            let Some(epoch) = &epoch else {
+                return Ok(Written::Fenced);
+            };
             written += entries.len();
             let mut evalsha = redis::cmd("EVALSHA");
             evalsha.arg(script.get_hash()).arg(3 * entries.len());
@@ -486,7 +507,7 @@ impl RedisStore {
                     .arg(&e.knobs_key)
                     .arg(&e.history_key);
             }
-            evalsha.arg(&epoch).arg(ttl_ms).arg(self.history_len);
+            evalsha.arg(epoch).arg(ttl_ms).arg(self.history_len);
             for e in &entries {
                 evalsha.arg(e.fields.len());
                 for (f, v) in &e.fields {
