@@ -3,8 +3,11 @@
 -- KEYS[1]  bucket hash  throttle:<name>:leaky  fields level, updated, blocked_until, rate
 -- KEYS[2]  knobs hash   throttle:<name>:knobs  fields rps (drops leaked per second), capacity,
 --                                              block (seconds, 0 = none)
+-- KEYS[3]  drains       throttle:<name>:drains sorted set: request id -> Redis time (us) of
+--                                              the drains applied in the last minute
 -- ARGV     default rate, default capacity, default block (s), knobs ttl (s, 0 = leave it),
---          then per call: 'consume' or 'peek', amount (ignored by peek)
+--          then per call: 'consume' or 'peek', amount (ignored by peek), request id (a drain's
+--          id, unique fleet-wide; "" for other calls)
 --
 -- Reply: { allowed 0|1, level, until_next_drop (us), blocked_for (us), source, capacity, rate }
 --   level, capacity and rate are "%.17g" strings; source as in token_bucket.lua, per field:
@@ -27,6 +30,10 @@
 -- key means what an absent one means (an empty, unblocked bucket). aiosteady's faults are
 -- mended: PEXPIRE in milliseconds (its SETEX fails on a fractional TTL), an overflow reports
 -- the real level, a drain is never refused, and the key is deleted as soon as it is empty.
+--
+-- A drain gives drops back, so it is applied once per request id: a drain repeated after its
+-- reply was lost (a dropped connection, a cluster client's retry) finds its id and changes
+-- nothing. Ids are kept a minute, far longer than any call is repeated within.
 --
 -- The bucket remembers the rate its timer runs at. When the rate changes, the time already
 -- spent on the current drop keeps its share of a drop, and the next consume re-anchors the
@@ -118,6 +125,11 @@ if op == 'peek' then
 end
 
 local amount = tonumber(ARGV[6])
+local request = ARGV[7] or ''
+local drain = amount < 0 and request ~= ''
+if drain and redis.call('ZSCORE', KEYS[3], request) then
+  return reply(1, until_next_drop())
+end
 local allowed = 0
 local write = dirty
 if blocked_for > 0 then
@@ -128,6 +140,11 @@ elseif amount <= 0 or level + amount <= capacity then
     level = math.max(0, level + amount)
     if level == 0 then updated = now end
     write = true
+  end
+  if drain then
+    redis.call('ZADD', KEYS[3], now, request)
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60000000)
+    redis.call('PEXPIRE', KEYS[3], 60000)
   end
 elseif block > 0 then
   blocked_until = now + block

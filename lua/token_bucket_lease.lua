@@ -6,25 +6,36 @@
 --
 -- KEYS[1]  bucket hash  throttle:<name>
 -- KEYS[2]  knobs hash   throttle:<name>:knobs
+-- KEYS[3]  leases hash  throttle:<name>:leases  field per lease in hand: lease id -> tokens
+--                       reserved; `anchor`: the window the leases were granted in; `next`:
+--                       the last lease id given out
 -- ARGV     default rps, default burst, default window, knobs ttl (s, 0 = keep),
 --          returned tokens (unspent, of the lease that ends with this call; 0 if none),
 --          that lease's anchor ("%.17g" `refreshed` of the bucket when it was granted; "" if
 --          none), requested (the least a grant may hold; 0 = only give back), wanted (the
---          batch the process would like, >= requested), max share (of capacity, in (0, 1])
+--          batch the process would like, >= requested), max share (of capacity, in (0, 1]),
+--          that lease's id ("" if none)
 --
 -- Returned tokens go back only while the bucket is in the window they were taken in (its
 -- anchor unchanged, no refill since). After a refill they are dropped: the refill was capped
 -- at capacity without them, so giving them back then could hand out more than the bucket
 -- would have held. A lease must therefore end by the window's end; the client ends it there.
 --
+-- The script, not the client, decides how much goes back: each grant is recorded under its
+-- lease id, a give-back restores at most what is recorded for that id and deletes the record.
+-- So no client can return more than it reserved (a bad `returned` mints nothing), and a
+-- give-back repeated after a lost reply restores nothing the second time. Records of an
+-- earlier window are void and deleted at the first call that sees the new window.
+--
 -- Grant: nothing unless the bucket holds `requested`; otherwise the least of `wanted`, what the
 -- bucket holds, and max share x capacity (but never less than `requested`).
 --
--- Reply: { granted, tokens, sleep in microseconds, source, capacity, anchor, restored }
+-- Reply: { granted, tokens, sleep in microseconds, source, capacity, anchor, restored, id }
 --   granted -1 when rps == -1 (unlimited: decide everything allowed until the lease ends);
 --   tokens: left in the bucket; sleep: until the next window (as token_bucket.lua);
 --   source and capacity as token_bucket.lua; anchor: the bucket's `refreshed` ("%.17g");
---   restored: how many of the returned tokens went back. Numbers that are not whole, or not
+--   restored: how many of the returned tokens went back; id: the new lease's id ("" when
+--   nothing was granted). Numbers that are not whole, or not
 --   below 2^53, are "%.17g" strings.
 
 local function enc(x)
@@ -56,6 +67,11 @@ local lease_anchor = tonumber(ARGV[6])
 local requested = tonumber(ARGV[7]) or 0
 local wanted = math.max(requested, tonumber(ARGV[8]) or 0)
 local share = tonumber(ARGV[9]) or 1
+-- Lease ids are the positive integers this script gives out, never a field of another kind.
+local lease_id = ARGV[10] or ''
+if not string.match(lease_id, '^[1-9]%d*$') then
+  lease_id = ''
+end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1])
@@ -65,9 +81,9 @@ if rps == 0 or rps == -1 then
     redis.call('EXPIRE', KEYS[2], knobs_ttl)
   end
   if rps == 0 then
-    return { 0, 0, math.floor(window * 1000000 + 0.5), source, 0, '', 0 }
+    return { 0, 0, math.floor(window * 1000000 + 0.5), source, 0, '', 0, '' }
   end
-  return { -1, 1, 0, source, -1, '', 0 }
+  return { -1, 1, 0, source, -1, '', 0, '' }
 end
 
 local capacity = math.ceil(rps * burst * window)
@@ -87,21 +103,41 @@ if add > 0 then
   end
 end
 
--- Give back first, as if the tokens had never left: only within the window they came from.
+-- The lease records of this window; those of an earlier one are void.
+local anchor = string.format('%.17g', refreshed)
+local leases = redis.call('HMGET', KEYS[3], 'anchor', 'next', lease_id)
+local current = leases[1] == anchor
+local next_id = tonumber(leases[2]) or 0
+
+-- Give back first, as if the tokens had never left: only within the window they came from,
+-- and never more than the lease reserved.
 local restored = 0
-if returned > 0 and stored and lease_anchor == refreshed and add == 0 then
-  restored = math.max(0, math.min(returned, capacity - tokens))
-  tokens = tokens + restored
+if leases[3] and current and lease_anchor == refreshed then
+  if returned > 0 and stored and add == 0 then
+    restored = math.max(0, math.min(returned, tonumber(leases[3]) or 0, capacity - tokens))
+    tokens = tokens + restored
+  end
+  redis.call('HDEL', KEYS[3], lease_id)
 end
 
 local granted = 0
+local granted_id = ''
 if requested > 0 and tokens >= requested then
   granted = math.max(requested, math.min(wanted, tokens, share * capacity))
   tokens = math.max(0, tokens - granted)
+  next_id = next_id + 1
+  granted_id = tostring(next_id)
+  if not current then
+    redis.call('DEL', KEYS[3])
+  end
+  redis.call('HSET', KEYS[3], 'anchor', anchor, 'next', next_id, granted_id, enc(granted))
 end
 
 local ttl = math.max(1, math.floor(burst * window * 2),
                      math.ceil((math.max(math.ceil(burst), 1) + 1) * window))
+if granted_id ~= '' then
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
 if add > 0 or tonumber(bucket[3]) ~= ttl then
   redis.call('HSET', KEYS[1], 'tokens', tokens, 'refreshed', refreshed, 'ttl', ttl)
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -119,4 +155,4 @@ end
 
 local sleep = (window - math.max(0, now - refreshed) - 1) + (1000000 - tonumber(time[2])) / 1000000
 return { enc(granted), enc(tokens), math.floor(sleep * 1000000 + 0.5), source, enc(capacity),
-         string.format('%.17g', refreshed), enc(restored) }
+         anchor, enc(restored), granted_id }

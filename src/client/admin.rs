@@ -105,13 +105,16 @@ type KindsReply = (
 );
 
 /// The suffixes of a throttle's keys beside limitlion's bucket.
-const SUFFIXES: [&str; 6] = [
+const SUFFIXES: [&str; 9] = [
     ":knobs",
     ":history",
+    ":fence",
     ":holders",
     ":leaky",
     ":continuous",
     ":scheduled",
+    ":leases",
+    ":drains",
 ];
 
 /// The throttle a key belongs to: `throttle:<name>[:knobs|:history|:holders|...]`, with the
@@ -296,7 +299,8 @@ impl Client {
     }
 
     /// Deletes a throttle's bucket and knobs (limitlion's `throttle_delete`), and the state
-    /// of its leaky, continuous and scheduled buckets and its semaphore holders.
+    /// of its leaky, continuous and scheduled buckets, its semaphore holders, and the records
+    /// of its token leases and drains.
     ///
     /// # Errors
     /// The connection's errors.
@@ -310,6 +314,8 @@ impl Client {
             keys.continuous(name),
             keys.holders(name),
             keys.scheduled(name),
+            keys.leases(name),
+            keys.drains(name),
         ])
         .await
     }
@@ -347,23 +353,29 @@ mod tests {
 
     #[test]
     fn every_key_of_a_throttle_names_it() {
-        for key in [
-            "throttle:orders",
-            "throttle:orders:knobs",
-            "throttle:orders:history",
-            "throttle:orders:leaky",
-            "throttle:orders:continuous",
-        ] {
-            assert_eq!(
-                throttle_name(key, false).as_deref(),
-                Some("orders"),
-                "{key}"
-            );
+        use crate::client::keys::KeyLayout;
+        for cluster in [false, true] {
+            let k = KeyLayout { cluster };
+            let n = "orders";
+            for key in [
+                k.bucket(n),
+                k.knobs(n),
+                k.history(n),
+                k.fence(n),
+                k.leaky(n),
+                k.continuous(n),
+                k.holders(n),
+                k.scheduled(n),
+                k.leases(n),
+                k.drains(n),
+            ] {
+                assert_eq!(
+                    throttle_name(&key, cluster).as_deref(),
+                    Some("orders"),
+                    "{key}"
+                );
+            }
         }
-        assert_eq!(
-            throttle_name("throttle:{orders}:leaky", true).as_deref(),
-            Some("orders")
-        );
         assert_eq!(throttle_name("frozen_second", false), None);
     }
 }

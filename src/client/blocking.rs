@@ -251,7 +251,7 @@ impl LeasedBucket {
     /// # Errors
     /// As [`crate::LeasedBucket::consume`].
     pub fn consume(&self, tokens: f64) -> Result<Decision> {
-        if let Some(d) = self.inner.decide_locally(tokens) {
+        if let Some(d) = self.inner.decide_locally(tokens)? {
             return Ok(d);
         }
         block_on(&self.runtime, self.inner.consume(tokens))?

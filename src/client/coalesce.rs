@@ -8,6 +8,12 @@
 //!
 //! A caller that finds nothing in flight calls alone (no added latency when idle); the
 //! batches that follow are sent by a task, so no caller waits for another's decisions.
+//!
+//! Every call stays bounded: a queued caller waits at most the client's call timeout from the
+//! moment it queued, whatever is ahead of it, and then fails with [`Error::Timeout`]. A caller
+//! that gave up (cancelled, or timed out) while still queued is left out of the next batch,
+//! so no tokens are spent for nobody. One already sent is like a single call cancelled in
+//! flight: Redis decides it, and its token, if allowed, is spent.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -87,7 +93,12 @@ impl TokenBucket {
             }
         };
         if let Some(rx) = waiting {
-            return rx.await.unwrap_or_else(|_| Err(abandoned()));
+            let timeout = self.call().client().timeout();
+            // Dropping `rx` on timeout closes the entry, so it is not sent if still queued.
+            return match tokio::time::timeout(timeout, rx).await {
+                Ok(reply) => reply.unwrap_or_else(|_| Err(abandoned())),
+                Err(_) => Err(Error::Timeout(timeout)),
+            };
         }
         // Hands the queue on even if this caller is cancelled mid-call.
         let _handoff = Handoff(self);
@@ -123,9 +134,10 @@ impl Drop for Handoff<'_> {
 }
 
 /// The queued requests to send next (at most [`MAX_BATCH`]), or `None` after marking the
-/// bucket idle.
+/// bucket idle. Requests whose caller is gone (cancelled, timed out) are dropped unsent.
 fn next_batch(coalescer: &Coalescer) -> Option<Vec<Waiter>> {
     let mut s = coalescer.state();
+    s.queue.retain(|w| !w.reply.is_closed());
     if s.queue.is_empty() {
         s.in_flight = false;
         return None;

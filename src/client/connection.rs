@@ -440,6 +440,11 @@ impl Client {
         self.inner.fallbacks.load(Ordering::Relaxed)
     }
 
+    /// The bound on one call ([`ClientBuilder::call_timeout`]).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// A clone of the connection for one call.
     fn conn(&self) -> Conn {
         self.inner.conn.clone()
@@ -449,9 +454,16 @@ impl Client {
     ///
     /// A call that fails because the connection had dropped (a restarted server, a reset
     /// link) is made once more on the fresh connection, within the same timeout, so the
-    /// first call after Redis comes back succeeds. Repeating a token-bucket call is safe for
-    /// the limit: if the first attempt did reach Redis, the bucket lost a token to it and
-    /// allows less, never more.
+    /// first call after Redis comes back succeeds (a cluster connection repeats such calls
+    /// itself too). So every call made through here must be safe to repeat when its first
+    /// attempt did reach Redis and only the reply was lost:
+    /// - a call that only takes (a token, a drop, a slot) leaves the limit lower, never
+    ///   higher: the fleet gets less, never more;
+    /// - a call that gives back is applied once per id, checked in its script: a lease's
+    ///   give-back by the lease id the script recorded, a leaky-bucket drain by its request
+    ///   id, a semaphore release by its holder id (unique to each acquisition);
+    /// - reads read again, and knob writes set the same values again (a repeated tick write
+    ///   may record its history entry twice).
     pub(crate) async fn call<T, F>(&self, script: bool, attempt: impl FnMut(Conn) -> F) -> Result<T>
     where
         F: Future<Output = redis::RedisResult<T>>,

@@ -45,6 +45,21 @@ impl KeyLayout {
         self.base(name) + ":fence"
     }
 
+    /// The token leases granted in the bucket's current window: `throttle:<name>:leases`, a
+    /// hash (lease id -> tokens reserved, `anchor`, `next`; see `lua/token_bucket_lease.lua`).
+    #[must_use]
+    pub fn leases(self, name: &str) -> String {
+        self.base(name) + ":leases"
+    }
+
+    /// A [`LeakyBucket`](crate::LeakyBucket)'s recent drains: `throttle:<name>:drains`, a
+    /// sorted set (request id -> Redis time), so a drain repeated after a lost reply is not
+    /// applied twice (see `lua/leaky_bucket.lua`).
+    #[must_use]
+    pub fn drains(self, name: &str) -> String {
+        self.base(name) + ":drains"
+    }
+
     /// A [`LeakyBucket`](crate::LeakyBucket)'s state: `throttle:<name>:leaky`, a hash
     /// (`level`, `updated`, `blocked_until`, `rate`). Distinct from limitlion's bucket of the
     /// same name, so both kinds of limiter can share one throttle's knobs.
@@ -106,6 +121,8 @@ mod tests {
         assert_eq!(k.continuous("orders-db"), "throttle:orders-db:continuous");
         assert_eq!(k.holders("pool"), "throttle:pool:holders");
         assert_eq!(k.scheduled("api"), "throttle:api:scheduled");
+        assert_eq!(k.leases("api"), "throttle:api:leases");
+        assert_eq!(k.drains("api"), "throttle:api:drains");
     }
 
     #[test]
@@ -118,6 +135,8 @@ mod tests {
         assert_eq!(k.knobs("t:{tenant}"), "throttle:t:{tenant}:knobs");
         assert_eq!(k.leaky("orders"), "throttle:{orders}:leaky");
         assert_eq!(k.continuous("orders"), "throttle:{orders}:continuous");
+        assert_eq!(k.leases("orders"), "throttle:{orders}:leases");
+        assert_eq!(k.drains("orders"), "throttle:{orders}:drains");
         // `{}` is not a hash tag: Redis hashes the whole key, so we still wrap.
         assert_eq!(k.knobs("a{}b"), "throttle:{a{}b}:knobs");
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::connection::Client;
 use super::error::{Error, Result};
+use super::ids::unique_id;
 use super::keys::check_name;
 use super::reply;
 use super::script_call::ScriptCall;
@@ -120,7 +121,7 @@ impl Client {
 impl LeakyBucket {
     fn new(client: Client, name: String, params: LeakyParams) -> Self {
         let keys = client.keys();
-        let keys = [keys.leaky(&name), keys.knobs(&name)];
+        let keys = [keys.leaky(&name), keys.knobs(&name), keys.drains(&name)];
         let call = ScriptCall::new(client, name, ScriptId::LeakyBucket, &keys, |cmd| {
             cmd.arg(params.rate)
                 .arg(params.capacity)
@@ -132,7 +133,8 @@ impl LeakyBucket {
     /// Adds `amount` drops if the level stays within capacity; one atomic script call.
     ///
     /// A negative amount drains drops (never below 0) and always succeeds, unless the bucket
-    /// is blocked: while it is, every consume fails and changes nothing. An overflow changes
+    /// is blocked: while it is, every consume fails and changes nothing. A drain is applied
+    /// once even when the call is repeated after a lost reply. An overflow changes
     /// nothing but, with a block duration, blocks the bucket for that long.
     ///
     /// # Errors
@@ -161,10 +163,17 @@ impl LeakyBucket {
         self.params
             .validate()
             .map_err(|e| Error::InvalidArgument(format!("params of {:?}: {e}", self.name())))?;
+        // A drain gives drops back, so it must not count twice when the connection repeats
+        // it after a lost reply: the script applies each request id once.
+        let request = if amount < 0.0 {
+            unique_id()
+        } else {
+            String::new()
+        };
         let (allowed, level, next_us, blocked_us, source, capacity, rate): Reply = self
             .call
             .run(|cmd| {
-                cmd.arg(op).arg(amount);
+                cmd.arg(op).arg(amount).arg(request);
             })
             .await?;
         Ok(LeakyDecision {

@@ -16,6 +16,10 @@
 //! goes back when the lease ends (a timer), when the next batch is reserved (in the same call),
 //! on [`LeasedBucket::release`], or when the last clone is dropped inside a runtime.
 //!
+//! Nothing comes back that did not leave: the script records each grant under a lease id, and
+//! a give-back restores at most what that id reserved, once. A request that is not a finite
+//! number above 0 is refused before it reaches the lease in hand.
+//!
 //! A process that dies holding a lease loses at most its batch: those tokens were taken from
 //! the bucket and are not returned. The bucket itself is untouched and refills as usual.
 
@@ -27,7 +31,9 @@ use tokio::time::Instant;
 use super::error::{Error, Result};
 use super::reply::{micros, source};
 use super::scripts::ScriptId;
-use super::token_bucket::{Decision, FailMode, Source, TokenBucket, fallback, number};
+use super::token_bucket::{
+    Decision, FailMode, Source, TokenBucket, check_tokens, fallback, number,
+};
 
 /// Shortest time a batch is sized for: below it a rate estimate is noise.
 const MIN_SPAN: Duration = Duration::from_millis(1);
@@ -126,8 +132,8 @@ struct Local {
     tokens: f64,
     /// When the current lease ends (spending stops; the rest goes back).
     deadline: Instant,
-    /// The bucket's anchor when the lease was granted; `None` when no lease is held.
-    anchor: Option<String>,
+    /// The lease held, as the script knows it; `None` when none is held.
+    held: Option<Held>,
     /// The bucket is unlimited (`rps == -1`) until `deadline`.
     unlimited: bool,
     /// What the last reply said of the bucket.
@@ -178,7 +184,7 @@ impl Local {
         Self {
             tokens: 0.0,
             deadline: now,
-            anchor: None,
+            held: None,
             unlimited: false,
             source: Source::Defaults,
             capacity: f64::INFINITY,
@@ -227,9 +233,9 @@ impl Local {
     }
 
     /// Ends the lease in hand: learns the demand it saw, and hands back what to return.
-    fn close(&mut self, now: Instant) -> (f64, Option<String>) {
-        let anchor = self.anchor.take();
-        if anchor.is_some() {
+    fn close(&mut self, now: Instant) -> (f64, Option<Held>) {
+        let held = self.held.take();
+        if held.is_some() {
             let used = self.granted - self.tokens;
             let span = now
                 .min(self.deadline)
@@ -246,7 +252,7 @@ impl Local {
         self.unlimited = false;
         self.deadline = now;
         self.generation = self.generation.wrapping_add(1);
-        (if anchor.is_some() { returned } else { 0.0 }, anchor)
+        (if held.is_some() { returned } else { 0.0 }, held)
     }
 
     /// The batch to ask for next: the recent rate over what is left of the horizon (or of
@@ -263,6 +269,16 @@ impl Local {
     }
 }
 
+/// A lease as the script recorded it: the window it was granted in and its id. A give-back
+/// names both, and the script restores at most what it recorded for that id, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    /// The bucket's `refreshed` when the lease was granted ("%.17g").
+    anchor: String,
+    /// The id the script gave the lease.
+    id: String,
+}
+
 /// One reply of `lua/token_bucket_lease.lua`.
 struct Grant {
     granted: f64,
@@ -270,22 +286,26 @@ struct Grant {
     sleep: Duration,
     source: Source,
     capacity: f64,
-    anchor: String,
+    held: Held,
     restored: f64,
 }
 
 fn parse_grant(reply: &[redis::Value]) -> Result<Grant> {
     let bad = || Error::Script(format!("unexpected lease reply: {reply:?}"));
-    let [granted, tokens, sleep, code, capacity, anchor, restored] = reply else {
+    let [granted, tokens, sleep, code, capacity, anchor, restored, id] = reply else {
         return Err(bad());
     };
     let int = |v: &redis::Value| match v {
         redis::Value::Int(i) => Ok(*i),
         _ => Err(bad()),
     };
-    let anchor = match anchor {
-        redis::Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad())?,
-        _ => return Err(bad()),
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad()),
+        _ => Err(bad()),
+    };
+    let held = Held {
+        anchor: text(anchor)?,
+        id: text(id)?,
     };
     Ok(Grant {
         granted: number("granted", granted)?,
@@ -296,7 +316,7 @@ fn parse_grant(reply: &[redis::Value]) -> Result<Grant> {
             -1.0 => f64::INFINITY,
             c => c,
         },
-        anchor,
+        held,
         restored: number("restored", restored)?,
     })
 }
@@ -311,24 +331,24 @@ impl LeasedBucket {
     /// # Errors
     /// As [`TokenBucket::consume`].
     pub async fn consume(&self, tokens: f64) -> Result<Decision> {
-        if let Some(d) = self.decide_locally(tokens) {
+        if let Some(d) = self.decide_locally(tokens)? {
             return Ok(d);
         }
         self.shared.bucket.check(tokens)?;
         let _renewing = self.shared.renew.lock().await;
         let now = Instant::now();
-        let (returned, anchor, wanted) = {
+        let (returned, held, wanted) = {
             let mut local = self.shared.local();
             // Another caller may have renewed the lease while this one waited.
             if let Some(d) = local.decide(tokens, now) {
                 return Ok(d);
             }
-            let (returned, anchor) = local.close(now);
+            let (returned, held) = local.close(now);
             let wanted = local.wanted(tokens, &self.shared.options, now);
-            (returned, anchor, wanted)
+            (returned, held, wanted)
         };
         let sent = Instant::now();
-        let grant = self.exchange(returned, anchor, tokens, wanted).await?;
+        let grant = self.exchange(returned, held, tokens, wanted).await?;
         let received = Instant::now();
         let mut local = self.shared.local();
         local.stats.decisions += 1;
@@ -348,7 +368,7 @@ impl LeasedBucket {
             local.granted = grant.granted;
             local.granted_at = received;
             local.deadline = sent + self.shared.options.horizon.min(grant.sleep);
-            local.anchor = Some(grant.anchor);
+            local.held = Some(grant.held);
             if local.tokens > 0.0 {
                 self.expire_at(local.deadline, local.generation);
             }
@@ -364,9 +384,11 @@ impl LeasedBucket {
         })
     }
 
-    /// The decision the lease in hand makes without Redis, if it can make one.
-    pub(crate) fn decide_locally(&self, tokens: f64) -> Option<Decision> {
-        self.shared.local().decide(tokens, Instant::now())
+    /// The decision the lease in hand makes without Redis, if it can make one. A request
+    /// that is not a finite number above 0 is refused first, so it never touches the lease.
+    pub(crate) fn decide_locally(&self, tokens: f64) -> Result<Option<Decision>> {
+        check_tokens(tokens)?;
+        Ok(self.shared.local().decide(tokens, Instant::now()))
     }
 
     /// As [`TokenBucket::consume_or`]: when Redis is unavailable, decides by `mode`.
@@ -399,11 +421,11 @@ impl LeasedBucket {
     /// The connection's errors (the tokens are then dropped, see [`LeaseStats::dropped`]).
     pub async fn release(&self) -> Result<()> {
         let _renewing = self.shared.renew.lock().await;
-        let (returned, anchor) = self.shared.local().close(Instant::now());
-        if anchor.is_none() {
+        let (returned, held) = self.shared.local().close(Instant::now());
+        if held.is_none() {
             return Ok(());
         }
-        self.exchange(returned, anchor, 0.0, 0.0).await.map(drop)
+        self.exchange(returned, held, 0.0, 0.0).await.map(drop)
     }
 
     /// What this bucket's leases have done so far.
@@ -424,16 +446,16 @@ impl LeasedBucket {
         self.shared.options
     }
 
-    /// One call of the lease script: gives back `returned` (of the lease granted at `anchor`)
-    /// and reserves between `requested` and `wanted`.
+    /// One call of the lease script: gives back `returned` (of the lease `held`) and reserves
+    /// between `requested` and `wanted`.
     async fn exchange(
         &self,
         returned: f64,
-        anchor: Option<String>,
+        held: Option<Held>,
         requested: f64,
         wanted: f64,
     ) -> Result<Grant> {
-        exchange(&self.shared, returned, anchor, requested, wanted).await
+        exchange(&self.shared, returned, held, requested, wanted).await
     }
 
     /// Ends the lease of `generation` at `deadline` if it is still the one held, giving back
@@ -453,7 +475,7 @@ impl LeasedBucket {
 async fn exchange(
     shared: &Shared,
     returned: f64,
-    anchor: Option<String>,
+    held: Option<Held>,
     requested: f64,
     wanted: f64,
 ) -> Result<Grant> {
@@ -461,7 +483,7 @@ async fn exchange(
         &shared.bucket,
         shared.options.max_share,
         returned,
-        anchor.as_deref(),
+        held.as_ref(),
         requested,
         wanted,
     )
@@ -479,22 +501,27 @@ async fn exchange(
 }
 
 /// One call of `lua/token_bucket_lease.lua` (its arguments are described there).
+///
+/// Safe to repeat (the connection does after a dropped link): a repeated give-back finds its
+/// lease's record gone and restores nothing, and a repeated reservation only takes tokens.
 async fn call(
     bucket: &TokenBucket,
     max_share: f64,
     returned: f64,
-    anchor: Option<&str>,
+    held: Option<&Held>,
     requested: f64,
     wanted: f64,
 ) -> Result<Grant> {
+    let (anchor, id) = held.map_or(("", ""), |h| (h.anchor.as_str(), h.id.as_str()));
     let reply: Vec<redis::Value> = bucket
         .call()
         .run_as(ScriptId::TokenBucketLease, |cmd| {
             cmd.arg(returned)
-                .arg(anchor.unwrap_or(""))
+                .arg(anchor)
                 .arg(requested)
                 .arg(wanted)
-                .arg(max_share);
+                .arg(max_share)
+                .arg(id);
         })
         .await?;
     parse_grant(&reply)
@@ -505,7 +532,7 @@ async fn expire(shared: &Weak<Shared>, generation: u64) {
         return;
     };
     let _renewing = shared.renew.lock().await;
-    let (returned, anchor) = {
+    let (returned, held) = {
         let mut local = shared.local();
         if local.generation != generation {
             return;
@@ -513,7 +540,7 @@ async fn expire(shared: &Weak<Shared>, generation: u64) {
         local.close(Instant::now())
     };
     if returned > 0.0
-        && let Err(error) = exchange(&shared, returned, anchor, 0.0, 0.0).await
+        && let Err(error) = exchange(&shared, returned, held, 0.0, 0.0).await
     {
         tracing::debug!(bucket = shared.bucket.name(), %error, "returning a lease's rest failed; its tokens are dropped");
     }
@@ -523,7 +550,7 @@ impl Drop for Shared {
     /// Gives the rest of the lease in hand back, if a runtime is there to send it.
     fn drop(&mut self) {
         let local = self.local.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let (returned, anchor) = local.close(Instant::now());
+        let (returned, held) = local.close(Instant::now());
         if returned <= 0.0 {
             return;
         }
@@ -533,7 +560,7 @@ impl Drop for Shared {
         let bucket = self.bucket.clone();
         let max_share = self.options.max_share;
         runtime.spawn(async move {
-            let _ = call(&bucket, max_share, returned, anchor.as_deref(), 0.0, 0.0).await;
+            let _ = call(&bucket, max_share, returned, held.as_ref(), 0.0, 0.0).await;
         });
     }
 }
@@ -555,7 +582,10 @@ mod tests {
         let now = Instant::now();
         let mut l = local(now);
         l.tokens = 2.0;
-        l.anchor = Some("1".into());
+        l.held = Some(Held {
+            anchor: "1".into(),
+            id: "1".into(),
+        });
         l.deadline = now + Duration::from_millis(10);
         assert!(l.decide(1.0, now).unwrap().allowed);
         assert!(l.decide(1.0, now).unwrap().allowed);
@@ -588,7 +618,10 @@ mod tests {
         // No history: a batch is the request.
         assert_eq!(l.wanted(1.0, &options, now), 1.0);
         // 10 tokens spent in 1 ms: 10,000/s, 500 over the 50 ms horizon, capped at 1 % of 1000.
-        l.anchor = Some("1".into());
+        l.held = Some(Held {
+            anchor: "1".into(),
+            id: "1".into(),
+        });
         l.granted = 10.0;
         l.deadline = now + Duration::from_millis(50);
         let (returned, _) = l.close(now + Duration::from_millis(1));
@@ -600,7 +633,10 @@ mod tests {
         l.window_end = now + Duration::from_millis(2);
         assert!((l.wanted(1.0, &options, now) - 20.0).abs() < 1e-6);
         // A lull halves the estimate, not more.
-        l.anchor = Some("1".into());
+        l.held = Some(Held {
+            anchor: "1".into(),
+            id: "1".into(),
+        });
         l.granted = 0.0;
         l.granted_at = now;
         let _ = l.close(now + Duration::from_millis(50));

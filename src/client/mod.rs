@@ -8,6 +8,7 @@ mod coalesce;
 mod connection;
 mod continuous_bucket;
 mod error;
+mod ids;
 pub mod keys;
 mod knobs;
 mod leaky_bucket;

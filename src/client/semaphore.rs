@@ -19,14 +19,14 @@
 pub(crate) mod blocking;
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::connection::Client;
 use super::error::{Error, Result};
+use super::ids::unique_id;
 use super::keys::check_name;
 use super::reply;
 use super::script_call::ScriptCall;
@@ -392,18 +392,11 @@ fn lease_ms(lease: Duration) -> u64 {
     u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A holder id unique to this acquisition, fleet-wide: 64 random bits drawn once per process,
-/// the process id, and a counter. The same id is used for every call of one acquire, so a
-/// call repeated after a lost reply finds its own slot rather than taking a second one.
+/// A holder id unique to this acquisition, fleet-wide. The same id is used for every call of
+/// one acquire, so a call repeated after a lost reply finds its own slot rather than taking a
+/// second one, and a repeated release removes nothing but its own slot.
 fn holder_id() -> String {
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let random =
-            RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
-        format!("{random:016x}-{}", std::process::id())
-    });
-    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    unique_id()
 }
 
 /// `d` shortened by a random fraction of up to half.
@@ -415,14 +408,6 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn holder_ids_are_unique() {
-        let a = holder_id();
-        let b = holder_id();
-        assert_ne!(a, b);
-        assert_eq!(a.rsplit_once('-').unwrap().0, b.rsplit_once('-').unwrap().0);
-    }
 
     #[test]
     fn jitter_stays_within_half() {

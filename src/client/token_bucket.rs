@@ -85,7 +85,8 @@ crate::client::script_call::limiter_accessors!(TokenBucket, call, defaults: Knob
 impl TokenBucket {
     pub(crate) fn new(client: Client, name: String, defaults: Knobs) -> Self {
         let keys = client.keys();
-        let keys = [keys.bucket(&name), keys.knobs(&name)];
+        // The leases hash is only the leased form's; the others ignore it.
+        let keys = [keys.bucket(&name), keys.knobs(&name), keys.leases(&name)];
         let call = ScriptCall::new(client, name, ScriptId::TokenBucket, &keys, |cmd| {
             cmd.arg(defaults.rps)
                 .arg(defaults.burst)
@@ -157,15 +158,22 @@ impl TokenBucket {
     }
 
     pub(crate) fn check(&self, tokens: f64) -> Result<()> {
-        if !(tokens > 0.0 && tokens.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "tokens must be a finite number above 0; got {tokens}"
-            )));
-        }
+        check_tokens(tokens)?;
         check_name(self.name()).map_err(Error::InvalidArgument)?;
         self.defaults
             .validate()
             .map_err(|e| Error::InvalidArgument(format!("defaults of {:?}: {e}", self.name())))
+    }
+}
+
+/// Refuses a request that is not a finite number of tokens above 0.
+pub(crate) fn check_tokens(tokens: f64) -> Result<()> {
+    if tokens > 0.0 && tokens.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "tokens must be a finite number above 0; got {tokens}"
+        )))
     }
 }
 

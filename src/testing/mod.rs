@@ -9,6 +9,7 @@ mod cluster;
 mod http;
 mod process;
 mod prometheus;
+mod proxy;
 mod python;
 mod redis_server;
 
@@ -16,5 +17,6 @@ pub use cluster::RedisCluster;
 pub use http::{Answer, Exporter, Scripted};
 pub use process::{FixtureError, free_port};
 pub use prometheus::PrometheusServer;
+pub use proxy::Proxy;
 pub use python::{LimitlionDriver, python};
 pub use redis_server::{RedisServer, TlsMaterial};
