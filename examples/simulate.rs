@@ -3,8 +3,12 @@
 //! seed; no servers.
 //!
 //! ```text
-//! cargo run --release --example simulate -- --scenario NAME|all|FILE.yaml [--seed N] [--out DIR] [--json]
+//! cargo run --release --example simulate -- --scenario NAME|all|families|FILE.yaml [--seed N] [--out DIR] [--json]
+//! cargo run --release --example simulate -- --judge --scenario families --seeds 1-5
 //! ```
+//!
+//! `--judge` measures every law phase by phase against the best static limit of each phase
+//! (searched over `rps` and window, in hindsight), over several seeds (see `sim::judge`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,12 +34,22 @@ struct Args {
     /// Only the laws whose name contains this (e.g. `predictive`, `static`).
     #[arg(long)]
     law: Option<String>,
+    /// Judge each law phase by phase against the best static limit of each phase.
+    #[arg(long)]
+    judge: bool,
+    /// With `--judge`: the seeds, as `FIRST-LAST`.
+    #[arg(long, default_value = "1-5")]
+    seeds: String,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let scenarios = match args.scenario.as_str() {
         "all" => Scenario::all(),
+        "families" => sim::scenario::FAMILIES
+            .iter()
+            .filter_map(|n| Scenario::built_in(n))
+            .collect(),
         name => match Scenario::built_in(name) {
             Some(s) => vec![s],
             None => match Scenario::load(std::path::Path::new(name)) {
@@ -56,6 +70,21 @@ fn main() -> ExitCode {
     {
         eprintln!("cannot create {}: {e}", dir.display());
         return ExitCode::FAILURE;
+    }
+    if args.judge {
+        let Some((first, last)) = args
+            .seeds
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            .filter(|(a, b)| a <= b && b - a < 1000)
+        else {
+            eprintln!("--seeds takes FIRST-LAST, e.g. 1-5");
+            return ExitCode::from(64);
+        };
+        for scenario in &scenarios {
+            judged(scenario, first..=last, args.law.as_deref());
+        }
+        return ExitCode::SUCCESS;
     }
     let mut json = Vec::new();
     for scenario in &scenarios {
@@ -86,6 +115,56 @@ fn main() -> ExitCode {
         println!("{}", serde_json::Value::Array(json));
     }
     ExitCode::SUCCESS
+}
+
+/// One scenario judged over `seeds`: per law, per phase, the worst seed's compliance, goodput
+/// (over the best static of the phase), recovery and overshoot.
+fn judged(scenario: &Scenario, seeds: std::ops::RangeInclusive<u64>, only: Option<&str>) {
+    use sim::judge::{PhaseScore, judge_all};
+    println!("\n{} — {}", scenario.name, scenario.description);
+    let all: Vec<_> = seeds.map(|seed| judge_all(scenario, seed, only)).collect();
+    let Some(first) = all.first() else { return };
+    for (p, r) in first.references.iter().enumerate() {
+        let rates: Vec<String> = all
+            .iter()
+            .map(|j| format!("{:.0}", j.references[p].good_rate))
+            .collect();
+        println!(
+            "  phase {p}: best static (seed {}) {}; good/s by seed {}",
+            first.seed,
+            r.law,
+            rates.join(" ")
+        );
+    }
+    println!(
+        "  {:<34} {:>5} {:>11} {:>9} {:>9} {:>10}",
+        "law (worst seed per phase)", "phase", "compliance", "goodput", "recovery", "overshoot"
+    );
+    for (i, (law, _)) in first.laws.iter().enumerate() {
+        for p in 0..first.references.len() {
+            let each: Vec<&PhaseScore> = all.iter().map(|j| &j.laws[i].1[p]).collect();
+            let worst =
+                |f: fn(&PhaseScore) -> f64| each.iter().map(|s| f(s)).fold(f64::INFINITY, f64::min);
+            let recovery = if p == 0 {
+                "-".to_owned()
+            } else {
+                each.iter()
+                    .map(|s| s.recovery)
+                    .try_fold(0, |w, r| r.map(|r| w.max(r)))
+                    .map_or_else(|| "never".to_owned(), |r| r.to_string())
+            };
+            let overshoot = each.iter().map(|s| s.overshoot).fold(0.0_f64, f64::max);
+            println!(
+                "  {:<34} {:>5} {:>10.1}% {:>8.1}% {:>9} {:>9.1}%",
+                if p == 0 { law.as_str() } else { "" },
+                p,
+                worst(|s| s.compliance) * 100.0,
+                worst(|s| s.goodput) * 100.0,
+                recovery,
+                overshoot * 100.0
+            );
+        }
+    }
 }
 
 fn table(scenario: &Scenario, traces: &[Trace]) {

@@ -346,3 +346,33 @@ fn redis_secrets_have_one_source_and_tls_settings_need_tls() {
     assert_eq!(tls.key_file.as_deref(), Some(std::path::Path::new("/k")));
     assert_eq!(c.redis.password_env.as_deref(), Some("P"));
 }
+
+#[test]
+fn bounds_that_would_let_limitlion_delete_its_bucket_are_refused_at_their_line() {
+    let policy = |bounds: &str, extra: &str| {
+        format!(
+            "throttles:\n  - name: t\n    defaults: {{ rps: 10, burst: 1, window: 1 }}\n    \
+             bounds: {{ min_rps: 5, max_rps: 20{bounds} }}\n    \
+             signal: {{ query: up, target: 1 }}\n{extra}"
+        )
+    };
+    // 1 x 0.4 = 0.4: limitlion's EXPIRE of floor(0.8) = 0 would delete the bucket.
+    assert_eq!(
+        errors(&policy(", min_window: 0.4", "")),
+        vec![(4, "throttles[0].bounds.min_window".to_owned())]
+    );
+    assert_eq!(
+        errors(&policy(", min_burst: 0.25", "")),
+        vec![(4, "throttles[0].bounds.min_burst".to_owned())]
+    );
+    let small_defaults = policy("", "").replace("window: 1 }", "window: 0.25 }");
+    assert_eq!(
+        errors(&small_defaults),
+        vec![(3, "throttles[0].defaults.window".to_owned())]
+    );
+    // 0.5 is the least limitlion keeps; a fleet without limitlion may go lower.
+    assert!(config::parse(&policy(", min_window: 0.5", ""), "t.yaml").is_ok());
+    let without = policy(", min_window: 0.1", "    limitlion: false\n");
+    let c = config::parse(&without, "t.yaml").expect("no limitlion, no rule");
+    assert!(!c.throttles[0].limitlion);
+}

@@ -227,3 +227,68 @@ async fn wait_for_empty(client: &regulator::Client, name: &str, anchor: i64) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The knobs the default law writes when a policy lets burst and window shrink as far as
+/// `check` allows (min burst × min window = 0.5), after a long overload.
+fn smallest_knobs_the_daemon_writes() -> regulator::Knobs {
+    use regulator::daemon::config;
+    use regulator::daemon::control::Controller;
+    let c = config::parse(
+        "throttles:\n  - name: t\n    defaults: { rps: 20, burst: 1, window: 1 }\n    \
+         bounds: { min_rps: 2, max_rps: 100, min_burst: 1, min_window: 0.5 }\n    \
+         signal: { query: up, target: 0.25 }\n",
+        "t.yaml",
+    )
+    .expect("bounds that keep burst × window at 0.5 are valid");
+    let mut controller = Controller::new(&c.throttles[0], std::time::Duration::from_secs(10));
+    let mut k = controller.initial();
+    for i in 1..=50u32 {
+        let s = std::time::Duration::from_secs(u64::from(i) * 10);
+        // A worse overload every tick: each is news, and each cuts.
+        k = controller.tick(k, 0.5 * f64::from(i), s).knobs;
+    }
+    assert_eq!(
+        (k.rps, k.burst, k.window),
+        (2.0, 1.0, 0.5),
+        "at every minimum"
+    );
+    k
+}
+
+#[test]
+fn a_python_worker_stays_limited_at_the_smallest_knobs_the_daemon_writes() {
+    let server = redis();
+    server.freeze_time(T0, 0);
+    let mut py = limitlion(&server);
+    let smallest = smallest_knobs_the_daemon_writes();
+    let calls = |py: &mut LimitlionDriver, name: &str| {
+        (0..20)
+            .filter(|_| py_throttle(py, name, 100.0, 1.0, 1.0)["allowed"] == json!(true))
+            .count()
+    };
+    let set = |name: &str, k: regulator::Knobs| {
+        let (r, b, w) = (k.rps.to_string(), k.burst.to_string(), k.window.to_string());
+        let key = format!("throttle:{name}:knobs");
+        let _: () = server.cmd(&["HSET", &key, "rps", &r, "burst", &b, "window", &w]);
+    };
+    // 2 rps × 1 × 0.5 s: one token a half-second window. Twenty calls in one frozen instant
+    // get one, and limitlion keeps its bucket.
+    set("smallest", smallest);
+    assert_eq!(calls(&mut py, "smallest"), 1);
+    assert!(server.cmd::<bool>(&["EXISTS", "throttle:smallest"]));
+    // The hazard the rule guards against is real: at burst × window 0.4 limitlion's
+    // EXPIRE 0 deletes the bucket on every call, and its worker runs unlimited.
+    set(
+        "hazard",
+        regulator::Knobs {
+            window: 0.4,
+            ..smallest
+        },
+    );
+    assert_eq!(
+        calls(&mut py, "hazard"),
+        20,
+        "limitlion unlimited below 0.5"
+    );
+    assert!(!server.cmd::<bool>(&["EXISTS", "throttle:hazard"]));
+}

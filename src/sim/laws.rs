@@ -14,8 +14,9 @@ pub trait Law {
     fn name(&self) -> String;
     /// The knobs before the first tick (the daemon writes nothing until it ticks).
     fn initial(&self) -> Knobs;
-    /// One tick: `signal` is `None` when Prometheus had no usable answer.
-    fn tick(&mut self, current: Knobs, signal: Option<f64>, now: Duration) -> Knobs;
+    /// One tick: `signal` is `None` when Prometheus had no usable answer; `served` is how
+    /// many queries the fleet sent since the last tick (what a per-request law samples).
+    fn tick(&mut self, current: Knobs, signal: Option<f64>, served: f64, now: Duration) -> Knobs;
 }
 
 /// The daemon's controller for a policy.
@@ -44,7 +45,7 @@ impl Law for Daemon {
         self.controller.initial()
     }
 
-    fn tick(&mut self, current: Knobs, signal: Option<f64>, now: Duration) -> Knobs {
+    fn tick(&mut self, current: Knobs, signal: Option<f64>, _served: f64, now: Duration) -> Knobs {
         match signal {
             Some(s) => self.controller.tick(current, s, now).knobs,
             None => self.controller.no_data(current).knobs,
@@ -55,10 +56,11 @@ impl Law for Daemon {
 /// Which baseline.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
-    /// One `rps` for the whole run.
-    Static(f64),
-    /// Netflix concurrency-limits' `AIMDLimit`, a tick as a sample: `×0.9` when the signal
-    /// is over the target, `+1` otherwise.
+    /// The same knobs for the whole run.
+    Static(Knobs),
+    /// Netflix concurrency-limits' `AIMDLimit` as published: `+1` for every request sampled
+    /// while the limit is in use (at least half of it sent) and the signal is within the
+    /// target, `×0.9` when it is over.
     NetflixAimd,
     /// Envoy's adaptive-concurrency gradient: `limit × clamp((minRTT + buffer) / sample,
     /// 0.5, 2) + √limit`, with minRTT the lowest signal seen and the buffer set so that
@@ -78,6 +80,7 @@ pub struct Baseline {
     target: f64,
     min_signal: f64,
     ramp: f64,
+    last: Duration,
 }
 
 impl Baseline {
@@ -92,6 +95,7 @@ impl Baseline {
             target: policy.signal.target,
             min_signal: f64::INFINITY,
             ramp: 0.0,
+            last: Duration::ZERO,
         }
     }
 }
@@ -108,26 +112,30 @@ impl Law for Baseline {
 
     fn initial(&self) -> Knobs {
         match self.kind {
-            Kind::Static(rps) => Knobs {
-                rps,
-                ..self.defaults
-            },
+            Kind::Static(knobs) => knobs,
             _ => self.defaults,
         }
     }
 
-    fn tick(&mut self, current: Knobs, signal: Option<f64>, _now: Duration) -> Knobs {
+    fn tick(&mut self, current: Knobs, signal: Option<f64>, served: f64, now: Duration) -> Knobs {
+        let dt = now.saturating_sub(self.last).as_secs_f64();
+        self.last = now;
+        if let Kind::Static(knobs) = self.kind {
+            return knobs;
+        }
         let Some(s) = signal.filter(|s| s.is_finite() && *s >= 0.0) else {
             return current;
         };
         let rps = current.rps;
         let next = match self.kind {
-            Kind::Static(rps) => rps,
+            Kind::Static(knobs) => knobs.rps,
             Kind::NetflixAimd => {
                 if s > self.target {
                     rps * 0.9
+                } else if served >= 0.5 * rps * dt {
+                    rps + served
                 } else {
-                    rps + 1.0
+                    rps
                 }
             }
             Kind::EnvoyGradient => {

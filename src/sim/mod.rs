@@ -8,12 +8,14 @@
 //!   queue, its latency histogram, Prometheus' scrapes and `histogram_quantile`.
 //! - [`laws`]: the daemon's controller and the baselines from other systems.
 //! - [`score`]: compliance, goodput, settling, overshoot, oscillation.
+//! - [`judge`]: each capacity phase against the best static limit of that phase, in hindsight.
 //! - [`plot`]: one figure per scenario, a panel per law (SVG and PNG).
 //! - `rng`: the seeded random source: the same seed gives the same run, on any machine.
 //!
 //! Every law of one comparison sees the same noise: noise and jitter come from their own
 //! seeded streams, so nothing a law does changes what the others face.
 
+pub mod judge;
 pub mod laws;
 pub mod plant;
 pub mod plot;
@@ -28,7 +30,7 @@ use serde::Serialize;
 use crate::Knobs;
 use crate::daemon::config::Control;
 use laws::{Baseline, Daemon, Kind, Law};
-use plant::{Plant, QUANTILE, STEP, quantile};
+use plant::{Plant, QUANTILE, STEP};
 use rng::Rng;
 pub use scenario::Scenario;
 pub use score::{Score, score};
@@ -46,6 +48,8 @@ pub struct Period {
     pub served: f64,
     /// Tries denied by the bucket.
     pub denied: f64,
+    /// Queries whose client gave up (a timeout): served, but not good.
+    pub timeouts: f64,
     /// True p99 of the queries served in it; `None` if none was.
     pub p99: Option<f64>,
     /// What the daemon's last query in it returned.
@@ -87,6 +91,7 @@ pub fn run(scenario: &Scenario, law: &mut dyn Law, seed: u64) -> Trace {
     let defaults: Knobs = scenario.policy.throttle.defaults.into();
     let mut stored: Option<Knobs> = None;
     let mut signal = None;
+    let mut sent = 0.0;
     let steps = (scenario.duration.as_secs_f64() / STEP).round() as u64;
     let per_period = (interval / STEP).round().max(1.0) as u64;
     let mut periods = Vec::with_capacity((steps / per_period) as usize + 1);
@@ -96,7 +101,9 @@ pub fn run(scenario: &Scenario, law: &mut dyn Law, seed: u64) -> Trace {
         if t >= next_tick {
             signal = plant.query(t);
             let current = stored.unwrap_or_else(|| law.initial());
-            stored = Some(law.tick(current, signal, Duration::from_secs_f64(t)));
+            let served = plant.sent() - sent;
+            sent = plant.sent();
+            stored = Some(law.tick(current, signal, served, Duration::from_secs_f64(t)));
             next_tick += interval * (1.0 + scenario.jitter * (2.0 * jitter.uniform() - 1.0));
         }
         let knobs = stored.unwrap_or(defaults);
@@ -105,15 +112,16 @@ pub fn run(scenario: &Scenario, law: &mut dyn Law, seed: u64) -> Trace {
         demand += scenario.demand_at(t);
         if (k + 1) % per_period == 0 || k + 1 == steps {
             let n = ((k % per_period) + 1) as f64;
-            let (slices, denied) = plant.take_period();
+            let mut taken = plant.take_period();
             let mean_capacity = capacity / n;
             periods.push(Period {
                 end: (k + 1) as f64 * STEP,
                 length: n * STEP,
                 knobs,
-                served: slices.iter().map(|s| s.served).sum(),
-                denied,
-                p99: quantile(&slices, QUANTILE),
+                served: taken.latencies.count(),
+                denied: taken.denied,
+                timeouts: taken.timeouts,
+                p99: taken.latencies.quantile(QUANTILE),
                 signal,
                 capacity: mean_capacity,
                 slo_capacity: scenario.slo_capacity(mean_capacity),
@@ -168,9 +176,9 @@ fn reachable(scenario: &Scenario, capacity: f64) -> f64 {
             let t = k as f64 * STEP;
             plant.step(t, Knobs { rps, ..defaults });
             if (k + 1) % (5.0 / STEP) as u64 == 0 {
-                let (slices, _) = plant.take_period();
+                let mut taken = plant.take_period();
                 if t > 10.0 {
-                    worst = worst.max(quantile(&slices, QUANTILE).unwrap_or(0.0));
+                    worst = worst.max(taken.latencies.quantile(QUANTILE).unwrap_or(0.0));
                 }
             }
         }
@@ -191,6 +199,24 @@ fn reachable(scenario: &Scenario, capacity: f64) -> f64 {
 /// burst and window fixed when the policy controls them, the daemon's other laws with their
 /// default parameters, and the baselines; only those whose name contains `only`, if given.
 pub fn compare(scenario: &Scenario, seed: u64, only: Option<&str>) -> Vec<Trace> {
+    let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
+    let mut traces: Vec<Trace> = contenders(scenario)
+        .iter_mut()
+        .filter(|l| wanted(&l.name()))
+        .map(|l| run(scenario, &mut **l, seed))
+        .collect();
+    if wanted("static (best)") {
+        traces.push(best_static(scenario, seed));
+    }
+    traces
+}
+
+/// The adaptive laws a scenario compares: the policy as configured (first), the same with
+/// burst and window fixed when the policy controls them, the daemon's other laws with the
+/// parameters a user would set for the scenario (AIMD adding 2.5% of the highest capacity a
+/// tick), and the baselines as published.
+#[must_use]
+pub fn contenders(scenario: &Scenario) -> Vec<Box<dyn Law>> {
     let policy = &scenario.policy.throttle;
     let interval = scenario.policy.interval;
     let law = policy.control.law();
@@ -216,10 +242,17 @@ pub fn compare(scenario: &Scenario, seed: u64, only: Option<&str>) -> Vec<Trace>
             interval,
         )));
     }
+    let (_, highest) = capacity_range(scenario);
     for other in Control::defaults() {
         if other.law() != law {
             let mut p = policy.clone();
-            p.control = other;
+            p.control = match other {
+                Control::Aimd { decrease, .. } => Control::Aimd {
+                    increase: Some(highest * 0.025),
+                    decrease,
+                },
+                other => other,
+            };
             laws.push(Box::new(Daemon::new(
                 format!("regulator {}", other.law()),
                 &p,
@@ -230,58 +263,81 @@ pub fn compare(scenario: &Scenario, seed: u64, only: Option<&str>) -> Vec<Trace>
     for kind in [Kind::NetflixAimd, Kind::EnvoyGradient, Kind::Aperture] {
         laws.push(Box::new(Baseline::new(kind, policy)));
     }
-    let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
-    let mut traces: Vec<Trace> = laws
-        .iter_mut()
-        .filter(|l| wanted(&l.name()))
-        .map(|l| run(scenario, &mut **l, seed))
-        .collect();
-    if wanted("static (best)") {
-        traces.push(best_static(scenario, seed));
-    }
-    traces
+    laws
 }
 
-/// The static limit with the best compliance × goodput, chosen in hindsight: a geometric
-/// grid over the SLO-capacities the scenario goes through, then a finer one around the best.
+/// The static limits a comparison searches: a geometric grid of `rps` from a tenth of the
+/// lowest scheduled capacity to 1.2 times the highest, at each window of [`STATIC_WINDOWS`]
+/// (times the default window; never under what keeps `burst × window` at 0.5 or more, so
+/// limitlion keeps its bucket), each run whole.
+#[must_use]
+pub fn statics(scenario: &Scenario, seed: u64) -> Vec<Trace> {
+    let (lo, hi) = capacity_range(scenario);
+    grid(lo * 0.1, hi * 1.2, STATIC_GRID)
+        .flat_map(|rps| static_windows(scenario).map(move |w| (rps, w)))
+        .map(|(rps, window)| run_static(scenario, seed, rps, window))
+        .collect()
+}
+
+/// Windows a static limit is searched over, as shares of the policy's default window.
+pub const STATIC_WINDOWS: [f64; 3] = [2.0, 1.0, 0.5];
+/// Points of the static `rps` grid.
+const STATIC_GRID: u32 = 20;
+
+fn static_windows(scenario: &Scenario) -> impl Iterator<Item = f64> + use<> {
+    let d = scenario.policy.throttle.defaults;
+    let least = 0.5 / d.burst.max(f64::MIN_POSITIVE);
+    let mut windows: Vec<f64> = STATIC_WINDOWS
+        .iter()
+        .map(|f| (f * d.window).max(least))
+        .collect();
+    windows.dedup();
+    windows.into_iter()
+}
+
+fn capacity_range(scenario: &Scenario) -> (f64, f64) {
+    scenario
+        .capacity
+        .iter()
+        .map(|p| p.capacity)
+        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), c| {
+            (lo.min(c), hi.max(c))
+        })
+}
+
+/// `n` points from `from` to `to`, evenly spaced in log.
+fn grid(from: f64, to: f64, n: u32) -> impl Iterator<Item = f64> {
+    (0..n).map(move |i| from * (to / from).powf(f64::from(i) / f64::from(n.max(2) - 1)))
+}
+
+/// One static run at `rps` and `window` (the default burst).
+#[must_use]
+pub fn run_static(scenario: &Scenario, seed: u64, rps: f64, window: f64) -> Trace {
+    let policy = &scenario.policy.throttle;
+    let knobs = Knobs {
+        rps,
+        burst: policy.defaults.burst,
+        window,
+    };
+    let mut trace = run(
+        scenario,
+        &mut Baseline::new(Kind::Static(knobs), policy),
+        seed,
+    );
+    trace.law = format!("static {rps:.0} rps, window {window}");
+    trace
+}
+
+/// The static limit with the best compliance × goodput over the whole run, chosen in
+/// hindsight among [`statics`].
 ///
 /// # Panics
 /// Never: the grid is not empty.
 pub fn best_static(scenario: &Scenario, seed: u64) -> Trace {
-    let policy = &scenario.policy.throttle;
-    let (lo, hi) = scenario
-        .capacity
-        .iter()
-        .map(|p| scenario.slo_capacity(p.capacity))
-        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), c| {
-            (lo.min(c), hi.max(c))
-        });
-    let clamp = |r: f64| r.max(policy.bounds.min_rps).min(policy.bounds.max_rps);
-    let try_rps = |rps: f64| {
-        run(
-            scenario,
-            &mut Baseline::new(Kind::Static(clamp(rps)), policy),
-            seed,
-        )
-    };
-    let grid = |from: f64, to: f64, n: u32| {
-        (0..n).map(move |i| from * (to / from).powf(f64::from(i) / f64::from(n - 1)))
-    };
-    let better = |a: Trace, b: Trace| {
-        if b.score.product() > a.score.product() {
-            b
-        } else {
-            a
-        }
-    };
-    let (from, to) = (lo * 0.5, hi * 1.2);
-    let ratio = (to / from).powf(1.0 / 15.0);
-    let coarse = grid(from, to, 16)
-        .map(try_rps)
-        .reduce(better)
+    let mut best = statics(scenario, seed)
+        .into_iter()
+        .max_by(|a, b| a.score.product().total_cmp(&b.score.product()))
         .expect("a grid");
-    let best = coarse.periods.first().map_or(from, |p| p.knobs.rps);
-    grid(best / ratio, best * ratio, 7)
-        .map(try_rps)
-        .fold(coarse, better)
+    best.law = best.law.replacen("static", "static (best)", 1);
+    best
 }

@@ -13,7 +13,7 @@ use crate::daemon::config::{ConfigError, ConfigErrors, Throttle, parse};
 use crate::daemon::reconcile::Policy;
 
 /// The built-in scenarios, by name, as YAML.
-pub const BUILT_IN: [(&str, &str); 7] = [
+pub const BUILT_IN: [(&str, &str); 12] = [
     ("step-down", include_str!("scenarios/step-down.yaml")),
     ("step-up", include_str!("scenarios/step-up.yaml")),
     ("ramp", include_str!("scenarios/ramp.yaml")),
@@ -21,6 +21,30 @@ pub const BUILT_IN: [(&str, &str); 7] = [
     ("slow-signal", include_str!("scenarios/slow-signal.yaml")),
     ("vanish", include_str!("scenarios/vanish.yaml")),
     ("bursty", include_str!("scenarios/bursty.yaml")),
+    (
+        "family-formula",
+        include_str!("scenarios/family-formula.yaml"),
+    ),
+    ("family-pool", include_str!("scenarios/family-pool.yaml")),
+    ("family-cliff", include_str!("scenarios/family-cliff.yaml")),
+    (
+        "family-saturating",
+        include_str!("scenarios/family-saturating.yaml"),
+    ),
+    (
+        "family-neighbour",
+        include_str!("scenarios/family-neighbour.yaml"),
+    ),
+];
+
+/// The plant families every law is judged on: one scenario each, the same capacity schedule
+/// (halved, then back), so that a law is never judged on its own model alone.
+pub const FAMILIES: [&str; 5] = [
+    "family-formula",
+    "family-pool",
+    "family-cliff",
+    "family-saturating",
+    "family-neighbour",
 ];
 
 /// Longest scenario: a day of simulated time keeps every count and product of durations far
@@ -40,6 +64,8 @@ pub struct Scenario {
     pub warmup: Duration,
     /// The backend's capacity over time.
     pub capacity: Vec<CapacityPoint>,
+    /// The backend's family.
+    pub plant: PlantModel,
     /// How latency responds to load.
     pub latency: LatencyModel,
     /// How much the fleet wants.
@@ -66,6 +92,66 @@ pub struct CapacityPoint {
     /// Reach it linearly from the previous point (default: a step at `at`).
     #[serde(default)]
     pub ramp: bool,
+}
+
+/// The backend's family: how its latency answers the rate it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PlantModel {
+    /// The queueing formula: p99 `latency.base / (1 - utilization)`, plus the backlog's wait.
+    /// The predictive law inverts this very formula: judged on it alone, it proves little.
+    #[default]
+    Formula,
+    /// A connection pool simulated query by query: `servers` connections, each query waits
+    /// (first come, first served) for a free one and holds it for a log-normal service time
+    /// (log standard deviation `sigma`; the mean makes the pool's throughput the scheduled
+    /// capacity); a query that waits past `timeout` is given up. `latency.base` is unused.
+    Pool {
+        /// Connections.
+        servers: u32,
+        /// Standard deviation of the log of the service time.
+        sigma: f64,
+        /// The client's timeout.
+        #[serde(with = "duration")]
+        timeout: Duration,
+    },
+    /// Flat latency (`latency.base`) until saturation; past it the backlog's wait, up to the
+    /// client's `timeout`, where queries are given up.
+    Cliff {
+        /// The client's timeout.
+        #[serde(with = "duration")]
+        timeout: Duration,
+    },
+    /// The formula, but every latency is seen capped at the client's `timeout`: far past the
+    /// target the signal stops growing, however deep the overload.
+    Saturating {
+        /// The client's timeout.
+        #[serde(with = "duration")]
+        timeout: Duration,
+    },
+    /// The formula on a capacity shared with a neighbour who takes `share` of it in the first
+    /// half of every `period`: the latency moves with something other than the rate.
+    Neighbour {
+        /// The neighbour's share of the capacity while it runs, in [0, 0.9].
+        share: f64,
+        /// One on/off cycle of the neighbour.
+        #[serde(with = "duration")]
+        period: Duration,
+    },
+}
+
+impl PlantModel {
+    /// Its name in tables.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Formula => "formula",
+            Self::Pool { .. } => "pool",
+            Self::Cliff { .. } => "cliff",
+            Self::Saturating { .. } => "saturating",
+            Self::Neighbour { .. } => "neighbour",
+        }
+    }
 }
 
 /// Latency: a queue's p99 is `base / (1 - utilization)`, plus the backlog's wait when the
@@ -171,6 +257,8 @@ struct File {
     warmup: Option<Duration>,
     capacity: Vec<CapacityPoint>,
     #[serde(default)]
+    plant: PlantModel,
+    #[serde(default)]
     latency: LatencyModel,
     demand: Demand,
     #[serde(default)]
@@ -273,6 +361,7 @@ impl Scenario {
             duration: file.duration,
             warmup: file.warmup.unwrap_or(interval.saturating_mul(10)),
             capacity: file.capacity,
+            plant: file.plant,
             latency: file.latency,
             demand: file.demand,
             measurement: file.measurement,
@@ -444,6 +533,7 @@ impl Scenario {
             "latency.noise_time",
             "must be above 0",
         );
+        self.plant_model(&mut check);
         self.fleet_and_measurement(&mut check);
         check(
             (0.0..=0.5).contains(&self.jitter),
@@ -451,6 +541,51 @@ impl Scenario {
             "must be in [0, 0.5]",
         );
         p
+    }
+
+    fn plant_model(&self, check: &mut impl FnMut(bool, &str, &str)) {
+        let timeout = |t: Duration, check: &mut dyn FnMut(bool, &str, &str)| {
+            check(
+                t.as_secs_f64() > self.policy.throttle.signal.target && t.as_secs() <= 30,
+                "plant.timeout",
+                "must be above the policy's target and at most 30s",
+            );
+        };
+        match self.plant {
+            PlantModel::Formula => {}
+            PlantModel::Pool {
+                servers,
+                sigma,
+                timeout: t,
+            } => {
+                check(
+                    (1..=10_000).contains(&servers),
+                    "plant.servers",
+                    "must be in [1, 10000]",
+                );
+                check(
+                    sigma.is_finite() && (0.0..=3.0).contains(&sigma),
+                    "plant.sigma",
+                    "must be in [0, 3]",
+                );
+                timeout(t, check);
+            }
+            PlantModel::Cliff { timeout: t } | PlantModel::Saturating { timeout: t } => {
+                timeout(t, check);
+            }
+            PlantModel::Neighbour { share, period } => {
+                check(
+                    share.is_finite() && (0.0..=0.9).contains(&share),
+                    "plant.share",
+                    "must be in [0, 0.9]",
+                );
+                check(
+                    period.as_millis() >= 200,
+                    "plant.period",
+                    "must be at least 200ms",
+                );
+            }
+        }
     }
 
     fn fleet_and_measurement(&self, check: &mut impl FnMut(bool, &str, &str)) {

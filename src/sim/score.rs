@@ -2,7 +2,7 @@
 //!
 //! - **compliance**: share of intervals whose true p99 (every query served in the interval)
 //!   is at most the target;
-//! - **goodput**: queries served in compliant intervals, as a share of what the backend could
+//! - **goodput**: queries served (not timed out) in compliant intervals, as a share of what the backend could
 //!   serve inside the SLO (its SLO-capacity, or the demand when that is lower);
 //! - **settling**: after each capacity step, intervals until the served rate stays within ±10%
 //!   of what is reachable (the SLO-capacity, or the demand when lower) until the next step;
@@ -61,7 +61,7 @@ pub fn score(periods: &[Period], target: f64, steps: &[usize], warmup: usize) ->
     let good: f64 = scored
         .iter()
         .filter(|p| compliant(p))
-        .map(|p| p.served)
+        .map(|p| p.served - p.timeouts)
         .sum();
     let possible: f64 = scored.iter().map(|p| p.possible() * p.length).sum();
     let goodput = if possible > 0.0 { good / possible } else { 0.0 };
@@ -155,6 +155,7 @@ mod tests {
             },
             served,
             denied: 0.0,
+            timeouts: 0.0,
             p99: Some(p99),
             signal: None,
             capacity: 125.0,

@@ -80,6 +80,21 @@ pub struct Throttle {
     /// [`Throttle::max_throttles`].
     #[serde(default)]
     pub max_throttles: Option<usize>,
+    /// Whether Python limitlion workers may share this throttle's buckets (default: yes).
+    /// limitlion deletes its bucket when `burst × window < 0.5` (its `EXPIRE` rounds to 0),
+    /// and its workers then run unlimited; so while this is true the daemon never writes
+    /// such knobs and `check` refuses bounds (or defaults) that allow them. `false` lifts the
+    /// rule for a fleet that runs no limitlion.
+    #[serde(default = "yes")]
+    pub limitlion: bool,
+}
+
+/// The least `burst × window` limitlion keeps its bucket at: its `EXPIRE` of
+/// `floor(burst × window × 2)` seconds deletes the bucket below it.
+pub const LIMITLION_MIN_SPAN: f64 = 0.5;
+
+fn yes() -> bool {
+    true
 }
 
 /// How many throttles a template governs unless `max_throttles` says otherwise.

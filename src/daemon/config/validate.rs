@@ -290,6 +290,30 @@ fn bounds(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {
             format!("{default} is outside bounds [{lo_v}, {hi_v}]"),
         );
     }
+    // limitlion deletes a bucket whose burst × window is under 0.5: its workers would run
+    // unlimited. The smallest span the daemon may write is the two minimums' product.
+    let least_burst = t.bounds.min_burst.unwrap_or(t.defaults.burst);
+    let least_window = t.bounds.min_window.unwrap_or(t.defaults.window);
+    if t.limitlion && least_burst * least_window < super::LIMITLION_MIN_SPAN {
+        let at = if t.bounds.min_window.is_some() {
+            "bounds.min_window"
+        } else if t.bounds.min_burst.is_some() {
+            "bounds.min_burst"
+        } else {
+            "defaults.window"
+        };
+        check(
+            false,
+            at,
+            format!(
+                "burst × window can go down to {least_burst} × {least_window} = {}: limitlion \
+                 deletes a bucket under 0.5 and its Python workers then run unlimited; keep \
+                 min burst × min window at 0.5 or more, or set `limitlion: false` if no \
+                 limitlion worker shares this throttle",
+                least_burst * least_window
+            ),
+        );
+    }
     // The smallest bucket the daemon may write must still hold one token (capacity is
     // ceil(rps × burst × window), so any positive product will do).
     let smallest = min_rps

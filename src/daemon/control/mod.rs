@@ -18,7 +18,7 @@ use laws::PidState;
 use predictive::PredictiveState;
 pub use predictive::{FIRST_FLOOR, FLOOR_RANGE};
 
-use super::config::{Bounds, Control, Direction, OnNoData, Throttle};
+use super::config::{Bounds, Control, Direction, LIMITLION_MIN_SPAN, OnNoData, Throttle};
 use crate::Knobs;
 
 /// The signal as every law sees it.
@@ -131,6 +131,8 @@ struct Settings {
     cooldown: Duration,
     on_no_data: OnNoData,
     interval: Duration,
+    /// limitlion workers may share the buckets: `burst × window` stays at 0.5 or more.
+    limitlion: bool,
 }
 
 /// How much burst and window grow back each healthy tick.
@@ -152,6 +154,7 @@ impl Controller {
                 cooldown: policy.cooldown,
                 on_no_data: policy.on_no_data,
                 interval: policy.interval.unwrap_or(interval),
+                limitlion: policy.limitlion,
             }),
             pid: PidState::default(),
             last_tick: None,
@@ -200,6 +203,7 @@ impl Controller {
             .as_secs_f64();
         self.last_tick = Some(now);
         if let Some(p) = &mut self.predictive {
+            p.confirm(current.rps);
             let ratio =
                 Observation::new(signal, self.settings.target, self.settings.direction, dt).ratio;
             p.see(signal, 1.0 / ratio, current.rps, now);
@@ -245,6 +249,7 @@ impl Controller {
             );
         }
 
+        let before = self.predictive.as_ref().map(|p| p.before_proposal());
         let proposed = self.propose(rps, &obs, now);
         let mut reason = match (overloaded, past_target) {
             (true, true) => "overloaded",
@@ -293,8 +298,8 @@ impl Controller {
         if knobs.rps < rps {
             self.last_decrease = Some(now);
         }
-        if let Some(p) = &mut self.predictive {
-            p.record(now, knobs.rps);
+        if let (Some(p), Some(before)) = (&mut self.predictive, before) {
+            p.proposed(now, knobs.rps, before);
         }
         Self::step(current, knobs, reason)
     }
@@ -390,7 +395,7 @@ impl Controller {
     fn bounded(&self, rps: f64, burst: f64, window: f64) -> Knobs {
         let b = self.settings.bounds;
         let finite = |v: f64, default: f64| if v.is_finite() { v } else { default };
-        let knobs = Knobs {
+        let mut knobs = Knobs {
             rps: within(
                 finite(rps, self.settings.defaults.rps),
                 b.min_rps,
@@ -407,6 +412,10 @@ impl Controller {
                 b.max_window.unwrap_or(self.settings.defaults.window),
             ),
         };
+        if self.settings.limitlion && knobs.burst * knobs.window < LIMITLION_MIN_SPAN {
+            // Validated bounds never get here; should they, limitlion must keep its bucket.
+            knobs.window = LIMITLION_MIN_SPAN / knobs.burst;
+        }
         debug_assert!(
             knobs.capacity() >= 1.0,
             "validated bounds keep capacity >= 1"

@@ -35,6 +35,7 @@ fn policy(control: Control) -> Throttle {
         cooldown: Duration::from_secs(30),
         deadband: 0.05,
         max_throttles: None,
+        limitlion: true,
     }
 }
 
@@ -255,6 +256,10 @@ proptest! {
             prop_assert!((0.5..=2.0).contains(&n.burst), "burst {}", n.burst);
             prop_assert!((1.0..=5.0).contains(&n.window), "window {}", n.window);
             prop_assert!(n.capacity() >= 1.0);
+            prop_assert!(
+                n.burst * n.window >= LIMITLION_MIN_SPAN,
+                "limitlion would delete its bucket: {n:?}"
+            );
             let headroom = Observation::new(signal, 1.0, direction, 1.0).headroom;
             if headroom < -deadband {
                 prop_assert!(n.rps <= k.rps, "rose while overloaded: {} -> {}", k.rps, n.rps);
@@ -363,6 +368,68 @@ fn the_predictive_law_does_not_cut_twice_for_one_overload() {
     assert!(first.rps < 100.0);
     let second = c.tick(first, 0.5, secs(20));
     assert_eq!(second.knobs.rps, first.rps, "{second:?}");
+}
+
+#[test]
+fn a_cut_that_was_never_written_is_not_taken_for_in_force() {
+    // The same overload twice. When the first cut was written, the second tick waits for it
+    // to show; when its write failed (the stored knobs are still 100), the cut never
+    // happened, and the second tick cuts again.
+    let cut_after = |written: bool| {
+        let mut c = Controller::new(&policy(PREDICTIVE), secs(10));
+        let start = Knobs {
+            rps: 100.0,
+            ..c.initial()
+        };
+        c.tick(start, 0.2, secs(0));
+        let first = c.tick(start, 0.5, secs(10)).knobs;
+        assert!(first.rps < 100.0, "{first:?}");
+        let stored = if written { first } else { start };
+        (first, c.tick(stored, 0.5, secs(20)).knobs)
+    };
+    let (first, after_written) = cut_after(true);
+    assert_eq!(
+        after_written.rps, first.rps,
+        "written: one cut per overload"
+    );
+    let (first, after_failed) = cut_after(false);
+    assert!(
+        after_failed.rps <= first.rps,
+        "failed write: cut again from 100, got {after_failed:?}"
+    );
+}
+
+#[test]
+fn a_deep_cut_is_recovered_from_in_a_few_ticks_when_the_signal_shows_headroom() {
+    // A backend that served 200/s at the target is overloaded into a cut to the minimum;
+    // then its signal shows plenty of headroom. The law climbs back to near the rate that
+    // overloaded in a few ticks, not one window (2 lags + the range window) per step.
+    let mut p = policy(PREDICTIVE);
+    p.signal.query = "histogram_quantile(0.99, rate(x_bucket[10s]))".into();
+    p.cooldown = Duration::ZERO;
+    let mut c = Controller::new(&p, secs(2));
+    let mut k = Knobs {
+        rps: 200.0,
+        ..c.initial()
+    };
+    let mut now = Duration::ZERO;
+    // An overload that keeps getting worse: every tick is news, and each cuts.
+    for i in 0..20 {
+        if k.rps == 10.0 {
+            break;
+        }
+        now += secs(2);
+        k = c.tick(k, 10.0 * f64::from(i + 1), now).knobs;
+    }
+    assert_eq!(k.rps, 10.0, "cut to the minimum");
+    let mut ticks = 0;
+    while k.rps < 0.8 * 200.0 * 0.9 {
+        now += secs(2);
+        // Far under the target at these rates: a queue at a quarter of its capacity.
+        k = c.tick(k, 0.05, now).knobs;
+        ticks += 1;
+        assert!(ticks <= 10, "still at {} after {ticks} ticks", k.rps);
+    }
 }
 
 #[test]
