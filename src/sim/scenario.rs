@@ -703,6 +703,43 @@ mod tests {
     }
 
     #[test]
+    fn every_family_is_its_own_plant_and_bad_plants_are_refused() {
+        let kinds: Vec<&str> = FAMILIES
+            .iter()
+            .map(|n| Scenario::built_in(n).expect("built in").plant.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["formula", "pool", "cliff", "saturating", "neighbour"]
+        );
+        let text = |plant: &str| {
+            format!(
+                "name: x\nduration: 100s\ncapacity: [{{at: 0s, capacity: 100}}]\n\
+                 demand: {{rate: 200}}\ninterval: 1s\nplant: {plant}\npolicy: {{name: t, \
+                 defaults: {{rps: 5}}, bounds: {{min_rps: 1, max_rps: 10}}, \
+                 signal: {{query: q, target: 0.25}}}}\n"
+            )
+        };
+        for (plant, path) in [
+            (
+                "{kind: pool, servers: 0, sigma: 0.5, timeout: 1s}",
+                "plant.servers",
+            ),
+            (
+                "{kind: pool, servers: 8, sigma: 9, timeout: 1s}",
+                "plant.sigma",
+            ),
+            ("{kind: cliff, timeout: 0.1s}", "plant.timeout"),
+            ("{kind: neighbour, share: 1.5, period: 60s}", "plant.share"),
+        ] {
+            let e = Scenario::parse(&text(plant), "s.yaml").unwrap_err();
+            assert!(e.errors.iter().any(|e| e.path == path), "{plant}: {e}");
+        }
+        assert!(Scenario::parse(&text("{kind: lava}"), "s.yaml").is_err());
+        assert!(Scenario::parse(&text("{kind: saturating, timeout: 1s}"), "s.yaml").is_ok());
+    }
+
+    #[test]
     fn capacity_steps_and_ramps() {
         let s = Scenario::built_in("ramp").unwrap();
         let first = s.capacity[0].capacity;
