@@ -251,6 +251,14 @@ impl Controller {
 
         let before = self.predictive.as_ref().map(|p| p.before_proposal());
         let proposed = self.propose(rps, &obs, now);
+        if !proposed.is_finite() {
+            // `min`/`max` below would turn a NaN into `rps` or a bound: refuse it here.
+            return Self::step(
+                current,
+                self.bounded(rps, current.burst, current.window),
+                "unusable input",
+            );
+        }
         let mut reason = match (overloaded, past_target) {
             (true, true) => "overloaded",
             (true, false) => "above aim",
@@ -458,7 +466,9 @@ pub fn range_window(query: &str) -> Duration {
 /// `v` inside `[lo, hi]`, preferring `hi` should `lo > hi`; unlike `f64::clamp` it never
 /// panics, whatever a stored value or a bug feeds it (NaN stays NaN and is caught later).
 fn within(v: f64, lo: f64, hi: f64) -> f64 {
-    v.max(lo).min(hi)
+    // `f64::max` and `min` drop a NaN operand: without this test a NaN would come out as
+    // `lo`, a maximal cut, and no finiteness check after could catch it.
+    if v.is_nan() { v } else { v.max(lo).min(hi) }
 }
 
 #[cfg(test)]

@@ -31,6 +31,19 @@ const NOISE_SPREAD: f64 = 2.5;
 
 /// At most this many knob changes are remembered (the history spans lag + range window).
 const HISTORY: usize = 512;
+/// Below this share of the last rate that overloaded, a healthy signal is trusted at once:
+/// the law pairs it with the knob in force now, not the lowest the signal may reflect, so a
+/// deep cut is recovered from in a few ticks rather than one window at a time.
+const FAST_SHARE: f64 = 0.9;
+/// Ticks of headroom a fast recovery after a deep cut waits for.
+const FAST_TICKS: usize = 3;
+/// A cut under this share of the ceiling is deep: the signal's memory of the overload
+/// before it is not held against the climb back.
+const DEEP_CUT: f64 = 0.25;
+/// The fast recovery needs the signal of those ticks under this share of the aim.
+const FAST_HEADROOM: f64 = 0.8;
+/// How long the rate that last overloaded is remembered.
+const CEILING_MEMORY: Duration = Duration::from_secs(900);
 
 /// One throttle's predictive-law state.
 #[derive(Debug, Clone)]
@@ -60,8 +73,11 @@ pub(super) struct PredictiveState {
     recent: VecDeque<(Duration, f64)>,
     /// When the law last cut, and the pressure it cut on.
     last_cut: Option<(Duration, f64)>,
+    /// The highest `rps` an overload was lately blamed on (what the backend could not take),
+    /// and since when.
+    ceiling: Option<(f64, Duration)>,
     /// The last proposal, until the stored knobs show it was written: when, its `rps`, and
-    /// the memory it changed (its last cut) as it was before.
+    /// the memory it changed (last cut, ceiling) as it was before.
     pending: Option<Pending>,
 }
 
@@ -73,10 +89,11 @@ struct Pending {
     before: Memory,
 }
 
-/// What a proposal may change of the law's memory: its last cut.
+/// What a proposal may change of the law's memory: its last cut and its ceiling.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Memory {
     last_cut: Option<(Duration, f64)>,
+    ceiling: Option<(f64, Duration)>,
 }
 
 impl PredictiveState {
@@ -101,6 +118,7 @@ impl PredictiveState {
             clean: None,
             recent: VecDeque::new(),
             last_cut: None,
+            ceiling: None,
             pending: None,
         }
     }
@@ -117,6 +135,7 @@ impl PredictiveState {
             self.record(p.at, p.rps);
         } else {
             self.last_cut = p.before.last_cut;
+            self.ceiling = p.before.ceiling;
         }
     }
 
@@ -124,6 +143,7 @@ impl PredictiveState {
     pub(super) fn before_proposal(&self) -> Memory {
         Memory {
             last_cut: self.last_cut,
+            ceiling: self.ceiling,
         }
     }
 
@@ -153,6 +173,7 @@ impl PredictiveState {
     pub(super) fn propose(&mut self, rps: f64, ratio: f64, now: Duration) -> f64 {
         let margin = self.margin();
         let pressure = (1.0 - margin) / ratio;
+        let latest = pressure;
         // Pessimistic pairing: an overload is blamed on the highest knob it may reflect,
         // headroom credited to the lowest, so a stale signal never moves the knob twice for
         // one piece of news, whatever the true lag.
@@ -174,21 +195,65 @@ impl PredictiveState {
                 return rps;
             }
             self.last_cut = Some((now, pressure));
+            // The ceiling is the highest rate that overloaded lately: a later overload at a
+            // lower rate (a capacity drop) does not lower it, so a capacity that comes back
+            // is found again at once; it is forgotten after CEILING_MEMORY.
+            self.ceiling = match self.ceiling {
+                Some((c, at)) if c >= hi && now.saturating_sub(at) < CEILING_MEMORY => {
+                    Some((c, at))
+                }
+                _ => Some((hi, now)),
+            };
             (hi, pressure)
         } else {
             let worst = self.recent.iter().map(|(_, p)| *p).fold(pressure, f64::max);
             (lo, worst)
         };
-        laws::predictive(
-            rps,
-            applied,
-            pressure,
-            laws::Predictive {
-                margin,
-                gain: self.gain,
-                floor: self.floor(),
-            },
-        )
+        let params = laws::Predictive {
+            margin,
+            gain: self.gain,
+            floor: self.floor(),
+        };
+        let careful = laws::predictive(rps, applied, pressure, params);
+        match self.ceiling {
+            // Well under a rate known to overload, with headroom over the last ticks: the
+            // signal speaks of a knob near the current one, and the ceiling bounds the error.
+            Some((ceiling, at))
+                if rps < FAST_SHARE * ceiling && now.saturating_sub(at) < CEILING_MEMORY =>
+            {
+                // Headroom over every tick the signal may reflect; after a deep cut, over
+                // those since the cut could show (the overload before it says nothing of
+                // the knob now), at least FAST_TICKS of them.
+                let deep = rps <= DEEP_CUT * ceiling;
+                let since = match self.last_cut {
+                    Some((at, _)) if deep => at.saturating_add(self.lag),
+                    _ => Duration::ZERO,
+                };
+                let (count, recent) = self
+                    .recent
+                    .iter()
+                    .filter(|(at, _)| *at >= since)
+                    .fold((0, latest), |(n, worst), (_, p)| (n + 1, worst.max(*p)));
+                if deep && count < FAST_TICKS {
+                    return careful;
+                }
+                if recent >= FAST_HEADROOM * (1.0 - margin) {
+                    return careful;
+                }
+                let fast = laws::predictive(
+                    rps,
+                    rps,
+                    recent,
+                    laws::Predictive {
+                        gain: 1.0,
+                        ..params
+                    },
+                )
+                .min(FAST_SHARE * ceiling);
+                careful.max(fast)
+            }
+            _ => careful,
+        }
     }
 
     /// How far under the target the predictive law aims: its `margin`, or more when the

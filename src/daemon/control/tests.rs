@@ -277,6 +277,32 @@ proptest! {
         }
     }
 
+    /// A NaN or infinite signal at any tick of a run leaves `rps` where it was (a hold,
+    /// "unusable input"), whatever the law's state: never a cut, never a raise.
+    #[test]
+    fn non_finite_signals_at_any_step_hold_the_knob(
+        law in laws(),
+        signals in prop::collection::vec(
+            prop_oneof![
+                3 => 0.0f64..10.0,
+                1 => prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)],
+            ],
+            1..60,
+        ),
+    ) {
+        let mut c = Controller::new(&policy(law), secs(10));
+        let mut k = c.initial();
+        for (i, signal) in signals.into_iter().enumerate() {
+            let s = c.tick(k, signal, secs(10 * (i as u64 + 1)));
+            prop_assert!(crate::Knobs::validate(&s.knobs).is_ok(), "{s:?}");
+            if !signal.is_finite() {
+                prop_assert_eq!(s.knobs.rps, k.rps, "{} moved rps: {:?}", signal, s);
+                prop_assert_eq!(s.reason, "unusable input");
+            }
+            k = s.knobs;
+        }
+    }
+
     /// Any finite or non-finite signal, even a garbage one, gives a writable knob.
     #[test]
     fn garbage_signals_never_give_a_bad_knob(
@@ -400,6 +426,39 @@ fn a_cut_that_was_never_written_is_not_taken_for_in_force() {
 }
 
 #[test]
+fn a_deep_cut_is_recovered_from_in_a_few_ticks_when_the_signal_shows_headroom() {
+    // A backend that served 200/s at the target is overloaded into a cut to the minimum;
+    // then its signal shows plenty of headroom. The law climbs back to near the rate that
+    // overloaded in a few ticks, not one window (2 lags + the range window) per step.
+    let mut p = policy(PREDICTIVE);
+    p.signal.query = "histogram_quantile(0.99, rate(x_bucket[10s]))".into();
+    p.cooldown = Duration::ZERO;
+    let mut c = Controller::new(&p, secs(2));
+    let mut k = Knobs {
+        rps: 200.0,
+        ..c.initial()
+    };
+    let mut now = Duration::ZERO;
+    // An overload that keeps getting worse: every tick is news, and each cuts.
+    for i in 0..20 {
+        if k.rps == 10.0 {
+            break;
+        }
+        now += secs(2);
+        k = c.tick(k, 10.0 * f64::from(i + 1), now).knobs;
+    }
+    assert_eq!(k.rps, 10.0, "cut to the minimum");
+    let mut ticks = 0;
+    while k.rps < 0.8 * 200.0 * 0.9 {
+        now += secs(2);
+        // Far under the target at these rates: a queue at a quarter of its capacity.
+        k = c.tick(k, 0.05, now).knobs;
+        ticks += 1;
+        assert!(ticks <= 10, "still at {} after {ticks} ticks", k.rps);
+    }
+}
+
+#[test]
 fn window_and_burst_shrink_past_the_target_and_recover_slowly() {
     let mut c = Controller::new(&policy(PREDICTIVE), secs(10));
     let mut k = c.initial();
@@ -420,6 +479,23 @@ fn window_and_burst_shrink_past_the_target_and_recover_slowly() {
         ticks >= 10,
         "recovered in {ticks} ticks: too fast to outlast a quiet spell"
     );
+}
+
+#[test]
+fn within_keeps_nan_so_the_guard_after_it_can_see_it() {
+    assert!(within(f64::NAN, 1.0, 2.0).is_nan());
+    assert_eq!(within(5.0, 1.0, 2.0), 2.0);
+    assert_eq!(within(0.0, 1.0, 2.0), 1.0);
+    assert_eq!(within(f64::INFINITY, 1.0, 2.0), 2.0);
+    // The pure law passes NaN through too, for the controller's guard to catch.
+    let p = laws::Predictive {
+        margin: 0.1,
+        gain: 1.0,
+        floor: 0.2,
+    };
+    for bad in [f64::NAN, f64::INFINITY] {
+        assert!(!laws::predictive(bad, bad, 0.5, p).is_finite(), "{bad}");
+    }
 }
 
 #[test]
