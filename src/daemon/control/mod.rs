@@ -229,11 +229,7 @@ impl Controller {
 
         // A signal so far from the target that its headroom overflows is as unusable as NaN.
         if !obs.headroom.is_finite() || !rps.is_finite() {
-            return Self::step(
-                current,
-                self.bounded(rps, current.burst, current.window),
-                "unusable input",
-            );
+            return self.hold(current, rps, "unusable input");
         }
         // A value set by hand (or by `on_no_data`) is in force from now on.
         if let Some(p) = &mut self.predictive {
@@ -242,22 +238,14 @@ impl Controller {
         let overloaded = obs.headroom < -self.settings.deadband;
         let healthy = obs.headroom > self.settings.deadband;
         if !overloaded && !healthy {
-            return Self::step(
-                current,
-                self.bounded(rps, current.burst, current.window),
-                "within deadband",
-            );
+            return self.hold(current, rps, "within deadband");
         }
 
         let before = self.predictive.as_ref().map(|p| p.before_proposal());
         let proposed = self.propose(rps, &obs, now);
         if !proposed.is_finite() {
             // `min`/`max` below would turn a NaN into `rps` or a bound: refuse it here.
-            return Self::step(
-                current,
-                self.bounded(rps, current.burst, current.window),
-                "unusable input",
-            );
+            return self.hold(current, rps, "unusable input");
         }
         let mut reason = match (overloaded, past_target) {
             (true, true) => "overloaded",
@@ -310,6 +298,15 @@ impl Controller {
             p.proposed(now, knobs.rps, before);
         }
         Self::step(current, knobs, reason)
+    }
+
+    /// `rps` kept (inside the bounds), burst and window as they are.
+    fn hold(&self, current: Knobs, rps: f64, reason: &'static str) -> Step {
+        Self::step(
+            current,
+            self.bounded(rps, current.burst, current.window),
+            reason,
+        )
     }
 
     /// The law's proposal for the next `rps`, before the common limits.
