@@ -91,3 +91,20 @@ fn the_dashboard_and_alert_rules_name_only_metrics_the_daemon_exports() {
         );
     }
 }
+
+#[test]
+fn the_readmes_and_benchmarks_name_only_metrics_the_daemon_exports() {
+    let exported = exported();
+    for path in ["README.md", "deploy/README.md", "BENCHMARKS.md"] {
+        let names = mentioned(path);
+        let unknown: Vec<&String> = names.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{path} names metrics the daemon does not export: {unknown:?}"
+        );
+    }
+    assert!(
+        !mentioned("README.md").is_empty(),
+        "the README names the metrics an operator watches"
+    );
+}

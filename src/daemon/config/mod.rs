@@ -285,12 +285,14 @@ pub enum Control {
         /// the target always go all the way.
         #[serde(default = "default_gain")]
         gain: f64,
-        /// The signal at no load, as a share of the target (default: learned, the lowest
-        /// signal seen, kept between 0.1 and 0.5 of the target).
+        /// The signal at no load, as a share of the target (default: learned from how the
+        /// signal answers the law's moves, never above the lowest signal seen, kept between
+        /// 0.1 and 0.5 of the target).
         floor: Option<f64>,
-        /// How long after a knob change the signal starts to show it (default: two
-        /// intervals); the signal is paired with the knobs in force over the query's range
-        /// window (its largest `[...]`) before that.
+        /// How long after a knob change the signal starts to show it (default: one
+        /// interval); the signal is paired with the knobs stored over the last `2 × lag` plus
+        /// the query's range window (its largest `[...]`), so a lag off by up to 2× does no
+        /// harm.
         #[serde(default, with = "duration::option")]
         lag: Option<Duration>,
     },
