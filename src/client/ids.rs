@@ -1,6 +1,5 @@
 //! Ids unique fleet-wide, for the calls a script must recognise when they come twice.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,11 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) fn unique_id() -> String {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let random =
-            RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
-        format!("{random:016x}-{}", std::process::id())
-    });
+    let prefix =
+        PREFIX.get_or_init(|| format!("{:016x}-{}", fastrand::u64(..), std::process::id()));
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 

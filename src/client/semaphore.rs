@@ -18,7 +18,6 @@
 
 pub(crate) mod blocking;
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -401,8 +400,7 @@ fn holder_id() -> String {
 
 /// `d` shortened by a random fraction of up to half.
 fn jitter(d: Duration) -> Duration {
-    let r = RandomState::new().hash_one(0u8) as f64 / u64::MAX as f64;
-    d.mul_f64(1.0 - r / 2.0)
+    d.mul_f64(1.0 - fastrand::f64() / 2.0)
 }
 
 #[cfg(test)]

@@ -60,14 +60,27 @@ impl Notifier {
         let Some(target) = &self.target else { return };
         let sent = UnixDatagram::unbound().and_then(|socket| match target {
             Target::Path(path) => socket.send_to(message.as_bytes(), path),
-            Target::Abstract(name) => {
-                use std::os::linux::net::SocketAddrExt as _;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                socket.send_to_addr(message.as_bytes(), &addr)
-            }
+            Target::Abstract(name) => send_abstract(&socket, name, message),
         });
         if let Err(e) = sent {
             tracing::warn!(error = %e, "could not notify systemd");
         }
     }
+}
+
+/// Sends to a Linux abstract socket (`@name`).
+#[cfg(target_os = "linux")]
+fn send_abstract(socket: &UnixDatagram, name: &[u8], message: &str) -> std::io::Result<usize> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    socket.send_to_addr(message.as_bytes(), &addr)
+}
+
+/// Abstract sockets exist only on Linux, and so does systemd.
+#[cfg(not(target_os = "linux"))]
+fn send_abstract(_: &UnixDatagram, _: &[u8], _: &str) -> std::io::Result<usize> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "abstract sockets are Linux only",
+    ))
 }

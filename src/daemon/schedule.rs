@@ -4,9 +4,7 @@
 //! the task; only cancellation does, and never in the middle of a tick.
 
 use std::collections::BTreeSet;
-use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -209,13 +207,9 @@ fn later(at: Instant, d: Duration) -> Instant {
         .unwrap_or(at)
 }
 
-/// A number in [0, 1), from the standard library's randomly keyed hasher: jitter needs no
-/// more than that, and no extra dependency.
+/// A number in [0, 1).
 fn random_unit() -> f64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let bits = std::collections::hash_map::RandomState::new()
-        .hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
-    (bits >> 11) as f64 / (1_u64 << 53) as f64
+    fastrand::f64()
 }
 
 #[cfg(test)]
