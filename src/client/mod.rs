@@ -19,7 +19,7 @@ pub mod model;
 mod reply;
 mod scheduled_bucket;
 mod script_call;
-mod scripts;
+pub(crate) mod scripts;
 mod semaphore;
 mod token_bucket;
 

@@ -101,6 +101,126 @@ pub fn refill(bucket: Bucket, knobs: Knobs, now: f64) -> (f64, f64) {
     (filled, refreshed)
 }
 
+/// The token leases `lua/token_bucket_lease.lua` records for one bucket (its `:leases` hash):
+/// the window they were granted in, the last id given out, and each lease's reserved tokens.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaseBook {
+    /// The bucket's `refreshed` when the records were made.
+    pub anchor: Option<f64>,
+    /// The last lease id given out.
+    pub next: u64,
+    /// Lease id → tokens it reserved, for the leases not yet given back.
+    pub leases: std::collections::BTreeMap<u64, f64>,
+}
+
+/// One call of the lease script: what goes back (of which lease), and what is asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaseCall {
+    /// Unspent tokens the caller says it gives back.
+    pub returned: f64,
+    /// The lease they came from: its anchor and id, as the script gave them.
+    pub lease: Option<(f64, u64)>,
+    /// The least a grant may hold (0: only give back).
+    pub requested: f64,
+    /// The batch the caller would like.
+    pub wanted: f64,
+    /// The largest share of the capacity one grant may take.
+    pub share: f64,
+}
+
+/// What the lease script answers, and what it leaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseOutcome {
+    /// Tokens granted (-1: unlimited).
+    pub granted: f64,
+    /// Tokens left in the bucket.
+    pub tokens: f64,
+    /// Seconds to the next window.
+    pub sleep: f64,
+    /// The bucket's capacity (infinite for rps -1).
+    pub capacity: f64,
+    /// Tokens the give-back restored.
+    pub restored: f64,
+    /// The new lease: its anchor and id.
+    pub lease: Option<(f64, u64)>,
+    /// The bucket after the call (`None`: untouched).
+    pub bucket: Option<Bucket>,
+    /// The records after the call.
+    pub book: LeaseBook,
+}
+
+/// `lua/token_bucket_lease.lua` in pure Rust: the give-back restores at most what the lease
+/// reserved, once, and only within the window it came from; then a grant, recorded.
+#[must_use]
+pub fn lease(
+    bucket: Bucket,
+    book: &LeaseBook,
+    knobs: Knobs,
+    (now, usec): (i64, u32),
+    call: LeaseCall,
+) -> LeaseOutcome {
+    let Knobs { rps, window, .. } = knobs;
+    let mut book = book.clone();
+    if rps == 0.0 || rps == -1.0 {
+        return LeaseOutcome {
+            granted: if rps == 0.0 { 0.0 } else { -1.0 },
+            tokens: if rps == 0.0 { 0.0 } else { 1.0 },
+            sleep: if rps == 0.0 { window } else { 0.0 },
+            capacity: if rps == 0.0 { 0.0 } else { f64::INFINITY },
+            restored: 0.0,
+            lease: None,
+            bucket: None,
+            book,
+        };
+    }
+    let now_f = now as f64;
+    let capacity = knobs.capacity();
+    let (mut tokens, refreshed) = refill(bucket, knobs, now_f);
+    let added = refreshed != bucket.refreshed.unwrap_or(0.0);
+    let current = book.anchor == Some(refreshed);
+    let mut restored = 0.0;
+    if let Some((anchor, id)) = call.lease
+        && current
+        && anchor == refreshed
+        && let Some(reserved) = book.leases.remove(&id)
+        && call.returned > 0.0
+        && bucket.tokens.is_some()
+        && !added
+    {
+        restored = call.returned.min(reserved).min(capacity - tokens).max(0.0);
+        tokens += restored;
+    }
+    let mut granted = 0.0;
+    let mut new = None;
+    if call.requested > 0.0 && tokens >= call.requested {
+        let wanted = call.wanted.max(call.requested);
+        granted = call
+            .requested
+            .max(wanted.min(tokens).min(call.share * capacity));
+        tokens = (tokens - granted).max(0.0);
+        book.next += 1;
+        if !current {
+            book.leases.clear();
+        }
+        book.anchor = Some(refreshed);
+        book.leases.insert(book.next, granted);
+        new = Some((refreshed, book.next));
+    }
+    LeaseOutcome {
+        granted,
+        tokens,
+        sleep: (window - (now_f - refreshed).max(0.0) - 1.0) + f64::from(1_000_000 - usec) / 1e6,
+        capacity,
+        restored,
+        lease: new,
+        bucket: Some(Bucket {
+            tokens: Some(tokens),
+            refreshed: Some(refreshed),
+        }),
+        book,
+    }
+}
+
 fn untouched(allowed: bool, tokens: f64, sleep: f64, capacity: f64) -> Outcome {
     Outcome {
         allowed,

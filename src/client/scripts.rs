@@ -70,7 +70,7 @@ impl Scripts {
 /// The frozen-clock variant of a script, as limitlion's testing mode builds it: while the key
 /// `frozen_second` exists, `TIME` is read from `frozen_second` and `frozen_microsecond`
 /// instead. Production scripts never contain this code, so it costs them nothing.
-fn frozen(script: &str) -> String {
+pub(crate) fn frozen(script: &str) -> String {
     assert!(
         script.contains(TIME_LINE),
         "script has no TIME line to freeze"

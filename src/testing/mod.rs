@@ -20,3 +20,11 @@ pub use prometheus::PrometheusServer;
 pub use proxy::Proxy;
 pub use python::{LimitlionDriver, python};
 pub use redis_server::{RedisServer, TlsMaterial};
+
+/// The frozen-clock variant of a script's text, as the client builds it with
+/// `ClientBuilder::frozen_time`: while the key `frozen_second` exists, `TIME` is read from it
+/// (see [`RedisServer::freeze_time`]).
+#[must_use]
+pub fn frozen_script(script: &str) -> String {
+    crate::client::scripts::frozen(script)
+}
