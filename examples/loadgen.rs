@@ -154,7 +154,7 @@ impl Limiter {
                     name,
                     SemaphoreParams {
                         capacity: args.capacity,
-                        lease: Duration::from_secs(30),
+                        hold: Duration::from_secs(30),
                     },
                 ),
                 Duration::from_millis(args.hold_ms),

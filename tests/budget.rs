@@ -211,7 +211,7 @@ async fn a_semaphore_release_repeated_after_a_lost_reply_frees_only_its_own_slot
         "pool",
         SemaphoreParams {
             capacity: 2,
-            lease: Duration::from_secs(60),
+            hold: Duration::from_secs(60),
         },
     );
     let first = pool.try_acquire().await.unwrap().expect("a slot");

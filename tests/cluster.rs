@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use regulator::client::keys::KeyLayout;
-use regulator::daemon::lease::Lease;
+use regulator::daemon::leader_lease::LeaderLease;
 use regulator::daemon::store::{KnobChange, KnobStore, RedisStore};
 use regulator::testing::{Exporter, PrometheusServer, RedisCluster, free_port};
 use regulator::{Client, Knobs, StoredKnobs};
@@ -209,8 +209,8 @@ async fn the_daemon_store_and_lease_work_on_a_cluster() {
         assert_eq!(len, 1, "{name}");
     }
 
-    let a = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(2));
-    let b = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(2));
+    let a = LeaderLease::new(client.clone(), "regulator:leader", Duration::from_secs(2));
+    let b = LeaderLease::new(client.clone(), "regulator:leader", Duration::from_secs(2));
     assert!(a.acquire_or_renew().await.unwrap());
     assert!(!b.acquire_or_renew().await.unwrap());
     a.release().await.unwrap();
@@ -230,11 +230,11 @@ async fn cluster_writes_are_fenced_by_the_lease_epoch() {
     let client = connect(&cluster).await;
     // Epochs as two successive leaders read them from real leases: the second lease is
     // taken only after the first ran out, so its epoch is later.
-    let first = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(1));
+    let first = LeaderLease::new(client.clone(), "regulator:leader", Duration::from_secs(1));
     let old_epoch = first.try_lead().await.unwrap().epoch;
     assert!(old_epoch > 1_600_000_000_000_000, "{old_epoch}");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let second = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(5));
+    let second = LeaderLease::new(client.clone(), "regulator:leader", Duration::from_secs(5));
     let standing = second.try_lead().await.unwrap();
     assert!(standing.held);
     assert!(
@@ -243,7 +243,7 @@ async fn cluster_writes_are_fenced_by_the_lease_epoch() {
         standing.epoch
     );
 
-    let store = |lease: &Lease, epoch: u64| {
+    let store = |lease: &LeaderLease, epoch: u64| {
         let fence = Fence {
             epoch: Arc::new(AtomicU64::new(epoch)),
             ..Fence::new(lease.key(), lease.token())
@@ -419,7 +419,7 @@ async fn every_limiter_decides_on_every_master() {
             name.as_str(),
             SemaphoreParams {
                 capacity: 2,
-                lease: Duration::from_secs(30),
+                hold: Duration::from_secs(30),
             },
         );
         let a = semaphore.try_acquire().await.unwrap().expect("first slot");

@@ -12,7 +12,7 @@ use common::daemon_process::Regulator;
 use common::knobs;
 use common::stack::{Stack, policy};
 use regulator::daemon::config::Knob;
-use regulator::daemon::lease::Lease;
+use regulator::daemon::leader_lease::LeaderLease;
 use regulator::daemon::store::{Fence, KnobChange, KnobStore, RedisStore};
 use regulator::testing::{RedisServer, free_port};
 use regulator::{Client, ContinuousParams, LeakyParams, ScheduledParams, SemaphoreParams};
@@ -141,7 +141,7 @@ async fn the_shipped_worker_user_runs_every_limiter_and_is_never_denied() {
         "pool",
         SemaphoreParams {
             capacity: 2,
-            lease: Duration::from_secs(10),
+            hold: Duration::from_secs(10),
         },
     );
     let permit = semaphore.acquire(Duration::ZERO).await.unwrap();
@@ -164,7 +164,7 @@ async fn the_shipped_daemon_user_writes_knobs_under_its_lease_and_serves_status(
     let server = acl_server(dir.path());
     let url = user_url(&server, "regulator-daemon", DAEMON_PASSWORD);
     let client = Client::connect(&url).await.unwrap();
-    let lease = Lease::new(client.clone(), "regulator:leader", Duration::from_secs(5));
+    let lease = LeaderLease::new(client.clone(), "regulator:leader", Duration::from_secs(5));
     assert!(lease.acquire_or_renew().await.unwrap());
     let fence = Fence::new(lease.key(), lease.token());
     let store = RedisStore::new(client.clone(), Duration::from_secs(60), 10).fenced(fence);
@@ -188,7 +188,7 @@ async fn the_shipped_daemon_user_writes_knobs_under_its_lease_and_serves_status(
             "pool",
             SemaphoreParams {
                 capacity: 2,
-                lease: Duration::from_secs(10),
+                hold: Duration::from_secs(10),
             },
         )
         .try_acquire()

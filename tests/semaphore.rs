@@ -25,7 +25,7 @@ const HELPER_LEASE: &str = "REGULATOR_SEMAPHORE_LEASE_MS";
 fn params(capacity: u32, lease_ms: u64) -> SemaphoreParams {
     SemaphoreParams {
         capacity,
-        lease: Duration::from_millis(lease_ms),
+        hold: Duration::from_millis(lease_ms),
     }
 }
 
@@ -420,7 +420,7 @@ fn renew_extends_the_lease_and_fails_once_it_ran_out() {
     server.freeze_time(T0 + 3, 600_000);
     let e = p.renew().unwrap_err();
     assert!(
-        matches!(e, Error::LeaseExpired { ref name } if name == "renew"),
+        matches!(e, Error::PermitExpired { ref name } if name == "renew"),
         "{e}"
     );
     assert_eq!(
@@ -432,11 +432,11 @@ fn renew_extends_the_lease_and_fails_once_it_ran_out() {
         .try_acquire()
         .unwrap()
         .expect("the slot is free again");
-    assert!(matches!(p.release(), Err(Error::LeaseExpired { .. })));
+    assert!(matches!(p.release(), Err(Error::PermitExpired { .. })));
 
     // Releasing a permit whose lease ran out reports it, and still removes it.
     server.freeze_time(T0 + 10, 0);
-    assert!(matches!(q.release(), Err(Error::LeaseExpired { .. })));
+    assert!(matches!(q.release(), Err(Error::PermitExpired { .. })));
     assert_eq!(holders(&server, "renew"), 0);
 }
 
@@ -452,7 +452,7 @@ fn bad_input_is_rejected_before_anything_is_written() {
         (
             "sub-ms-lease",
             SemaphoreParams {
-                lease: Duration::from_micros(500),
+                hold: Duration::from_micros(500),
                 ..ok
             },
         ),

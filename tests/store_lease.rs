@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{knobs, redis};
-use regulator::daemon::lease::Lease;
+use regulator::daemon::leader_lease::LeaderLease;
 use regulator::daemon::store::{KnobChange, KnobStore, RedisStore};
 use regulator::{Client, StoredKnobs};
 
@@ -120,12 +120,12 @@ async fn history_is_capped() {
 async fn one_replica_holds_the_lease_and_another_takes_over_when_it_dies() {
     let server = redis();
     let client = Client::connect(&server.url()).await.unwrap();
-    let a = Lease::new(
+    let a = LeaderLease::new(
         client.clone(),
         "regulator:leader",
         Duration::from_millis(600),
     );
-    let b = Lease::new(
+    let b = LeaderLease::new(
         client.clone(),
         "regulator:leader",
         Duration::from_millis(600),
@@ -213,7 +213,7 @@ async fn a_write_under_a_lease_held_by_another_writes_nothing() {
     // No lease at all, then a lease held by another replica: nothing is written.
     assert_eq!(store("a").write(&many).await.unwrap(), Written::Fenced);
     assert!(
-        Lease::with_token(
+        LeaderLease::with_token(
             client.clone(),
             "regulator:leader",
             Duration::from_secs(30),

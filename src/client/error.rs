@@ -75,11 +75,11 @@ pub enum Error {
         retry_after: Duration,
     },
 
-    /// A semaphore [`Permit`](crate::Permit)'s lease ran out before it was renewed or
+    /// A semaphore [`Permit`](crate::Permit)'s hold ran out before it was renewed or
     /// released: its slot may have gone to another holder, so the capacity may have been
-    /// exceeded. Renew more often than the lease, or choose a longer lease.
-    #[error("the lease on semaphore {name:?} ran out: its slot may be another holder's now")]
-    LeaseExpired {
+    /// exceeded. Renew more often than the hold, or choose a longer one.
+    #[error("the hold on semaphore {name:?} ran out: its slot may be another holder's now")]
+    PermitExpired {
         /// The semaphore's name.
         name: String,
     },
@@ -98,7 +98,7 @@ impl Error {
             Self::NotClusterMode { .. } => "not_cluster_mode",
             Self::Redis { .. } => "redis",
             Self::MaxWaitExceeded { .. } => "max_wait_exceeded",
-            Self::LeaseExpired { .. } => "lease_expired",
+            Self::PermitExpired { .. } => "permit_expired",
         }
     }
 

@@ -1,15 +1,15 @@
 //! [`Semaphore`]: at most `capacity` holders at once across every process, each holding its
-//! slot under a lease (`lua/semaphore_acquire.lua`, `_renew.lua`, `_release.lua`).
+//! slot under a hold (`lua/semaphore_acquire.lua`, `_renew.lua`, `_release.lua`).
 //!
-//! Holders live in the sorted set `throttle:<name>:holders`, scored by their lease deadlines
-//! in Redis time. A crashed holder frees its own slot when its lease runs out, and no other;
+//! Holders live in the sorted set `throttle:<name>:holders`, scored by their hold deadlines
+//! in Redis time. A crashed holder frees its own slot when its hold runs out, and no other;
 //! the `concurrency` knob, when stored, replaces the caller's capacity on the next acquire.
 //!
 //! # Waiting
 //!
 //! A waiting [`Semaphore::acquire`] polls: 5 ms after a refusal, doubling to 50 ms, each delay
 //! jittered down by up to half (so waiters do not call in step) and never longer than the time
-//! until the earliest lease runs out (which the script replies with). A release is therefore
+//! until the earliest hold runs out (which the script replies with). A release is therefore
 //! noticed within 50 ms, at a cost of 20 to 40 calls a second per waiter. Being woken by a
 //! release (pub/sub, or `BLPOP` on a list of tokens as `limiters` does) would notice sooner,
 //! but needs a second, dedicated connection per client (and per node on Redis Cluster), and
@@ -36,8 +36,8 @@ use super::token_bucket::Source;
 const MIN_POLL: Duration = Duration::from_millis(5);
 /// The longest delay between polls: how late a waiter may notice a release.
 const MAX_POLL: Duration = Duration::from_millis(50);
-/// The longest lease a holder may take: `u32::MAX` milliseconds, about 49 days.
-const MAX_LEASE: Duration = Duration::from_millis(u32::MAX as u64);
+/// The longest hold a holder may take: `u32::MAX` milliseconds, about 49 days.
+const MAX_HOLD: Duration = Duration::from_millis(u32::MAX as u64);
 
 /// A semaphore's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +45,13 @@ pub struct SemaphoreParams {
     /// How many may hold the semaphore at once (at least 1), unless the throttle's knobs hash
     /// has a `concurrency` field, which then applies.
     pub capacity: u32,
-    /// Each holder's lease: a holder that neither releases nor renews within it loses its slot
-    /// (from 1 ms to about 49 days).
-    pub lease: Duration,
+    /// How long a permit holds its slot: a holder that neither releases nor renews within it
+    /// loses its slot (from 1 ms to about 49 days).
+    pub hold: Duration,
 }
 
 impl SemaphoreParams {
-    /// Checks the parameters: `capacity >= 1`, `1 ms <= lease <= u32::MAX ms`.
+    /// Checks the parameters: `capacity >= 1`, `1 ms <= hold <= u32::MAX ms`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the bad field.
@@ -61,10 +61,10 @@ impl SemaphoreParams {
                 "semaphore capacity must be at least 1; got 0".to_owned(),
             ));
         }
-        if self.lease < Duration::from_millis(1) || self.lease > MAX_LEASE {
+        if self.hold < Duration::from_millis(1) || self.hold > MAX_HOLD {
             return Err(Error::InvalidArgument(format!(
-                "semaphore lease must be from 1 ms to {MAX_LEASE:?}; got {:?}",
-                self.lease
+                "semaphore hold must be from 1 ms to {MAX_HOLD:?}; got {:?}",
+                self.hold
             )));
         }
         Ok(())
@@ -81,7 +81,7 @@ impl SemaphoreParams {
 /// let client = regulator::Client::connect("redis://127.0.0.1:6379/0").await?;
 /// let exports = client.semaphore(
 ///     "exports",
-///     SemaphoreParams { capacity: 4, lease: Duration::from_secs(30) },
+///     SemaphoreParams { capacity: 4, hold: Duration::from_secs(30) },
 /// );
 /// let permit = exports.acquire(Duration::from_secs(10)).await?; // Err(MaxWaitExceeded) past it
 /// // ... at most 4 of these run at once, fleet-wide; renew within 30 s if the work runs long:
@@ -93,7 +93,7 @@ impl SemaphoreParams {
 pub struct Semaphore {
     params: SemaphoreParams,
     holders: Arc<str>,
-    /// `EVALSHA <sha> 2 <holders> <knobs> <capacity> <lease ms>`; each acquire appends the
+    /// `EVALSHA <sha> 2 <holders> <knobs> <capacity> <hold ms>`; each acquire appends the
     /// knobs TTL and the holder id.
     acquire: ScriptCall,
 }
@@ -102,7 +102,7 @@ crate::client::script_call::limiter_accessors!(Semaphore, acquire, params: Semap
 
 impl Client {
     /// A semaphore named `name`: at most `params.capacity` holders at once (or the
-    /// throttle's `concurrency` knob, when stored), each for at most `params.lease` unless
+    /// throttle's `concurrency` knob, when stored), each for at most `params.hold` unless
     /// renewed.
     #[must_use]
     pub fn semaphore(&self, name: impl Into<String>, params: SemaphoreParams) -> Semaphore {
@@ -116,7 +116,7 @@ enum Attempt {
         capacity: u32,
         source: Source,
     },
-    /// All slots are held; the earliest lease runs out in `next`.
+    /// All slots are held; the earliest hold runs out in `next`.
     Busy {
         next: Duration,
     },
@@ -128,7 +128,7 @@ impl Semaphore {
         let keys = [keys.holders(&name), keys.knobs(&name)];
         let holders = keys[0].as_str().into();
         let acquire = ScriptCall::new(client, name, ScriptId::SemaphoreAcquire, &keys, |cmd| {
-            cmd.arg(params.capacity).arg(lease_ms(params.lease));
+            cmd.arg(params.capacity).arg(hold_ms(params.hold));
         });
         Self {
             params,
@@ -141,13 +141,13 @@ impl Semaphore {
     /// as it takes).
     ///
     /// It waits by polling: 5 ms after a refusal, doubling to 50 ms, each delay jittered and
-    /// never longer than the time until the earliest lease runs out. A release is noticed
+    /// never longer than the time until the earliest hold runs out. A release is noticed
     /// within 50 ms; waiters are not served in order.
     ///
     /// When the wait runs out nothing is held, not even a slot granted by a call still in
     /// flight at the deadline: that call's holder is released before the error returns. A
     /// call whose reply is lost (a timeout) may have taken a slot nevertheless; it is given
-    /// back in the background, and if Redis cannot be reached for that, its lease frees it.
+    /// back in the background, and if Redis cannot be reached for that, its hold frees it.
     ///
     /// # Errors
     /// [`Error::MaxWaitExceeded`]; [`Error::InvalidArgument`] before any call for invalid
@@ -158,7 +158,7 @@ impl Semaphore {
         let start = Instant::now();
         let deadline = (!max_wait.is_zero()).then(|| start + max_wait);
         let mut poll = MIN_POLL;
-        // When the earliest lease runs out, as the last refusal said: the retry hint.
+        // When the earliest hold runs out, as the last refusal said: the retry hint.
         let mut frees_at = start;
         loop {
             let attempt = match deadline {
@@ -256,18 +256,18 @@ impl Semaphore {
         cmd.arg(scripts.semaphore_renew.get_hash())
             .arg(1)
             .arg(&*self.holders)
-            .arg(lease_ms(self.params.lease))
+            .arg(hold_ms(self.params.hold))
             .arg(id);
         let (renewed, _deadline): (i64, i64) =
             client.run_script(&scripts.semaphore_renew, &cmd).await?;
         if renewed == 1 {
             Ok(())
         } else {
-            Err(self.lease_expired())
+            Err(self.permit_expired())
         }
     }
 
-    /// Removes `id` from the holders; `Ok(false)` when its lease had run out already.
+    /// Removes `id` from the holders; `Ok(false)` when its hold had run out already.
     async fn give_back(&self, id: &str) -> Result<bool> {
         let client = self.acquire.client();
         let scripts = &client.inner.scripts;
@@ -280,10 +280,10 @@ impl Semaphore {
         Ok(in_time == 1)
     }
 
-    /// Gives back a slot this id may hold; when that fails, the lease will free it.
+    /// Gives back a slot this id may hold; when that fails, the hold will free it.
     async fn give_back_quietly(&self, id: &str) {
         if let Err(error) = self.give_back(id).await {
-            tracing::debug!(semaphore = self.name(), %error, "release failed; the lease will free the slot");
+            tracing::debug!(semaphore = self.name(), %error, "release failed; the hold will free the slot");
         }
     }
 
@@ -297,8 +297,8 @@ impl Semaphore {
         runtime.spawn(async move { semaphore.give_back_quietly(&id).await });
     }
 
-    fn lease_expired(&self) -> Error {
-        Error::LeaseExpired {
+    fn permit_expired(&self) -> Error {
+        Error::PermitExpired {
             name: self.name().to_owned(),
         }
     }
@@ -309,10 +309,10 @@ impl Semaphore {
     }
 }
 
-/// A slot in a [`Semaphore`], held until released, dropped or its lease runs out.
+/// A slot in a [`Semaphore`], held until released, dropped or its hold runs out.
 ///
 /// Dropping a permit releases it in the background on the current Tokio runtime (best effort:
-/// without a runtime, or when the release fails, the lease frees the slot).
+/// without a runtime, or when the release fails, the hold frees the slot).
 /// [`release`](Self::release) does it now and reports the outcome.
 #[derive(Debug)]
 #[must_use = "dropping a permit releases it at once"]
@@ -345,10 +345,10 @@ impl Permit {
         self.source
     }
 
-    /// Extends the lease to a full lease from now, for work that runs longer than one lease.
+    /// Extends the hold to a full hold from now, for work that runs longer than one hold.
     ///
     /// # Errors
-    /// [`Error::LeaseExpired`] when the lease had run out already (the slot is lost; the
+    /// [`Error::PermitExpired`] when the hold had run out already (the slot is lost; the
     /// permit no longer counts as a holder); otherwise the connection's errors.
     pub async fn renew(&self) -> Result<()> {
         self.semaphore.renew_id(&self.id).await
@@ -357,16 +357,16 @@ impl Permit {
     /// Gives the slot back now.
     ///
     /// # Errors
-    /// [`Error::LeaseExpired`] when the lease had run out before the release (the work
-    /// outlived its lease: the capacity may have been exceeded); otherwise the connection's
-    /// errors, after which the lease frees the slot.
+    /// [`Error::PermitExpired`] when the hold had run out before the release (the work
+    /// outlived its hold: the capacity may have been exceeded); otherwise the connection's
+    /// errors, after which the hold frees the slot.
     pub async fn release(mut self) -> Result<()> {
         let result = self.semaphore.give_back(&self.id).await;
         self.held = false;
         if result? {
             Ok(())
         } else {
-            Err(self.semaphore.lease_expired())
+            Err(self.semaphore.permit_expired())
         }
     }
 }
@@ -387,8 +387,8 @@ fn exceeded(start: Instant, frees_at: Instant) -> Error {
     }
 }
 
-fn lease_ms(lease: Duration) -> u64 {
-    u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
+fn hold_ms(hold: Duration) -> u64 {
+    u64::try_from(hold.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A holder id unique to this acquisition, fleet-wide. The same id is used for every call of
@@ -419,17 +419,17 @@ mod tests {
     fn params_are_checked() {
         let ok = SemaphoreParams {
             capacity: 1,
-            lease: Duration::from_millis(1),
+            hold: Duration::from_millis(1),
         };
         assert!(ok.validate().is_ok());
         for bad in [
             SemaphoreParams { capacity: 0, ..ok },
             SemaphoreParams {
-                lease: Duration::from_micros(999),
+                hold: Duration::from_micros(999),
                 ..ok
             },
             SemaphoreParams {
-                lease: MAX_LEASE + Duration::from_millis(1),
+                hold: MAX_HOLD + Duration::from_millis(1),
                 ..ok
             },
         ] {

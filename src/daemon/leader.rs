@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::Backends;
-use super::lease::Lease;
+use super::leader_lease::LeaderLease;
 use super::metrics::Metrics;
 
 /// This replica's standing, and the token that names it in the lease and fences its writes.
@@ -38,7 +38,7 @@ struct State {
 
 impl Default for Leadership {
     fn default() -> Self {
-        Self::new(&Lease::new_token())
+        Self::new(&LeaderLease::new_token())
     }
 }
 
@@ -122,7 +122,7 @@ pub async fn lead(
 ) {
     let mut first = Some(first);
     let me = Arc::clone(leadership.token());
-    let mut held: Option<Lease> = None;
+    let mut held: Option<LeaderLease> = None;
     let mut was_leader = false;
     loop {
         let b = Arc::clone(&backends.borrow_and_update());
@@ -131,7 +131,7 @@ pub async fn lead(
         let generation = leadership.generation();
         let outcome = match b.redis.client().await {
             Ok(client) => {
-                let lease = Lease::with_token(client, &b.leader.key, length, &me);
+                let lease = LeaderLease::with_token(client, &b.leader.key, length, &me);
                 // The lease key changed with a reload: give the old one up.
                 if let Some(old) = held
                     .take()

@@ -3,12 +3,13 @@
 //! - [`config`]: the YAML configuration, parsed strictly and validated with locations.
 //! - [`control`]: the control laws and the limits common to them (pure).
 //! - [`source`]: signals from Prometheus, and what makes an answer usable.
-//! - [`store`]: the knob store: changed fields only, TTL, history, writes fenced by the lease.
+//! - [`store`]: the knob store: changed fields only, TTL, history, writes fenced by the
+//!   leader lease.
 //! - [`reconcile`]: one policy's tick: signal, stored knobs, controllers, writes, reasons.
 //! - [`names`]: which policy governs each throttle name; templates never collide.
 //! - [`schedule`]: when a policy ticks: jittered intervals, capped backoff after failures.
-//! - [`lease`], [`leader`]: the lease that elects the one replica that writes, and the
-//!   deadline past which a replica stops writing.
+//! - [`leader_lease`], [`leader`]: the leader lease that elects the one replica that writes,
+//!   and the deadline past which a replica stops writing.
 //! - [`backend`]: the Redis and Prometheus connections of one configuration; [`secret`]: the
 //!   password, token and certificate files they read.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -25,7 +26,7 @@ pub mod control;
 mod fakes;
 pub mod http;
 pub mod leader;
-pub mod lease;
+pub mod leader_lease;
 pub mod metrics;
 pub mod names;
 pub mod notify;

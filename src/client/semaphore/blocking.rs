@@ -18,7 +18,7 @@ crate::client::blocking::blocking_twin!(
     /// let client = regulator::blocking::Client::connect("redis://127.0.0.1:6379/0")?;
     /// let exports = client.semaphore(
     ///     "exports",
-    ///     regulator::SemaphoreParams { capacity: 4, lease: Duration::from_secs(30) },
+    ///     regulator::SemaphoreParams { capacity: 4, hold: Duration::from_secs(30) },
     /// );
     /// let permit = exports.acquire(Duration::from_secs(10))?;
     /// // ... the work; the permit is released when dropped, or:
@@ -31,7 +31,7 @@ crate::client::blocking::blocking_twin!(
 );
 
 /// A blocking permit; see [`crate::Permit`]. Dropping it releases the slot before `drop`
-/// returns (best effort: when the release fails, the lease frees the slot).
+/// returns (best effort: when the release fails, the hold frees the slot).
 #[derive(Debug)]
 #[must_use = "dropping a permit releases it at once"]
 pub struct Permit {

@@ -26,7 +26,7 @@ pub struct Standing {
 
 /// One replica's claim on the lease.
 #[derive(Debug, Clone)]
-pub struct Lease {
+pub struct LeaderLease {
     client: Client,
     key: Arc<str>,
     token: Arc<str>,
@@ -34,7 +34,7 @@ pub struct Lease {
     scripts: Arc<(Script, Script)>,
 }
 
-impl Lease {
+impl LeaderLease {
     /// A claim on `key` lasting `length` unless renewed. The token names this replica
     /// (host, process, start time) so the holder can be seen with `GET`.
     #[must_use]
@@ -87,7 +87,7 @@ impl Lease {
         Ok(self.try_lead().await?.held)
     }
 
-    /// As [`Lease::acquire_or_renew`], saying also how long the lease runs: this replica's
+    /// As [`LeaderLease::acquire_or_renew`], saying also how long the lease runs: this replica's
     /// full length when it holds it, the holder's remaining time when another does.
     ///
     /// # Errors
