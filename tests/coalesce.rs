@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{T0, knobs, redis};
+use common::{T0, knobs, redis, set_knobs};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use regulator::testing::RedisServer;
@@ -35,12 +35,6 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => knobs.prop_map(Op::SetKnobs),
         6 => prop::collection::vec(request, 1..30).prop_map(Op::Requests),
     ]
-}
-
-fn set_knobs(server: &RedisServer, name: &str, k: Knobs) {
-    let key = format!("throttle:{name}:knobs");
-    let (r, b, w) = (k.rps.to_string(), k.burst.to_string(), k.window.to_string());
-    let _: () = server.cmd(&["HSET", &key, "rps", &r, "burst", &b, "window", &w]);
 }
 
 /// The bucket hash as stored, and the TTLs of bucket and knobs.

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{T0, knobs, redis};
+use common::{T0, knobs, redis, set_knobs};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use regulator::Knobs;
@@ -218,11 +218,7 @@ impl Harness<'_> {
                 self.server.freeze_time(self.now, self.usec);
             }
             Op::SetKnobs(k) => {
-                let (r, b, w) = (k.rps.to_string(), k.burst.to_string(), k.window.to_string());
-                let key = format!("throttle:{}:knobs", self.name);
-                let _: () = self
-                    .server
-                    .cmd(&["HSET", &key, "rps", &r, "burst", &b, "window", &w]);
+                set_knobs(self.server, &self.name, k);
                 self.knobs = Some(k);
             }
             Op::Reserve {

@@ -266,11 +266,7 @@ fn a_python_worker_stays_limited_at_the_smallest_knobs_the_daemon_writes() {
             .filter(|_| py_throttle(py, name, 100.0, 1.0, 1.0)["allowed"] == json!(true))
             .count()
     };
-    let set = |name: &str, k: regulator::Knobs| {
-        let (r, b, w) = (k.rps.to_string(), k.burst.to_string(), k.window.to_string());
-        let key = format!("throttle:{name}:knobs");
-        let _: () = server.cmd(&["HSET", &key, "rps", &r, "burst", &b, "window", &w]);
-    };
+    let set = |name: &str, k: regulator::Knobs| common::set_knobs(&server, name, k);
     // 2 rps × 1 × 0.5 s: one token a half-second window. Twenty calls in one frozen instant
     // get one, and limitlion keeps its bucket.
     set("smallest", smallest);

@@ -46,9 +46,14 @@ pub fn phases(scenario: &Scenario, periods: usize) -> Vec<(usize, usize, usize)>
         .collect()
 }
 
+/// Whether `p`'s true p99 is within the target (an interval that served nothing is).
+fn compliant(p: &Period, target: f64) -> bool {
+    p.p99.is_none_or(|l| l <= target)
+}
+
 /// Queries served inside the SLO in `p`.
 fn good_in(p: &Period, target: f64) -> f64 {
-    if p.p99.is_none_or(|l| l <= target) {
+    if compliant(p, target) {
         (p.served - p.timeouts).max(0.0)
     } else {
         0.0
@@ -106,10 +111,7 @@ pub fn references(scenario: &Scenario, statics: &[Trace]) -> Vec<Reference> {
                     let time: f64 = ps.iter().map(|p| p.length).sum::<f64>().max(1e-9);
                     let good: f64 = ps.iter().map(|p| good_in(p, target)).sum();
                     let served: f64 = ps.iter().map(|p| p.served).sum();
-                    let ok = ps
-                        .iter()
-                        .filter(|p| p.p99.is_none_or(|l| l <= target))
-                        .count();
+                    let ok = ps.iter().filter(|p| compliant(p, target)).count();
                     Reference {
                         law: t.law.clone(),
                         knobs: t
@@ -138,10 +140,7 @@ pub fn judge(scenario: &Scenario, trace: &Trace, references: &[Reference]) -> Ve
         .enumerate()
         .map(|(i, ((first, settled, end), r))| {
             let ps = &trace.periods[settled..end];
-            let ok = ps
-                .iter()
-                .filter(|p| p.p99.is_none_or(|l| l <= target))
-                .count();
+            let ok = ps.iter().filter(|p| compliant(p, target)).count();
             let good: f64 = ps.iter().map(|p| good_in(p, target)).sum();
             let recovery = (i > 0)
                 .then(|| {
@@ -152,7 +151,7 @@ pub fn judge(scenario: &Scenario, trace: &Trace, references: &[Reference]) -> Ve
                 .flatten();
             let overshoot = ps
                 .iter()
-                .filter(|p| p.p99.is_some_and(|l| l > target))
+                .filter(|p| !compliant(p, target))
                 .map(|p| p.served / p.length / r.served_rate.max(1e-9) - 1.0)
                 .fold(0.0_f64, f64::max);
             PhaseScore {

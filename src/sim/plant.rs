@@ -259,12 +259,12 @@ impl<'a> Plant<'a> {
     pub fn step(&mut self, t: f64, knobs: Knobs) {
         let slot = self.step % RING;
         self.in_flight = (self.in_flight - std::mem::take(&mut self.finishing[slot])).max(0.0);
-        let landed = std::mem::take(&mut self.landing[slot]);
-        for latency in &landed {
-            self.observe_point(*latency);
+        let mut landed = std::mem::take(&mut self.landing[slot]);
+        for latency in landed.drain(..) {
+            self.observe_point(latency);
         }
+        // The emptied vector goes back, so the ring keeps its allocations.
         self.landing[slot] = landed;
-        self.landing[slot].clear();
         let served = self.fleet(t, knobs);
         self.sent += served;
         self.update_noise();
@@ -274,7 +274,7 @@ impl<'a> Plant<'a> {
             let slice = self.backend(t, served);
             // Its worker is busy until the query's (mean) latency has passed.
             let busy = (slice.shift + slice.mean).min(slice.cap);
-            self.finish_in(busy, served);
+            let _ = self.finish_in(busy, served);
             for (count, bound) in self.counts.iter_mut().zip(&self.bounds) {
                 *count += served * slice.cdf(*bound);
             }
@@ -288,11 +288,14 @@ impl<'a> Plant<'a> {
         self.measure(t + STEP);
     }
 
-    /// `n` queries started this step finish `latency` seconds later.
-    fn finish_in(&mut self, latency: f64, n: f64) {
+    /// `n` queries started this step finish `latency` seconds later; returns the ring slot
+    /// of that step.
+    fn finish_in(&mut self, latency: f64, n: f64) -> usize {
         let steps = (latency / STEP).ceil().max(1.0) as usize;
-        self.finishing[(self.step + steps.min(RING - 1)) % RING] += n;
+        let slot = (self.step + steps.min(RING - 1)) % RING;
+        self.finishing[slot] += n;
         self.in_flight += n;
+        slot
     }
 
     /// One query's latency, seen as it finishes: in the histogram, the gauge and the period.
@@ -472,9 +475,8 @@ impl<'a> Plant<'a> {
                 }
                 latency.min(timeout)
             };
-            self.finish_in(at - t + latency, 1.0);
-            let steps = ((at - t + latency) / STEP).ceil().max(1.0) as usize;
-            self.landing[(self.step + steps.min(RING - 1)) % RING].push(latency);
+            let slot = self.finish_in(at - t + latency, 1.0);
+            self.landing[slot].push(latency);
         }
     }
 

@@ -4,6 +4,13 @@
 use regulator::testing::RedisServer;
 use regulator::{Knobs, blocking};
 
+/// Stores `k` as the throttle's knobs, as the daemon or `regulator set` would.
+pub fn set_knobs(server: &RedisServer, name: &str, k: Knobs) {
+    let key = format!("throttle:{name}:knobs");
+    let (r, b, w) = (k.rps.to_string(), k.burst.to_string(), k.window.to_string());
+    let _: () = server.cmd(&["HSET", &key, "rps", &r, "burst", &b, "window", &w]);
+}
+
 /// A Unix second far from zero, as Redis TIME would give.
 pub const T0: i64 = 1_700_000_000;
 
