@@ -274,13 +274,16 @@ fn the_neighbour_family_holds_its_floors() {
     // LOSES, widely: compliance 54-80% and goodput 37-80% of the best static (goals 95%, 90%),
     // recovery 19 intervals after capacity returns (goal 10). A neighbour taking 40% of the
     // capacity for 60 s of every 120 s moves the latency with something the law cannot see;
-    // it cuts for each of its spells and recovers too slowly between them.
+    // it cuts for each of its spells and recovers too slowly between them. The escalated
+    // cuts (a creeping signal past 1.5 × target, which fixed the live limitlion service)
+    // cost it here: phase 0 goodput 79.7% -> 75.3%, phase 2 overshoot 0% -> 22.4%
+    // (BENCHMARKS.md records the trade).
     family(
         "family-neighbour",
         [
-            loses(0.76, 0.78, 10, 0.10),
+            loses(0.76, 0.74, 10, 0.10),
             loses(0.52, 0.35, 10, 0.10),
-            loses(0.78, 0.75, 20, 0.10),
+            loses(0.78, 0.75, 20, 0.25),
         ],
     );
 }

@@ -237,11 +237,11 @@ impl Controller {
         }
         let overloaded = obs.headroom < -self.settings.deadband;
         let healthy = obs.headroom > self.settings.deadband;
+        let before = self.predictive.as_ref().map(|p| p.before_proposal());
         if !overloaded && !healthy {
-            return self.hold(current, rps, "within deadband");
+            return self.within_deadband(current, rps, obs.ratio, now);
         }
 
-        let before = self.predictive.as_ref().map(|p| p.before_proposal());
         let proposed = self.propose(rps, &obs, now);
         if !proposed.is_finite() {
             // `min`/`max` below would turn a NaN into `rps` or a bound: refuse it here.
@@ -298,6 +298,28 @@ impl Controller {
             p.proposed(now, knobs.rps, before);
         }
         Self::step(current, knobs, reason)
+    }
+
+    /// A tick whose signal is within the deadband: a hold, or for the predictive law a step
+    /// back toward a cut it escalated past ([`PredictiveState::undo`]).
+    fn within_deadband(&mut self, current: Knobs, rps: f64, ratio: f64, now: Duration) -> Step {
+        let cooling = self.cooling(now);
+        let most = rps * (1.0 + self.settings.max_step);
+        let up = match &mut self.predictive {
+            Some(p) if !cooling => {
+                let before = p.before_proposal();
+                p.undo(rps, ratio, now).map(|up| (before, up.min(most)))
+            }
+            _ => None,
+        };
+        let Some((before, up)) = up else {
+            return self.hold(current, rps, "within deadband");
+        };
+        let knobs = self.bounded(up, current.burst, current.window);
+        if let Some(p) = &mut self.predictive {
+            p.proposed(now, knobs.rps, before);
+        }
+        Self::step(current, knobs, "undoing an escalated cut")
     }
 
     /// `rps` kept (inside the bounds), burst and window as they are.

@@ -44,6 +44,23 @@ const DEEP_CUT: f64 = 0.25;
 const FAST_HEADROOM: f64 = 0.8;
 /// How long the rate that last overloaded is remembered.
 const CEILING_MEMORY: Duration = Duration::from_secs(900);
+/// Past this pressure the signal no longer measures how deep an overload is: a fleet held
+/// back by its own concurrency, a client timeout or a connection pool caps it.
+const DEEP_OVERLOAD: f64 = 1.5;
+/// A cut on a worse signal past [`DEEP_OVERLOAD`], after an earlier cut in the same
+/// overload, goes at least this far below the knob in force, as AIMD would: the model read
+/// the capped signal as a small excess and its cut was not enough.
+const ESCALATION: f64 = 0.7;
+/// ... when the signal rose since that cut (which had the lag to show) by more than the
+/// first and less than the second share: it creeps toward a cap. A signal that climbs
+/// faster measures the overload, and the model's own cut is the right size; one that holds
+/// at its cap, moving only by its noise, has news of nothing.
+const CREEP: (f64, f64) = (1.03, 1.15);
+/// After an escalated cut the model's own cut may have been right after all (a signal
+/// still climbing from the backlog of a sudden overload looks the same). Sitting in the
+/// deadband under the aim with one knob over a whole window, the law steps back toward it
+/// by this factor, once a window, until it gets there or the signal says otherwise.
+const UNDO_STEP: f64 = 1.12;
 
 /// One throttle's predictive-law state.
 #[derive(Debug, Clone)]
@@ -73,6 +90,12 @@ pub(super) struct PredictiveState {
     recent: VecDeque<(Duration, f64)>,
     /// When the law last cut, and the pressure it cut on.
     last_cut: Option<(Duration, f64)>,
+    /// The model's cut that the last escalated cut went under, until the knob is back to
+    /// it, and when the law last stepped back toward it (see [`UNDO_STEP`]).
+    undo: Option<f64>,
+    last_undo: Option<Duration>,
+    /// Cuts made in the overload going on (none since the last healthy tick).
+    streak: u32,
     /// The highest `rps` an overload was lately blamed on (what the backend could not take),
     /// and since when.
     ceiling: Option<(f64, Duration)>,
@@ -94,6 +117,8 @@ struct Pending {
 pub(super) struct Memory {
     last_cut: Option<(Duration, f64)>,
     ceiling: Option<(f64, Duration)>,
+    streak: u32,
+    undo: Option<f64>,
 }
 
 impl PredictiveState {
@@ -118,6 +143,9 @@ impl PredictiveState {
             clean: None,
             recent: VecDeque::new(),
             last_cut: None,
+            undo: None,
+            last_undo: None,
+            streak: 0,
             ceiling: None,
             pending: None,
         }
@@ -136,6 +164,8 @@ impl PredictiveState {
         } else {
             self.last_cut = p.before.last_cut;
             self.ceiling = p.before.ceiling;
+            self.streak = p.before.streak;
+            self.undo = p.before.undo;
         }
     }
 
@@ -144,6 +174,8 @@ impl PredictiveState {
         Memory {
             last_cut: self.last_cut,
             ceiling: self.ceiling,
+            streak: self.streak,
+            undo: self.undo,
         }
     }
 
@@ -185,7 +217,12 @@ impl PredictiveState {
             self.recent.pop_front();
         }
         self.recent.push_back((now, pressure));
-        let (applied, pressure) = if pressure > 1.0 - margin {
+        let overloaded = pressure > 1.0 - margin;
+        let mut creeping = false;
+        if !overloaded {
+            self.streak = 0;
+        }
+        let (applied, pressure) = if overloaded {
             // One cut per piece of news: until the last cut can show, only a worse signal
             // cuts again.
             if let Some((at, seen)) = self.last_cut
@@ -194,6 +231,12 @@ impl PredictiveState {
             {
                 return rps;
             }
+            creeping = self.last_cut.is_some_and(|(at, seen)| {
+                // (Three quarters of the lag: a tick is a little early or late.)
+                now.saturating_sub(at) >= self.lag.mul_f64(0.75)
+                    && pressure > seen * CREEP.0
+                    && pressure < seen * CREEP.1
+            });
             self.last_cut = Some((now, pressure));
             // The ceiling is the highest rate that overloaded lately: a later overload at a
             // lower rate (a capacity drop) does not lower it, so a capacity that comes back
@@ -215,6 +258,21 @@ impl PredictiveState {
             floor: self.floor(),
         };
         let careful = laws::predictive(rps, applied, pressure, params);
+        if overloaded {
+            self.streak = self.streak.saturating_add(1);
+            if self.streak > 1
+                && creeping
+                && pressure >= DEEP_OVERLOAD
+                && careful > rps * ESCALATION
+            {
+                self.undo = Some(careful);
+                return rps * ESCALATION;
+            }
+            if self.streak == 1 {
+                self.undo = None;
+            }
+            return careful;
+        }
         match self.ceiling {
             // Well under a rate known to overload, with headroom over the last ticks: the
             // signal speaks of a knob near the current one, and the ceiling bounds the error.
@@ -267,6 +325,25 @@ impl PredictiveState {
         margin
             .max(1.0 - (-NOISE_SPREAD * self.noise()).exp())
             .min(reachable.max(margin))
+    }
+
+    /// A step back toward the model's cut that an escalated cut went under (see
+    /// [`UNDO_STEP`]), for a signal within the deadband: under the aim (`ratio` above 1),
+    /// one knob over the whole window, no cut within it, one step a window.
+    pub(super) fn undo(&mut self, rps: f64, ratio: f64, now: Duration) -> Option<f64> {
+        let target = self.undo.filter(|u| rps < *u);
+        self.undo = target;
+        let window = self.window();
+        let steady = self.applied(now) == Some((rps, rps));
+        let calm = self
+            .last_cut
+            .is_none_or(|(at, _)| now.saturating_sub(at) >= window);
+        let due = self
+            .last_undo
+            .is_none_or(|at| now.saturating_sub(at) >= window);
+        let target = target.filter(|_| ratio > 1.0 && steady && calm && due)?;
+        self.last_undo = Some(now);
+        Some(target.min(rps * UNDO_STEP))
     }
 
     /// The signal's noise: the standard deviation of its log, from the median of its recent

@@ -511,3 +511,85 @@ fn range_window_is_the_longest_range_of_the_query() {
     );
     assert_eq!(range_window("x{l=\"[\"}[bad]"), Duration::ZERO);
 }
+
+/// A controller on a 2 s interval over `rate(..[10s])`, no cooldown, at `rps`, after one
+/// tick on target.
+fn predictive_at(rps: f64) -> (Controller, Knobs) {
+    let mut p = policy(PREDICTIVE);
+    p.signal.query = "histogram_quantile(0.99, rate(x_bucket[10s]))".into();
+    p.cooldown = Duration::ZERO;
+    p.max_step = Some(0.6);
+    let mut c = Controller::new(&p, secs(2));
+    let k = Knobs { rps, ..c.initial() };
+    c.tick(k, 0.2, secs(0));
+    (c, k)
+}
+
+#[test]
+fn a_signal_creeping_past_one_and_a_half_times_the_target_gets_cuts_of_thirty_percent() {
+    // A fleet held back by its own threads: the knob (400) is far above what the backend
+    // serves, the signal creeps toward its cap whatever the knob. After the model's first
+    // cut, each cut on a signal that rose 3-15% takes at least 30% off the knob in force.
+    let (mut c, mut k) = predictive_at(400.0);
+    let mut now = secs(0);
+    let mut cuts = Vec::new();
+    for signal in [0.40, 0.44, 0.47, 0.49, 0.51] {
+        now += secs(2);
+        let next = c.tick(k, signal, now).knobs;
+        cuts.push(next.rps / k.rps);
+        k = next;
+    }
+    // The model's first cut: the signal over the target, 1.6.
+    assert!((cuts[0] - 1.0 / 1.6).abs() < 1e-9, "{cuts:?}");
+    assert!(cuts[1..].iter().all(|r| *r <= 0.7 + 1e-9), "{cuts:?}");
+}
+
+#[test]
+fn a_signal_that_climbs_steeply_past_the_target_gets_the_models_cuts_only() {
+    // A measured overload (the signal climbing 40% a tick): the model's cuts, from the
+    // highest knob the signal may reflect (400) by the signal over the target, are the right
+    // size; an escalated cut would take 30% off the knob in force, a little more.
+    let (mut c, mut k) = predictive_at(400.0);
+    let (mut now, mut signal) = (secs(0), 0.4);
+    for i in 0..3 {
+        now += secs(2);
+        let next = c.tick(k, signal, now).knobs;
+        let model = 400.0 * 0.25 / signal;
+        assert!(
+            (next.rps - model).abs() < 1e-6,
+            "{next:?} at signal {signal}"
+        );
+        assert!(
+            i == 0 || next.rps > 0.7 * k.rps,
+            "escalated: {next:?} from {k:?}"
+        );
+        k = next;
+        signal *= 1.4;
+    }
+}
+
+#[test]
+fn an_escalated_cut_is_stepped_back_toward_the_models_cut_while_the_signal_is_on_aim() {
+    let (mut c, mut k) = predictive_at(400.0);
+    let mut now = secs(0);
+    for signal in [0.40, 0.44, 0.47] {
+        now += secs(2);
+        k = c.tick(k, signal, now).knobs;
+    }
+    let escalated = k.rps;
+    // Just under the aim (0.9 × 0.25), inside the deadband, from now on: the knob climbs back
+    // by 12% a window (2 × 2 s lag + 10 s range = 14 s), never past the model's cut.
+    let mut steps = Vec::new();
+    for _ in 0..40 {
+        now += secs(2);
+        let next = c.tick(k, 0.22, now);
+        if next.knobs.rps > k.rps {
+            assert_eq!(next.reason, "undoing an escalated cut");
+            steps.push(next.knobs.rps / k.rps);
+        }
+        k = next.knobs;
+    }
+    assert!(!steps.is_empty(), "no step back from {escalated}");
+    assert!(steps.iter().all(|r| *r <= 1.12 + 1e-9), "{steps:?}");
+    assert!(k.rps > escalated, "{} after {escalated}", k.rps);
+}
