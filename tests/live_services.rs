@@ -108,18 +108,36 @@ fn service_script(name: &str) -> String {
         .to_string()
 }
 
-/// The daemon's configuration for one throttle on a live service: 2 s interval, default law.
-fn daemon_config(redis: &RedisServer, prometheus: &PrometheusServer, throttle: &str) -> String {
-    format!(
-        "redis: {{ url: \"{}\" }}\n\
-         prometheus: {{ url: \"{}\", timeout: 1s }}\n\
-         listen: \"127.0.0.1:0\"\n\
-         interval: 2s\n\
-         leader: {{ lease: 3s }}\n\
-         throttles:\n{throttle}",
-        redis.url(),
-        prometheus.url(),
+/// The built daemon steering one throttle on a live service: a 2 s interval, no law named,
+/// defaults `rps` (burst 1, window 1) within `[5, max_rps]`, on the p99 of `histogram` over
+/// `rate(..[10s])`. The directory holds its configuration.
+fn start_daemon(
+    redis: &RedisServer,
+    prometheus: &PrometheusServer,
+    (name, rps, max_rps): (&str, f64, f64),
+    (histogram, target): (&str, f64),
+) -> (tempfile::TempDir, Regulator) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regulator.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis: {{ url: \"{}\" }}\n\
+             prometheus: {{ url: \"{}\", timeout: 1s }}\n\
+             listen: \"127.0.0.1:0\"\n\
+             interval: 2s\n\
+             leader: {{ lease: 3s }}\n\
+             throttles:\n  - name: {name}\n    defaults: {{ rps: {rps}, burst: 1, window: 1 }}\n    \
+             bounds: {{ min_rps: 5, max_rps: {max_rps} }}\n    signal:\n      query: \
+             histogram_quantile(0.99, sum by (le) (rate({histogram}_bucket[10s])))\n      \
+             target: {target}\n",
+            redis.url(),
+            prometheus.url(),
+        ),
     )
+    .unwrap();
+    let daemon = Regulator::start(&config, &[]);
+    (dir, daemon)
 }
 
 const LIMITLION_TARGET: f64 = 1.0;
@@ -167,16 +185,12 @@ fn a_python_limitlion_service_is_held_at_its_slo_and_near_its_capacity() {
         .expect("start the limitlion service");
     let prometheus =
         PrometheusServer::start(&[format!("127.0.0.1:{metrics_port}")]).expect("prometheus");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("regulator.yaml");
-    let throttle = format!(
-        "  - name: svc\n    defaults: {{ rps: 150, burst: 1, window: 1 }}\n    \
-         bounds: {{ min_rps: 5, max_rps: 200 }}\n    signal:\n      query: \
-         histogram_quantile(0.99, sum by (le) (rate(svc_query_seconds_bucket[10s])))\n      \
-         target: {LIMITLION_TARGET}\n"
+    let _daemon = start_daemon(
+        &redis,
+        &prometheus,
+        ("svc", 150.0, 200.0),
+        ("svc_query_seconds", LIMITLION_TARGET),
     );
-    std::fs::write(&config, daemon_config(&redis, &prometheus, &throttle)).unwrap();
-    let _daemon = Regulator::start(&config, &[]);
 
     let out = service.wait_with_output().expect("the service's report");
     assert!(out.status.success(), "the service failed");
@@ -492,16 +506,12 @@ async fn a_connection_pool_service_holds_its_floors_against_the_best_static_limi
     for (i, k) in grid.iter().enumerate() {
         common::set_knobs(&redis, &format!("static-{i}"), *k);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("regulator.yaml");
-    let throttle = format!(
-        "  - name: pool\n    defaults: {{ rps: 400, burst: 1, window: 1 }}\n    \
-         bounds: {{ min_rps: 5, max_rps: 400 }}\n    signal:\n      query: \
-         histogram_quantile(0.99, sum by (le) (rate(pool_query_seconds_bucket[10s])))\n      \
-         target: {POOL_TARGET}\n"
+    let _daemon = start_daemon(
+        &redis,
+        &prometheus,
+        ("pool", 400.0, 400.0),
+        ("pool_query_seconds", POOL_TARGET),
     );
-    std::fs::write(&config, daemon_config(&redis, &prometheus, &throttle)).unwrap();
-    let _daemon = Regulator::start(&config, &[]);
 
     let (services, knobs) = run_pool_services(&redis, &exporter, &grid).await;
     let total = POOL_PHASE * POOL_CAPACITIES.len();
