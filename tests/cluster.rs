@@ -220,8 +220,6 @@ async fn the_daemon_store_and_lease_work_on_a_cluster() {
 #[tokio::test]
 async fn cluster_writes_are_fenced_by_the_lease_epoch() {
     use regulator::daemon::store::{Fence, Written};
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicU64;
 
     let mut cluster = cluster();
     let mut names = names_on_every_node(&mut cluster, 1);
@@ -244,10 +242,7 @@ async fn cluster_writes_are_fenced_by_the_lease_epoch() {
     );
 
     let store = |lease: &LeaderLease, epoch: u64| {
-        let fence = Fence {
-            epoch: Arc::new(AtomicU64::new(epoch)),
-            ..Fence::new(lease.key(), lease.token())
-        };
+        let fence = Fence::new(lease.key(), lease.token()).with_epoch(epoch);
         RedisStore::new(client.clone(), Duration::from_secs(600), 10).fenced(fence)
     };
     let k = |rps| Knobs {
@@ -271,8 +266,8 @@ async fn cluster_writes_are_fenced_by_the_lease_epoch() {
         Written::Fenced
     );
     assert_eq!(stored().await.unwrap(), all(20.0));
-    // In one call, each throttle is fenced on its own: the old leader's write lands only on a
-    // throttle the new leader has not written yet, and the call still reports it fenced.
+    // The slot is fenced, not only the throttles the new leader wrote: the old leader's
+    // write is refused on a throttle of that slot the new leader has never written too.
     let pair = ["{pair}-x".to_owned(), "{pair}-z".to_owned()];
     let stale: Vec<KnobChange> = pair.iter().map(|n| change(n, None, k(5.0))).collect();
     assert_eq!(old_leader.write(&stale).await.unwrap(), Written::Fenced);
@@ -281,7 +276,7 @@ async fn cluster_writes_are_fenced_by_the_lease_epoch() {
             .read(&pair, regulator::daemon::config::Knob::Rate)
             .await
             .unwrap(),
-        [StoredKnobs::Valid(k(20.0)), StoredKnobs::Valid(k(5.0))]
+        [StoredKnobs::Valid(k(20.0)), StoredKnobs::Absent]
     );
     // A replica that does not lead (epoch 0) writes nothing at all.
     let shadow = store(&first, 0);
@@ -294,6 +289,67 @@ async fn cluster_writes_are_fenced_by_the_lease_epoch() {
     }
     assert_eq!(new_leader.write(&writes(30.0)).await.unwrap(), Written::All);
     assert_eq!(stored().await.unwrap(), all(30.0));
+}
+
+/// At the scale the store is built for: 100,000 throttles over every slot. A new leader that
+/// changes one of them still fences the stale leader out of all the others (they are steady:
+/// it never wrote them), because its first read raised every slot's epoch; and a leader whose
+/// deadline passed writes nothing more, even with the highest epoch.
+#[tokio::test]
+async fn a_stale_leader_is_fenced_out_of_steady_throttles_at_100k() {
+    use regulator::daemon::config::Knob;
+    use regulator::daemon::leader::Leadership;
+    use regulator::daemon::store::{Fence, Written};
+    use std::sync::Arc;
+
+    const N: usize = 100_000;
+    let cluster = cluster();
+    let client = connect(&cluster).await;
+    let names: Vec<String> = (0..N).map(|i| format!("s{i}")).collect();
+    let k = |rps| Knobs {
+        rps,
+        burst: 1.0,
+        window: 1.0,
+    };
+    let writes =
+        |rps: f64| -> Vec<KnobChange> { names.iter().map(|n| change(n, None, k(rps))).collect() };
+    let leader = |epoch: u64, until: Duration| {
+        let leadership = Arc::new(Leadership::new(&format!("replica-{epoch}")));
+        leadership.lead_until(tokio::time::Instant::now() + until, epoch);
+        let fence = Fence::led_by("regulator:leader", &leadership);
+        RedisStore::new(client.clone(), Duration::from_secs(600), 10).fenced(fence)
+    };
+    let reader = RedisStore::new(client.clone(), Duration::from_secs(600), 10);
+    let count = |stored: &[StoredKnobs], rps: f64| {
+        stored
+            .iter()
+            .filter(|s| **s == StoredKnobs::Valid(k(rps)))
+            .count()
+    };
+
+    // The old leader writes every throttle.
+    let old = leader(1_000, Duration::from_secs(600));
+    assert_eq!(old.read(&names, Knob::Rate).await.unwrap().len(), N);
+    assert_eq!(old.write(&writes(10.0)).await.unwrap(), Written::All);
+    // A new leader takes over: its tick reads every throttle and changes one.
+    let new = leader(2_000, Duration::from_secs(600));
+    new.read(&names, Knob::Rate).await.unwrap();
+    let one = [change(&names[0], Some(k(10.0)), k(20.0))];
+    assert_eq!(new.write(&one).await.unwrap(), Written::All);
+    // The old leader, its write phase still under way, is refused on every throttle.
+    assert_eq!(old.write(&writes(5.0)).await.unwrap(), Written::Fenced);
+    let stored = reader.read(&names, Knob::Rate).await.unwrap();
+    assert_eq!(count(&stored, 5.0), 0, "a stale write landed");
+    assert_eq!(count(&stored, 10.0), N - 1);
+    assert_eq!(stored[0], StoredKnobs::Valid(k(20.0)));
+
+    // The new leader's deadline passes (a pause past its lease): with the highest epoch
+    // still, it writes nothing more.
+    let late = leader(3_000, Duration::ZERO);
+    assert_eq!(late.write(&writes(7.0)).await.unwrap(), Written::Fenced);
+    let stored = reader.read(&names, Knob::Rate).await.unwrap();
+    assert_eq!(count(&stored, 7.0), 0, "a write after the deadline landed");
+    assert_eq!(count(&stored, 10.0), N - 1);
 }
 
 fn regulator(args: &[&str]) -> Output {

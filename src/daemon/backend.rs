@@ -277,7 +277,7 @@ impl Backends {
         config: &Config,
         previous: Option<&Backends>,
         reachable: &Arc<AtomicBool>,
-        leadership: &super::leader::Leadership,
+        leadership: &Arc<super::leader::Leadership>,
     ) -> std::result::Result<Self, BackendError> {
         let source = Prometheus::new(&config.prometheus)?;
         let settings = RedisSettings::read(&config.redis)?;
@@ -291,11 +291,7 @@ impl Backends {
                 redis: Arc::clone(&redis),
                 knobs_ttl: config.redis.knobs_ttl,
                 history_len: config.history.max_len,
-                fence: Fence {
-                    key: config.leader.key.clone(),
-                    token: Arc::clone(leadership.token()),
-                    epoch: Arc::clone(leadership.epoch()),
-                },
+                fence: Fence::led_by(&config.leader.key, leadership),
             },
             redis,
             leader: config.leader.clone(),

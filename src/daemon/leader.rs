@@ -82,6 +82,14 @@ impl Leadership {
         self.epoch.store(0, Ordering::SeqCst);
     }
 
+    /// Leads until `until` under `epoch`, as a won lease attempt would make it: for tests
+    /// of what a deadline stops.
+    #[cfg(feature = "test-util")]
+    pub fn lead_until(&self, until: Instant, epoch: u64) {
+        let generation = self.generation();
+        self.set(generation, Some(until), epoch);
+    }
+
     /// The current generation, to pass to [`Leadership::set`] with an attempt's outcome.
     fn generation(&self) -> u64 {
         self.state().generation

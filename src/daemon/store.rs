@@ -14,6 +14,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::config::Knob;
+use super::leader::Leadership;
 use crate::client::keys::KeyLayout;
 use crate::{Client, Knobs, Result, StoredKnobs};
 use redis::cluster_routing::Slot;
@@ -70,6 +71,18 @@ pub struct Fence {
     /// The lease epoch of this replica's tenure, 0 while it is not the leader: what fences
     /// writes on a Redis Cluster (see [`crate::daemon::leader::Leadership::epoch`]).
     pub epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The standing whose deadline ends a cluster write between its calls: a write phase
+    /// over many slots stops when the lease could have run out, whatever it has left.
+    pub leadership: Option<std::sync::Arc<Leadership>>,
+    /// The hash slots whose epoch key this fence raised, and to which epoch.
+    raised: std::sync::Arc<std::sync::Mutex<RaisedSlots>>,
+}
+
+/// Slots whose epoch key holds `epoch` since this replica raised it.
+#[derive(Debug, Default)]
+struct RaisedSlots {
+    epoch: u64,
+    slots: std::collections::HashSet<Slot>,
 }
 
 impl Fence {
@@ -80,9 +93,63 @@ impl Fence {
             key: key.to_owned(),
             token: token.into(),
             epoch: std::sync::Arc::default(),
+            leadership: None,
+            raised: std::sync::Arc::default(),
+        }
+    }
+
+    /// A fence on `key` under `leadership`: its token, its epoch, its deadline.
+    #[must_use]
+    pub fn led_by(key: &str, leadership: &std::sync::Arc<Leadership>) -> Self {
+        Self {
+            epoch: std::sync::Arc::clone(leadership.epoch()),
+            leadership: Some(std::sync::Arc::clone(leadership)),
+            ..Self::new(key, leadership.token())
+        }
+    }
+
+    /// The same fence with the epoch `epoch` (a cell of its own).
+    #[must_use]
+    pub fn with_epoch(self, epoch: u64) -> Self {
+        Self {
+            epoch: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(epoch)),
+            ..self
+        }
+    }
+
+    /// The epoch to fence cluster writes with: `None` while this replica does not lead (no
+    /// epoch, or its deadline passed).
+    fn current_epoch(&self) -> Option<u64> {
+        let leading = self.leadership.as_ref().is_none_or(|l| l.is_leader());
+        match self.epoch.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            e => leading.then_some(e),
         }
     }
 }
+
+/// The key of `slot`'s epoch on a cluster: `regulator:epoch:{<tag>}`, where the tag is the
+/// shortest decimal number whose hash slot is `slot`.
+fn slot_epoch_key(slot: Slot) -> String {
+    static TAGS: std::sync::LazyLock<std::collections::HashMap<Slot, u32>> =
+        std::sync::LazyLock::new(|| {
+            let mut tags = std::collections::HashMap::with_capacity(SLOTS);
+            // Decimal numbers cover the 16,384 slots within about 200,000 (measured: the
+            // test `every_slot_has_an_epoch_key` checks it).
+            for n in 0..u32::MAX {
+                tags.entry(Slot::for_key(n.to_string())).or_insert(n);
+                if tags.len() == SLOTS {
+                    break;
+                }
+            }
+            tags
+        });
+    let tag = TAGS.get(&slot).copied().unwrap_or_default();
+    format!("regulator:epoch:{{{tag}}}")
+}
+
+/// Hash slots of a Redis Cluster.
+const SLOTS: usize = 16_384;
 
 /// The Redis knob store.
 #[derive(Debug, Clone)]
@@ -110,8 +177,11 @@ impl RedisStore {
 
     /// The same store, writing only while `fence.key` holds `fence.token` (checked by Redis
     /// in the same script as the write). On a cluster the lease key lives in another slot
-    /// than the knobs, so there each throttle's write is checked against its own fence key
-    /// instead: refused once a writer with a later lease epoch has written it.
+    /// than the knobs, so there each write is checked against its slot's epoch key, which a
+    /// leader raises before its first read of the slot, and the throttle's own fence key:
+    /// refused once a writer with a later lease epoch has taken the slot or written the
+    /// throttle. A cluster write also stops between its calls once `fence.leadership` no
+    /// longer leads.
     #[must_use]
     pub fn fenced(self, fence: Fence) -> Self {
         Self {
@@ -180,6 +250,7 @@ impl KnobStore for RedisStore {
         if self.keys.cluster {
             let mut stored: Vec<Option<StoredKnobs>> = vec![None; names.len()];
             for batch in self.slot_batches(names.iter().map(String::as_str)) {
+                self.raise_epoch(names, &batch).await?;
                 let read = self.read_cluster(names, &batch, knob).await?;
                 for (&i, knobs) in batch.iter().flatten().zip(read) {
                     stored[i] = Some(knobs);
@@ -350,6 +421,72 @@ impl RedisStore {
         replies.iter().map(|r| stored_knobs(r, knob)).collect()
     }
 
+    /// Before a leader's first read of a slot in its tenure, raises the slot's epoch key to
+    /// its epoch (`lua/write_knobs_cluster.lua` with no throttle): from then on a stale
+    /// leader is refused on every throttle of the slot, the steady ones too, and what this
+    /// leader reads next is what it starts from. Nothing for a replica that does not lead.
+    async fn raise_epoch(&self, names: &[String], batch: &[Vec<usize>]) -> Result<()> {
+        let Some(fence) = &self.fence else {
+            return Ok(());
+        };
+        let Some(epoch) = fence.current_epoch() else {
+            return Ok(());
+        };
+        let slots: Vec<Slot> = {
+            let mut raised = fence
+                .raised
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if raised.epoch != epoch {
+                *raised = RaisedSlots {
+                    epoch,
+                    slots: std::collections::HashSet::new(),
+                };
+            }
+            let mut slots: Vec<Slot> = batch
+                .iter()
+                .filter_map(|group| group.first())
+                .map(|&i| Slot::for_key(self.keys.knobs(&names[i])))
+                .filter(|slot| !raised.slots.contains(slot))
+                .collect();
+            slots.dedup();
+            slots
+        };
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let epoch_arg = epoch.to_string();
+        let groups: Vec<Vec<redis::Cmd>> = slots
+            .iter()
+            .map(|&slot| {
+                let mut evalsha = redis::cmd("EVALSHA");
+                evalsha
+                    .arg(WRITE_KNOBS_CLUSTER.get_hash())
+                    .arg(1)
+                    .arg(slot_epoch_key(slot))
+                    .arg(&epoch_arg)
+                    .arg(1)
+                    .arg(1);
+                vec![evalsha]
+            })
+            .collect();
+        self.client
+            .run_script_groups(
+                self.bound(groups.len()),
+                WRITE_KNOBS_CLUSTER_SOURCE,
+                &groups,
+            )
+            .await?;
+        let mut raised = fence
+            .raised
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if raised.epoch == epoch {
+            raised.slots.extend(slots);
+        }
+        Ok(())
+    }
+
     /// The stored knobs of the names at the positions of `batch` on a cluster, in the order
     /// of `batch` flattened: one pipeline per group, to its slot's master.
     async fn read_cluster(
@@ -475,13 +612,11 @@ impl RedisStore {
         ttl_ms: u64,
     ) -> Result<Written> {
         // '' when unfenced; none when this writer does not lead (any more): nothing to fence
-        // with, so nothing is written.
+        // with, so nothing is written. Read again for each batch: a write phase over many
+        // slots stops when the lease could have run out.
         let epoch = match &self.fence {
             None => Some(String::new()),
-            Some(f) => match f.epoch.load(std::sync::atomic::Ordering::SeqCst) {
-                0 => None,
-                e => Some(e.to_string()),
-            },
+            Some(f) => f.current_epoch().map(|e| e.to_string()),
         };
         let script = &*WRITE_KNOBS_CLUSTER;
         let mut groups: Vec<Vec<redis::Cmd>> = Vec::new();
@@ -500,7 +635,10 @@ impl RedisStore {
             };
             written += entries.len();
             let mut evalsha = redis::cmd("EVALSHA");
-            evalsha.arg(script.get_hash()).arg(3 * entries.len());
+            evalsha
+                .arg(script.get_hash())
+                .arg(1 + 3 * entries.len())
+                .arg(slot_epoch_key(Slot::for_key(&entries[0].knobs_key)));
             for e in &entries {
                 evalsha
                     .arg(&e.fence_key)
@@ -579,6 +717,15 @@ mod tests {
         );
         assert!(changed_fields(c, Some(k(4.0, 1.0, 1.0)), k(4.0, 1.0, 1.0)).is_empty());
         assert_eq!(changed_fields(c, None, k(4.0, 1.0, 1.0)).len(), 1);
+    }
+
+    #[test]
+    fn every_slot_has_an_epoch_key() {
+        for n in 0..u16::try_from(SLOTS).unwrap() {
+            let slot = Slot::new(n).unwrap();
+            let key = slot_epoch_key(slot);
+            assert_eq!(Slot::for_key(&key), slot, "{key}");
+        }
     }
 
     #[test]
