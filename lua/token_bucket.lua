@@ -30,32 +30,11 @@
 -- re-arm, and on every call when it is shorter than that gap. Redis >= 5 replicates script
 -- effects, so redis.replicate_commands() is not needed.
 
-local rps, burst, window
-local source = 0
-local knobs = redis.call('HMGET', KEYS[2], 'rps', 'burst', 'window')
-if knobs[1] then
-  rps, burst, window = tonumber(knobs[1]), tonumber(knobs[2]), tonumber(knobs[3])
-  source = 2
-  if rps and burst and window and (rps == -1 or (rps >= 0 and rps < math.huge))
-      and burst >= 0 and burst < math.huge and window > 0 and window < math.huge
-      and rps * burst * window < math.huge then
-    source = 1
-  end
-end
-if source ~= 1 then
-  rps, burst, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-end
-local knobs_ttl = tonumber(ARGV[4])
-local refresh_knobs = source == 1 and knobs_ttl > 0
+--#include token_bucket/knobs.lua
 
-local time = redis.call('TIME')
-local now = tonumber(time[1])
+--#include token_bucket/clock.lua
 
-if rps == 0 or rps == -1 then
-  -- The bucket is not touched; the knobs' TTL is, as limitlion does on every call.
-  if refresh_knobs then
-    redis.call('EXPIRE', KEYS[2], knobs_ttl)
-  end
+if unmetered then
   if rps == 0 then
     return { 0, 0, math.floor(window * 1000000 + 0.5), source, 0 }
   end
@@ -63,23 +42,7 @@ if rps == 0 or rps == -1 then
 end
 
 local requested = tonumber(ARGV[5])
-local capacity = math.ceil(rps * burst * window)
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'refreshed', 'ttl')
-local stored = tonumber(bucket[1])
-local tokens = stored or capacity
-local refreshed = tonumber(bucket[2]) or 0
-
--- Refill is discrete: whole windows since the bucket's anchor, a window's worth each.
-local elapsed = math.floor(math.max(0, now - refreshed) / window)
-local add = math.ceil(elapsed * rps * window)
-local filled = math.min(capacity, tokens + add)
-if add > 0 then
-  if refreshed == 0 then
-    refreshed = now
-  else
-    refreshed = refreshed + elapsed * window
-  end
-end
+--#include token_bucket/refill.lua
 
 local allowed = 0
 tokens = filled
@@ -88,24 +51,7 @@ if filled >= requested then
   tokens = math.max(0, filled - requested)
 end
 
-local ttl = math.max(1, math.floor(burst * window * 2),
-                     math.ceil((math.max(math.ceil(burst), 1) + 1) * window))
-if add > 0 or tonumber(bucket[3]) ~= ttl then
-  redis.call('HSET', KEYS[1], 'tokens', tokens, 'refreshed', refreshed, 'ttl', ttl)
-  redis.call('EXPIRE', KEYS[1], ttl)
-  if refresh_knobs then
-    redis.call('EXPIRE', KEYS[2], knobs_ttl)
-  end
-else
-  if tokens ~= stored then
-    redis.call('HSET', KEYS[1], 'tokens', tokens)
-  end
-  if refresh_knobs and knobs_ttl <= ttl then
-    redis.call('EXPIRE', KEYS[2], knobs_ttl)
-  end
-end
-
-local sleep = (window - math.max(0, now - refreshed) - 1) + (1000000 - tonumber(time[2])) / 1000000
+--#include token_bucket/store.lua
 -- Whole numbers below 2^53 go back as integers; anything else as an exact string.
 if capacity >= 9007199254740992 then
   capacity = string.format('%.17g', capacity)

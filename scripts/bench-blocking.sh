@@ -13,7 +13,7 @@ scripts/deps.sh >/dev/null
 cargo build --release --quiet --example blocking_rtt
 
 source scripts/private-redis.sh
-sha=$(redis-cli -p "$port" script load "$(cat lua/token_bucket.lua)")
+sha=$(redis-cli -p "$port" script load "$(scripts/lua-source.sh token_bucket.lua)")
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 rb=(); bl=(); ratios=()

@@ -14,7 +14,7 @@ scripts/deps.sh >/dev/null
 cargo build --release --quiet --example loadgen
 
 source scripts/private-redis.sh
-sha=$(redis-cli -p "$port" script load "$(cat lua/token_bucket.lua)")
+sha=$(redis-cli -p "$port" script load "$(scripts/lua-source.sh token_bucket.lua)")
 lg() { target/release/examples/loadgen --redis "$url" --seconds "$secs" "$@"; }
 rate() { sed -E 's/.*"calls_per_sec":([0-9.]+).*/\1/'; }
 median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }

@@ -13,7 +13,7 @@ cargo build --release --quiet --example loadgen
 
 source scripts/private-redis.sh
 
-ours_sha=$(cli script load "$(cat lua/token_bucket.lua)")
+ours_sha=$(cli script load "$(scripts/lua-source.sh token_bucket.lua)")
 ll_lua=$(.venv/bin/python -c 'import limitlion, pathlib; print(pathlib.Path(limitlion.__file__).parent / "throttle.lua")')
 ll_sha=$(cli script load "$(cat "$ll_lua")")
 requests=$((secs * 150000))

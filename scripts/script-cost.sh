@@ -38,8 +38,9 @@ run() {
 }
 
 per_call() { echo $(( ($(run "$1" "$2" "$n") - $(run "$1" "$2" 0)) / n )); }
+scripts/lua-source.sh token_bucket.lua >"$work/token_bucket.lua"
 for knobs in no yes; do
-  ours=$(per_call lua/token_bucket.lua "$knobs")
+  ours=$(per_call "$work/token_bucket.lua" "$knobs")
   theirs=$(per_call "$ll_lua" "$knobs")
   python3 -c "import sys; o,t=int(sys.argv[1]),int(sys.argv[2]); print(f'knobs stored: {sys.argv[3]:3}  ours {o} instructions/call, limitlion {t}: ratio {o/t:.2f}')" "$ours" "$theirs" "$knobs"
 done

@@ -123,10 +123,10 @@ fn the_blocking_lease_refuses_a_negative_request_too() {
 /// Runs `lua/token_bucket_lease.lua` directly, as a client that says what it likes would:
 /// returned tokens, anchor, requested, wanted, max share, lease id.
 fn lease_script(server: &RedisServer, args: &[&str]) -> Vec<redis::Value> {
-    let script = include_str!("../lua/token_bucket_lease.lua");
+    let script = regulator::client::scripts::source("token_bucket_lease.lua").unwrap();
     let mut all = vec![
         "EVAL",
-        script,
+        script.as_str(),
         "3",
         "throttle:raw",
         "throttle:raw:knobs",

@@ -89,7 +89,7 @@ async fn restarted_redis_with_an_empty_script_cache_serves_the_next_call() {
     let mut server = redis();
     let client = Client::connect(&server.url()).await.unwrap();
     let bucket = client.token_bucket("restart", knobs(10.0, 1.0, 1.0));
-    let sha = redis::Script::new(include_str!("../lua/token_bucket.lua"))
+    let sha = redis::Script::new(&regulator::client::scripts::source("token_bucket.lua").unwrap())
         .get_hash()
         .to_owned();
     assert!(bucket.consume(1.0).await.unwrap().allowed);
@@ -293,4 +293,34 @@ async fn dropping_the_last_blocking_client_inside_async_is_no_panic() {
     drop(bucket);
     let keys: i64 = server.cmd(&["DBSIZE"]);
     assert_eq!(keys, 0, "the refused call wrote nothing");
+}
+
+/// The benchmark scripts load the token bucket's scripts with `scripts/lua-source.sh`: it
+/// must assemble them exactly as the client does.
+#[test]
+fn the_shell_assembles_the_token_bucket_scripts_as_the_client_does() {
+    for file in [
+        "token_bucket.lua",
+        "token_bucket_batch.lua",
+        "token_bucket_lease.lua",
+    ] {
+        let out = std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/lua-source.sh"
+            ))
+            .arg(file)
+            .output()
+            .expect("run bash");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            regulator::client::scripts::source(file).unwrap(),
+            "{file}"
+        );
+    }
 }

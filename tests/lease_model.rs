@@ -282,7 +282,8 @@ impl Harness<'_> {
 #[test]
 fn the_lease_script_matches_its_model() {
     let server = redis();
-    let script = frozen_script(include_str!("../lua/token_bucket_lease.lua"));
+    let script =
+        frozen_script(&regulator::client::scripts::source("token_bucket_lease.lua").unwrap());
     let counter = AtomicU64::new(0);
     let config = Config {
         cases: 192,

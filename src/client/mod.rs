@@ -19,7 +19,7 @@ pub mod model;
 mod reply;
 mod scheduled_bucket;
 mod script_call;
-pub(crate) mod scripts;
+pub mod scripts;
 mod semaphore;
 mod token_bucket;
 

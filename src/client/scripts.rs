@@ -1,10 +1,73 @@
 //! The Lua scripts, embedded from `lua/` and invoked by SHA with a load-on-`NOSCRIPT` fallback.
 
+use std::sync::LazyLock;
+
 use redis::Script;
 
-const TOKEN_BUCKET: &str = include_str!("../../lua/token_bucket.lua");
-const TOKEN_BUCKET_BATCH: &str = include_str!("../../lua/token_bucket_batch.lua");
-const TOKEN_BUCKET_LEASE: &str = include_str!("../../lua/token_bucket_lease.lua");
+/// The token bucket's three scripts share one core: each is a template whose lines
+/// `--#include <fragment>` are replaced by the fragments of `lua/token_bucket/`, so the
+/// single, coalesced and leased decisions cannot drift apart.
+static TOKEN_BUCKET: LazyLock<String> =
+    LazyLock::new(|| assemble(include_str!("../../lua/token_bucket.lua")));
+static TOKEN_BUCKET_BATCH: LazyLock<String> =
+    LazyLock::new(|| assemble(include_str!("../../lua/token_bucket_batch.lua")));
+static TOKEN_BUCKET_LEASE: LazyLock<String> =
+    LazyLock::new(|| assemble(include_str!("../../lua/token_bucket_lease.lua")));
+
+/// The fragments a template may include, by their path under `lua/`.
+const FRAGMENTS: [(&str, &str); 4] = [
+    (
+        "token_bucket/knobs.lua",
+        include_str!("../../lua/token_bucket/knobs.lua"),
+    ),
+    (
+        "token_bucket/clock.lua",
+        include_str!("../../lua/token_bucket/clock.lua"),
+    ),
+    (
+        "token_bucket/refill.lua",
+        include_str!("../../lua/token_bucket/refill.lua"),
+    ),
+    (
+        "token_bucket/store.lua",
+        include_str!("../../lua/token_bucket/store.lua"),
+    ),
+];
+
+/// `template` with each line `--#include <fragment>` replaced by that fragment's text (a line
+/// naming no known fragment stays, and the tests below catch it).
+fn assemble(template: &str) -> String {
+    let mut script = String::with_capacity(template.len() * 2);
+    for line in template.lines() {
+        let fragment = line.strip_prefix(INCLUDE).and_then(|name| {
+            FRAGMENTS
+                .iter()
+                .find(|(path, _)| *path == name.trim())
+                .map(|(_, text)| *text)
+        });
+        if let Some(text) = fragment {
+            script.push_str(text);
+        } else {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    script
+}
+
+const INCLUDE: &str = "--#include ";
+
+/// The source of the script `lua/<file>` as Redis runs it (fragments included): for tests
+/// and tools that run a script directly.
+#[must_use]
+pub fn source(file: &str) -> Option<String> {
+    match file {
+        "token_bucket.lua" => Some(TOKEN_BUCKET.clone()),
+        "token_bucket_batch.lua" => Some(TOKEN_BUCKET_BATCH.clone()),
+        "token_bucket_lease.lua" => Some(TOKEN_BUCKET_LEASE.clone()),
+        _ => None,
+    }
+}
 const SET_KNOBS: &str = include_str!("../../lua/set_knobs.lua");
 const LEAKY_BUCKET: &str = include_str!("../../lua/leaky_bucket.lua");
 const CONTINUOUS_BUCKET: &str = include_str!("../../lua/continuous_bucket.lua");
@@ -53,9 +116,9 @@ impl Scripts {
             }
         };
         Self {
-            token_bucket: clocked(TOKEN_BUCKET),
-            token_bucket_batch: clocked(TOKEN_BUCKET_BATCH),
-            token_bucket_lease: clocked(TOKEN_BUCKET_LEASE),
+            token_bucket: clocked(&TOKEN_BUCKET),
+            token_bucket_batch: clocked(&TOKEN_BUCKET_BATCH),
+            token_bucket_lease: clocked(&TOKEN_BUCKET_LEASE),
             set_knobs: Script::new(SET_KNOBS),
             leaky_bucket: clocked(LEAKY_BUCKET),
             continuous_bucket: clocked(CONTINUOUS_BUCKET),
@@ -89,18 +152,28 @@ mod tests {
 
     #[test]
     fn frozen_variant_replaces_the_clock_only() {
-        let f = frozen(TOKEN_BUCKET);
+        let f = frozen(&TOKEN_BUCKET);
         assert!(!f.contains(TIME_LINE));
         assert!(f.contains("frozen_second"));
         assert!(!TOKEN_BUCKET.contains("frozen_second"));
     }
 
     #[test]
+    fn every_token_bucket_script_includes_the_whole_core_once() {
+        for script in [&*TOKEN_BUCKET, &*TOKEN_BUCKET_BATCH, &*TOKEN_BUCKET_LEASE] {
+            assert!(!script.contains(INCLUDE), "an include was left: {script}");
+            for (path, text) in FRAGMENTS {
+                assert_eq!(script.matches(text).count(), 1, "{path}");
+            }
+        }
+    }
+
+    #[test]
     fn every_timed_script_reads_the_clock_once() {
         for script in [
-            TOKEN_BUCKET,
-            TOKEN_BUCKET_BATCH,
-            TOKEN_BUCKET_LEASE,
+            TOKEN_BUCKET.as_str(),
+            TOKEN_BUCKET_BATCH.as_str(),
+            TOKEN_BUCKET_LEASE.as_str(),
             LEAKY_BUCKET,
             CONTINUOUS_BUCKET,
             SEMAPHORE_ACQUIRE,
