@@ -20,12 +20,15 @@
 //!
 //! - [`client`]: the worker library, available without default features.
 //!   - `connection`: [`Client`], one multiplexed auto-reconnecting connection, call timeouts.
-//!   - `token_bucket`: [`TokenBucket`], the limitlion-compatible limiter (`lua/token_bucket.lua`).
+//!   - `decision`: [`Decision`], its [`Source`] and [`FailMode`], shared by every limiter.
+//!   - `token_bucket`: [`TokenBucket`] and `Client::token_bucket`, the limitlion-compatible
+//!     limiter (`lua/token_bucket.lua`, whose core, shared with the coalesced and leased
+//!     scripts, is in `lua/token_bucket/`).
 //!   - `leaky_bucket`: [`LeakyBucket`], aiosteady's leaky bucket with blocking
 //!     (`lua/leaky_bucket.lua`, state in `throttle:<name>:leaky`).
 //!   - `continuous_bucket`: [`ContinuousBucket`], python-redis-rate-limiter's continuously
 //!     refilling bucket (`lua/continuous_bucket.lua`, state in `throttle:<name>:continuous`).
-//!   - `reply`: reading the limiter scripts' replies.
+//!   - `reply`: reading the limiter scripts' replies (numbers, microseconds, sources).
 //!   - `semaphore`: [`Semaphore`] and its [`Permit`]: at most N holders at once fleet-wide,
 //!     each under a lease (`lua/semaphore_*.lua`, holders in `throttle:<name>:holders`).
 //!   - `scheduled_bucket`: [`ScheduledBucket`], which never denies but reserves the time the
@@ -34,7 +37,7 @@
 //!     process memory with no Redis: lock-free GCRA on an atomic, idle keys forgotten.
 //!   - `limiter`: [`Limiter`], what the Redis and in-memory buckets have in common.
 //!   - `admin`: `get`, `set_knobs`, `reset_knobs`, `delete` on [`Client`].
-//!   - `knobs`: [`Knobs`], their validation and how stored values parse.
+//!   - `knobs`: [`Knobs`], their validation, how stored values parse, their default TTL.
 //!   - [`client::keys`]: key naming (`throttle:<name>`, hash tags for cluster).
 //!   - [`client::model`]: the bucket arithmetic in pure Rust, as the script does it.
 //!   - [`blocking`]: the same API for threaded workers.

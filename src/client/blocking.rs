@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use super::continuous_bucket::sync::ContinuousBucket;
+use super::decision::{Decision, FailMode, retry_delay};
 use super::error::{Error, Result};
 use super::knobs::{Knobs, KnobsUpdate};
 pub use super::leaky_bucket::sync::LeakyBucket;
-use super::token_bucket::{Decision, FailMode, retry_delay};
 use super::{ClientBuilder, ThrottleState};
 
 pub use super::scheduled_bucket::blocking::ScheduledBucket;

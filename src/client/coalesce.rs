@@ -19,10 +19,12 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
+use super::decision::Decision;
 use super::error::{Error, Result};
+use super::reply::number;
 use super::reply::{micros, source};
 use super::scripts::ScriptId;
-use super::token_bucket::{Decision, TokenBucket, number};
+use super::token_bucket::TokenBucket;
 
 /// Requests per coalesced call: one script call holds Redis for its run, so a flood is
 /// decided in slices of this many.

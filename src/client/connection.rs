@@ -12,9 +12,7 @@ use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::error::{Error, Result};
 use super::keys::KeyLayout;
-use super::knobs::Knobs;
 use super::scripts::Scripts;
-use super::token_bucket::TokenBucket;
 
 /// Default bound on one Redis call, reconnect included. A rate-limit decision that takes
 /// longer than this is worth less than a quick, typed error the caller can fail open or
@@ -412,13 +410,6 @@ impl Client {
             password: None,
             frozen_time: false,
         }
-    }
-
-    /// A limitlion-compatible token bucket named `name`. `defaults` apply while the throttle
-    /// has no knobs in Redis (or its knobs are unusable).
-    #[must_use]
-    pub fn token_bucket(&self, name: impl Into<String>, defaults: Knobs) -> TokenBucket {
-        TokenBucket::new(self.clone(), name.into(), defaults)
     }
 
     /// Whether token buckets coalesce concurrent calls ([`ClientBuilder::coalesce`]).

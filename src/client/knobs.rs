@@ -1,6 +1,11 @@
 //! Knobs: a throttle's `rps`, `burst` and `window`, their validation and how stored ones parse.
 
+use std::time::Duration;
+
 use super::error::{Error, Result};
+
+/// limitlion's default knobs TTL: 7 days, refreshed by every call that uses the knobs.
+pub const DEFAULT_KNOBS_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// A throttle's limits, as stored in `throttle:<name>:knobs` and passed as a worker's defaults.
 ///

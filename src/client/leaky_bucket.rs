@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use super::connection::Client;
+use super::decision::Source;
 use super::error::{Error, Result};
 use super::ids::unique_id;
 use super::keys::check_name;
 use super::reply;
 use super::script_call::ScriptCall;
 use super::scripts::ScriptId;
-use super::token_bucket::Source;
 
 /// A leaky bucket's limits, as a worker passes them; the knobs hash overrides them per field.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -28,12 +28,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::decision::{Decision, FailMode, Source, check_tokens, fallback};
 use super::error::{Error, Result};
-use super::reply::{micros, source};
+use super::reply::{micros, number, source};
 use super::scripts::ScriptId;
-use super::token_bucket::{
-    Decision, FailMode, Source, TokenBucket, check_tokens, fallback, number,
-};
+use super::token_bucket::TokenBucket;
 
 /// Shortest time a batch is sized for: below it a rate estimate is noise.
 const MIN_SPAN: Duration = Duration::from_millis(1);
@@ -412,7 +411,7 @@ impl LeasedBucket {
     /// # Errors
     /// [`Error::MaxWaitExceeded`], or any error of [`consume`](Self::consume).
     pub async fn wait(&self, tokens: f64, max_wait: Duration) -> Result<Decision> {
-        super::token_bucket::wait_until_allowed(max_wait, || self.consume(tokens)).await
+        super::decision::wait_until_allowed(max_wait, || self.consume(tokens)).await
     }
 
     /// Ends the lease in hand now and gives its unspent tokens back.

@@ -3,9 +3,10 @@
 
 use std::future::Future;
 
+use super::decision::Decision;
 use super::error::Result;
 use super::lease::LeasedBucket;
-use super::token_bucket::{Decision, TokenBucket};
+use super::token_bucket::TokenBucket;
 
 /// A limiter that hands out tokens: the Redis [`TokenBucket`] shared by a fleet, or an
 /// in-process bucket for one process.

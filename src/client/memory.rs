@@ -37,9 +37,9 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+use super::decision::{Decision, Source};
 use super::error::{Error, Result};
 use super::limiter::Limiter;
-use super::token_bucket::{Decision, Source};
 
 /// The highest rate an in-memory bucket takes: 2³¹ (about 2.1 billion) tokens a second.
 /// Count larger units (KiB rather than bytes) above it.

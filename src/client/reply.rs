@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use super::decision::Source;
 use super::error::{Error, Result};
-use super::token_bucket::Source;
 
 /// A number a script returns as a `%.17g` string (`inf` included).
 pub(crate) fn float(what: &str, s: &str) -> Result<f64> {
@@ -24,6 +24,16 @@ pub(crate) fn source(code: i64) -> Result<Source> {
         2 => Ok(Source::InvalidKnobs),
         other => Err(Error::Script(format!("unexpected source {other} in reply"))),
     }
+}
+
+/// A number the script returns as an integer, or as a `%.17g` string when it is not whole.
+pub(crate) fn number(what: &str, v: &redis::Value) -> Result<f64> {
+    let parsed = match v {
+        redis::Value::Int(i) => Some(*i as f64),
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
+        _ => None,
+    };
+    parsed.ok_or_else(|| Error::Script(format!("unexpected {what} in reply: {v:?}")))
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@ pub(crate) mod blocking;
 use std::time::{Duration, SystemTime};
 
 use super::connection::Client;
+use super::decision::Source;
 use super::error::{Error, Result};
 use super::keys::check_name;
 use super::reply;
 use super::script_call::ScriptCall;
 use super::scripts::ScriptId;
-use super::token_bucket::Source;
 
 /// The longest refill period, as the script bounds it: 2^42 µs, about 50 days.
 const MAX_PERIOD: Duration = Duration::from_micros(1 << 42);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::connection::Client;
 use super::error::Result;
+use super::knobs::DEFAULT_KNOBS_TTL;
 use super::scripts::{ScriptId, Scripts};
-use super::token_bucket::DEFAULT_KNOBS_TTL;
 
 /// A limiter's script call, its fixed part built once: `EVALSHA <sha> <numkeys> <keys..>
 /// <defaults..>`. Each call clones that prefix and appends the knobs TTL, then the operation's

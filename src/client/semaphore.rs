@@ -24,13 +24,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::connection::Client;
+use super::decision::Source;
 use super::error::{Error, Result};
 use super::ids::unique_id;
 use super::keys::check_name;
 use super::reply;
 use super::script_call::ScriptCall;
 use super::scripts::ScriptId;
-use super::token_bucket::Source;
 
 /// The first delay between polls of a waiting acquire; it doubles up to [`MAX_POLL`].
 const MIN_POLL: Duration = Duration::from_millis(5);

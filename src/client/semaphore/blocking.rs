@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::SemaphoreParams;
 use crate::client::blocking::block_on;
+use crate::client::decision::Source;
 use crate::client::error::Result;
-use crate::client::token_bucket::Source;
 
 crate::client::blocking::blocking_twin!(
     /// A blocking semaphore; see [`crate::Semaphore`]. Cheap to clone.
