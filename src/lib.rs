@@ -19,7 +19,9 @@
 //! # Layout
 //!
 //! - [`client`]: the worker library, available without default features.
-//!   - `connection`: [`Client`], one multiplexed auto-reconnecting connection, call timeouts.
+//!   - `connection`: [`Client`], one multiplexed auto-reconnecting connection, call timeouts
+//!     (`builder`: options, TLS, connecting; `calls`: one bounded call; `cluster`: calls by
+//!     hash slot and on every primary).
 //!   - `decision`: [`Decision`], its [`Source`] and [`FailMode`], shared by every limiter.
 //!   - `token_bucket`: [`TokenBucket`] and `Client::token_bucket`, the limitlion-compatible
 //!     limiter (`lua/token_bucket.lua`, whose core, shared with the coalesced and leased
