@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+#[cfg(feature = "daemon")]
 use redis::{Pipeline, Value};
 
 use super::{Client, Conn};
@@ -122,6 +123,7 @@ impl Client {
     ///
     /// # Errors
     /// The connection's errors; the first error ends the whole call.
+    #[cfg(feature = "daemon")]
     pub(crate) async fn run_pipeline(
         &self,
         timeout: Duration,

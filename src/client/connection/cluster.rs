@@ -1,9 +1,10 @@
 //! Calls that span slots or nodes: groups of commands by hash slot, scripts loaded on every
 //! primary, keys scanned on every primary.
 
+#[cfg(feature = "daemon")]
 use std::time::Duration;
 
-use redis::{Cmd, Pipeline, Value};
+use redis::{Cmd, Value};
 
 use super::{Client, Conn};
 use crate::client::error::{Error, Result};
@@ -18,6 +19,7 @@ impl Client {
     ///
     /// # Errors
     /// The connection's errors; the first error ends the whole call.
+    #[cfg(feature = "daemon")]
     pub(crate) async fn run_groups(
         &self,
         timeout: Duration,
@@ -41,7 +43,7 @@ impl Client {
                 .map(|g| flat.by_ref().take(g.len()).collect())
                 .collect());
         }
-        let pipes: Vec<Pipeline> = groups
+        let pipes: Vec<redis::Pipeline> = groups
             .iter()
             .map(|g| {
                 let mut pipe = redis::pipe();
@@ -74,6 +76,7 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::run_groups`].
+    #[cfg(feature = "daemon")]
     pub(crate) async fn run_script_groups(
         &self,
         timeout: Duration,
@@ -92,6 +95,7 @@ impl Client {
     }
 
     /// Loads the script `source` on the one server, or on every primary of a cluster.
+    #[cfg(feature = "daemon")]
     async fn load_everywhere(&self, source: &str) -> Result<()> {
         let nodes = match &self.inner.conn {
             Conn::Single(_) => vec![None],
