@@ -95,7 +95,7 @@ impl TokenBucket {
             }
         };
         if let Some(rx) = waiting {
-            let timeout = self.call().client().timeout();
+            let timeout = self.call().client().call_timeout();
             // Dropping `rx` on timeout closes the entry, so it is not sent if still queued.
             return match tokio::time::timeout(timeout, rx).await {
                 Ok(reply) => reply.unwrap_or_else(|_| Err(abandoned())),

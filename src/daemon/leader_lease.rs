@@ -94,15 +94,16 @@ impl LeaderLease {
     /// The connection's errors.
     pub async fn try_lead(&self) -> Result<Standing> {
         let ms = u64::try_from(self.length.as_millis()).unwrap_or(u64::MAX);
-        let mut invocation = self.scripts.0.key(&*self.key);
-        invocation.arg(&*self.token).arg(ms);
-        let invocation = &invocation;
-        let (held, ttl, epoch): (i64, i64, String) = self
-            .client
-            .call(true, |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
-            .await?;
+        let script = &self.scripts.0;
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg(script.get_hash())
+            .arg(1)
+            .arg(&*self.key)
+            .arg(&*self.token)
+            .arg(ms);
+        let (held, ttl, epoch): (i64, i64, String) =
+            self.client.run_script(script, &evalsha).await?;
         Ok(Standing {
             held: held == 1,
             // PTTL is -1 for a key someone set without expiry: no known end.
@@ -116,15 +117,14 @@ impl LeaderLease {
     /// # Errors
     /// The connection's errors.
     pub async fn release(&self) -> Result<()> {
-        let mut invocation = self.scripts.1.key(&*self.key);
-        invocation.arg(&*self.token);
-        let invocation = &invocation;
-        let _: i64 = self
-            .client
-            .call(true, |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
-            .await?;
+        let script = &self.scripts.1;
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha
+            .arg(script.get_hash())
+            .arg(1)
+            .arg(&*self.key)
+            .arg(&*self.token);
+        let _: i64 = self.client.run_script(script, &evalsha).await?;
         Ok(())
     }
 }

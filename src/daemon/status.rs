@@ -78,18 +78,15 @@ impl LastChange {
 /// The connection's errors.
 pub async fn last_change(client: &crate::Client, name: &str) -> crate::Result<Option<LastChange>> {
     let key = client.keys().history(name);
-    let key = &key;
     let entries: Vec<(String, Vec<(String, String)>)> = client
-        .call(false, |mut conn| async move {
+        .run_command(
             redis::cmd("XREVRANGE")
-                .arg(key)
+                .arg(&key)
                 .arg("+")
                 .arg("-")
                 .arg("COUNT")
-                .arg(1)
-                .query_async(&mut conn)
-                .await
-        })
+                .arg(1),
+        )
         .await?;
     Ok(entries.first().map(|(_, f)| LastChange::from_fields(f)))
 }

@@ -195,7 +195,7 @@ impl RedisStore {
     /// The bound on a pipeline of `commands`: the call timeout, plus 50 µs a command (10,000
     /// throttles add half a second), since Redis executes them one after the other.
     fn bound(&self, commands: usize) -> Duration {
-        self.client.inner.timeout.saturating_add(
+        self.client.call_timeout().saturating_add(
             Duration::from_micros(50).saturating_mul(u32::try_from(commands).unwrap_or(u32::MAX)),
         )
     }

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-#[cfg(feature = "daemon")]
 use redis::{Pipeline, Value};
 
 use super::{Client, Conn};
@@ -78,13 +77,27 @@ impl Client {
         }
     }
 
+    /// Runs one command under the call timeout. Like every call of this client, it is made
+    /// once more on a fresh connection when the connection had dropped: use it for reads and
+    /// writes that are safe to repeat, never for one that is not (an increment, a push).
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn run_command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        self.call(
+            false,
+            |mut conn| async move { cmd.query_async(&mut conn).await },
+        )
+        .await
+    }
+
     /// Runs a prepared `EVALSHA` of `script` under the call timeout. A server that does not
     /// know the script (restarted, flushed, a new cluster node) gets it loaded and the call
     /// made again.
     ///
     /// # Errors
     /// The connection's errors; a script failure is [`Error::Script`].
-    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+    pub async fn run_script<T: redis::FromRedisValue>(
         &self,
         script: &redis::Script,
         evalsha: &redis::Cmd,
@@ -98,7 +111,7 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::run_script`].
-    pub(crate) async fn run_script_within<T: redis::FromRedisValue>(
+    pub async fn run_script_within<T: redis::FromRedisValue>(
         &self,
         timeout: Duration,
         script: &redis::Script,
@@ -123,12 +136,7 @@ impl Client {
     ///
     /// # Errors
     /// The connection's errors; the first error ends the whole call.
-    #[cfg(feature = "daemon")]
-    pub(crate) async fn run_pipeline(
-        &self,
-        timeout: Duration,
-        pipe: &Pipeline,
-    ) -> Result<Vec<Value>> {
+    pub async fn run_pipeline(&self, timeout: Duration, pipe: &Pipeline) -> Result<Vec<Value>> {
         self.call_within(timeout, false, |mut conn| async move {
             pipe.query_async(&mut conn).await
         })

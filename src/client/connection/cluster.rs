@@ -1,7 +1,6 @@
 //! Calls that span slots or nodes: groups of commands by hash slot, scripts loaded on every
 //! primary, keys scanned on every primary.
 
-#[cfg(feature = "daemon")]
 use std::time::Duration;
 
 use redis::{Cmd, Value};
@@ -19,8 +18,7 @@ impl Client {
     ///
     /// # Errors
     /// The connection's errors; the first error ends the whole call.
-    #[cfg(feature = "daemon")]
-    pub(crate) async fn run_groups(
+    pub async fn run_groups(
         &self,
         timeout: Duration,
         groups: &[Vec<Cmd>],
@@ -76,8 +74,7 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::run_groups`].
-    #[cfg(feature = "daemon")]
-    pub(crate) async fn run_script_groups(
+    pub async fn run_script_groups(
         &self,
         timeout: Duration,
         source: &str,
@@ -95,7 +92,6 @@ impl Client {
     }
 
     /// Loads the script `source` on the one server, or on every primary of a cluster.
-    #[cfg(feature = "daemon")]
     async fn load_everywhere(&self, source: &str) -> Result<()> {
         let nodes = match &self.inner.conn {
             Conn::Single(_) => vec![None],

@@ -153,7 +153,8 @@ impl Client {
     }
 
     /// The bound on one call ([`ClientBuilder::call_timeout`]).
-    pub(crate) fn timeout(&self) -> Duration {
+    #[must_use]
+    pub fn call_timeout(&self) -> Duration {
         self.inner.timeout
     }
 
