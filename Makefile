@@ -12,13 +12,13 @@ demo: deps ## The whole loop: private Redis and Prometheus, a simulated database
 	cargo run --release --example demo
 
 test: deps ## Run every test against real redis-server, prometheus and limitlion
-	cargo test --doc --quiet
-	cargo nextest run --no-fail-fast
+	cargo test --workspace --doc --quiet
+	cargo nextest run --workspace --no-fail-fast
 
 lint: deps ## cargo fmt --check, clippy -D warnings, rustdoc -D warnings, the client-only dependency check, deploy/ checks
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	scripts/check-client-deps.sh
 	scripts/check-deploy.sh
 

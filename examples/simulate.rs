@@ -8,13 +8,13 @@
 //! ```
 //!
 //! `--judge` measures every law phase by phase against the best static limit of each phase
-//! (searched over `rps` and window, in hindsight), over several seeds (see `sim::judge`).
+//! (searched over `rps` and window, in hindsight), over several seeds (see `regulator_sim::judge`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use regulator::sim::{self, Scenario, Trace, plot};
+use regulator_sim::{self as sim, Scenario, Trace, plot};
 
 #[derive(Parser)]
 #[command(about = "Simulate control laws against a modelled backend, fleet and Prometheus")]

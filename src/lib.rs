@@ -47,16 +47,14 @@
 //! - `daemon` (feature `daemon`, default): the controller: config, control laws, Prometheus
 //!   source, knob store, reconcile loop, lease, endpoints, reload and signals (its module docs
 //!   map the files).
-//! - `sim` (feature `sim`): the closed-loop simulator that judges the control laws, and its
-//!   plots.
+//! - The closed-loop simulator that judges the control laws, and its plots, is the workspace
+//!   crate `regulator-sim` (`crates/regulator-sim`), built on the daemon's public API.
 //! - `testing` (feature `test-util`): real `redis-server`, Redis Cluster and `prometheus`
 //!   fixtures on free loopback ports, and the Python venv with limitlion.
 
 pub mod client;
 #[cfg(feature = "daemon")]
 pub mod daemon;
-#[cfg(feature = "sim")]
-pub mod sim;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

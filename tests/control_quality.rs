@@ -5,8 +5,8 @@
 //! goodput 90%), its floor is what the law reaches, and BENCHMARKS.md says why.
 
 use regulator::daemon::config::Control;
-use regulator::sim::laws::{Baseline, Daemon, Kind, Law};
-use regulator::sim::{self, Scenario, Trace};
+use regulator_sim::laws::{Baseline, Daemon, Kind, Law};
+use regulator_sim::{self as sim, Scenario, Trace};
 
 const SEED: u64 = 1;
 
@@ -172,7 +172,7 @@ fn family(name: &str, floors: [Floors; 3]) {
     let s = Scenario::built_in(name).expect("a built-in family");
     let mut failures = Vec::new();
     for seed in SEEDS {
-        let j = regulator::sim::judge::judge_all(&s, seed, Some("predictive"));
+        let j = regulator_sim::judge::judge_all(&s, seed, Some("predictive"));
         let (law, phases) = &j.laws[0];
         assert_eq!(law, "regulator predictive", "{name}: the default law");
         assert_eq!(phases.len(), floors.len(), "{name}: three phases");
@@ -204,7 +204,7 @@ fn family(name: &str, floors: [Floors; 3]) {
 
 #[test]
 fn every_plant_family_is_judged_on_five_seeds_against_the_best_static_limit() {
-    let names: Vec<&str> = regulator::sim::scenario::FAMILIES.to_vec();
+    let names: Vec<&str> = regulator_sim::scenario::FAMILIES.to_vec();
     assert_eq!(
         names,
         [

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use regulator::sim::plot::{Line, Panel, colors, figure};
+use regulator_sim::plot::{Line, Panel, colors, figure};
 
 /// A p99 up to this multiple of the target still counts as inside the SLO.
 pub const TOLERANCE: f64 = 1.1;

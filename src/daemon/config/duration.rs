@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// A duration with a unit, for `#[serde(with = "duration")]`.
+///
+/// # Errors
+/// A value that is not a string, or not a duration with a unit.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)
         .map_err(|_| serde::de::Error::custom("expected a duration with a unit, like 10s or 1m"))?;
     parse(&s).map_err(serde::de::Error::custom)
@@ -15,14 +19,17 @@ fn parse(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 250ms, 10s or 1m: {e}"))
 }
 
-pub(crate) mod option {
+/// An optional duration with a unit, for `#[serde(with = "duration::option")]`.
+pub mod option {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
+    /// A duration with a unit, or none.
+    ///
+    /// # Errors
+    /// A value that is neither null nor a duration with a unit.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d).map_err(|_| {
             serde::de::Error::custom("expected a duration with a unit, like 10s or 1m")
         })? {

@@ -8,7 +8,7 @@
 //! - [`locate`]: paths in the document to lines and columns.
 
 mod connections;
-pub(crate) mod duration;
+pub mod duration;
 mod load;
 pub mod locate;
 mod validate;

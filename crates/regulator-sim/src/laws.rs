@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::Knobs;
-use crate::daemon::config::Throttle;
-use crate::daemon::control::Controller;
+use regulator::Knobs;
+use regulator::daemon::config::Throttle;
+use regulator::daemon::control::Controller;
 
 /// Something that sets the knobs from the signal, once a tick.
 pub trait Law {

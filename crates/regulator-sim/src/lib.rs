@@ -1,13 +1,13 @@
 //! A deterministic simulator of the closed loop, for tuning and judging control laws without
-//! servers: the daemon's own [`Controller`](crate::daemon::control::Controller) against a
+//! servers: the daemon's own [`Controller`](regulator::daemon::control::Controller) against a
 //! model of the fleet, the backend and the measurement path.
 //!
 //! - [`scenario`]: what runs (backend, demand, scrapes, rate window, the policy under test);
-//!   the built-in scenarios are YAML files in `src/sim/scenarios/`.
+//!   the built-in scenarios are YAML files in `src/scenarios/`.
 //! - [`plant`]: the fleet taking tokens through the crate's bucket model, the backend's
 //!   queue, its latency histogram, Prometheus' scrapes and `histogram_quantile`.
 //! - [`laws`]: the daemon's controller and the baselines from other systems.
-//! - [`score`]: compliance, goodput, settling, overshoot, oscillation.
+//! - [`score`](mod@score): compliance, goodput, settling, overshoot, oscillation.
 //! - [`judge`]: each capacity phase against the best static limit of that phase, in hindsight.
 //! - [`plot`]: one figure per scenario, a panel per law (SVG and PNG).
 //! - `rng`: the seeded random source: the same seed gives the same run, on any machine.
@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::Knobs;
-use crate::daemon::config::Control;
 use laws::{Baseline, Daemon, Kind, Law};
 use plant::{Plant, QUANTILE, STEP};
+use regulator::Knobs;
+use regulator::daemon::config::Control;
 use rng::Rng;
 pub use scenario::Scenario;
 pub use score::{Score, score};

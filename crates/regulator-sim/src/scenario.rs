@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::daemon::config::duration;
-use crate::daemon::config::locate::Locations;
-use crate::daemon::config::{ConfigError, ConfigErrors, Throttle, parse};
-use crate::daemon::reconcile::Policy;
+use regulator::daemon::config::duration;
+use regulator::daemon::config::locate::Locations;
+use regulator::daemon::config::{ConfigError, ConfigErrors, Throttle, parse};
+use regulator::daemon::reconcile::Policy;
 
 /// The built-in scenarios, by name, as YAML.
 pub const BUILT_IN: [(&str, &str); 12] = [
@@ -667,7 +667,7 @@ fn policy(value: Value, interval: Duration) -> Result<Throttle, Vec<ConfigError>
 }
 
 fn error(
-    location: Option<crate::daemon::config::locate::Location>,
+    location: Option<regulator::daemon::config::locate::Location>,
     path: &str,
     message: String,
 ) -> ConfigError {
@@ -693,8 +693,11 @@ mod tests {
 
     #[test]
     fn the_example_file_parses_and_means_what_it_says() {
-        let s = Scenario::parse(include_str!("../../config/scenario.yaml"), "scenario.yaml")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let s = Scenario::parse(
+            include_str!("../../../config/scenario.yaml"),
+            "scenario.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.name, "my-database");
         assert_eq!(s.policy.interval, Duration::from_secs(5));
         assert_eq!(s.warmup, Duration::from_secs(50));

@@ -67,7 +67,7 @@ pub struct Reference {
     pub law: String,
     /// Its knobs.
     #[serde(skip)]
-    pub knobs: crate::Knobs,
+    pub knobs: regulator::Knobs,
     /// Good queries in the phase's settled intervals.
     pub good: f64,
     /// Its mean good rate there, per second.
@@ -117,7 +117,7 @@ pub fn references(scenario: &Scenario, statics: &[Trace]) -> Vec<Reference> {
                         knobs: t
                             .periods
                             .last()
-                            .map_or_else(crate::Knobs::default, |p| p.knobs),
+                            .map_or_else(regulator::Knobs::default, |p| p.knobs),
                         good,
                         good_rate: good / time,
                         served_rate: served / time,

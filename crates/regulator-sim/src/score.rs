@@ -142,7 +142,7 @@ pub fn score(periods: &[Period], target: f64, steps: &[usize], warmup: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Knobs;
+    use regulator::Knobs;
 
     fn period(rps: f64, served: f64, p99: f64) -> Period {
         Period {

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 
 use super::rng::Rng;
 use super::scenario::{PlantModel, Scenario};
-use crate::Knobs;
-use crate::client::model::{self, Bucket};
+use regulator::Knobs;
+use regulator::client::model::{self, Bucket};
 
 /// Simulated time per step, seconds.
 pub const STEP: f64 = 0.01;
