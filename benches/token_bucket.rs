@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use regulator::client::model::{self, Bucket};
-use regulator::testing::RedisServer;
 use regulator::{Knobs, blocking};
+use regulator_testing::RedisServer;
 
 const KNOBS: Knobs = Knobs {
     rps: 1e9,

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use regulator::testing::{Exporter, PrometheusServer, RedisCluster, RedisServer};
+use regulator_testing::{Exporter, PrometheusServer, RedisCluster, RedisServer};
 use support::{rss_mib, wait_scraped};
 
 #[path = "support/mod.rs"]

@@ -45,8 +45,8 @@ use clap::Parser;
 use regulator::daemon::config::parse;
 use regulator::daemon::status::last_change;
 use regulator::daemon::{Daemon, RunOptions};
-use regulator::testing::{Exporter, PrometheusServer, RedisServer};
 use regulator::{Client, Knobs, StoredKnobs};
+use regulator_testing::{Exporter, PrometheusServer, RedisServer};
 use tokio::task::JoinHandle;
 
 use report::Row;

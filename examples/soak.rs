@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use regulator::testing::{Exporter, PrometheusServer, RedisServer};
+use regulator_testing::{Exporter, PrometheusServer, RedisServer};
 use support::{rss_mib, wait_scraped};
 
 #[path = "support/mod.rs"]
@@ -249,7 +249,7 @@ fn start_daemon(dir: &std::path::Path, redis: &str, prometheus: &str, n: usize) 
         "{} is missing: run `cargo build --release` first",
         binary.display()
     );
-    let port = regulator::testing::free_port();
+    let port = regulator_testing::free_port();
     let config = dir.join("soak.yaml");
     std::fs::write(
         &config,

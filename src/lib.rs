@@ -49,14 +49,14 @@
 //!   map the files).
 //! - The closed-loop simulator that judges the control laws, and its plots, is the workspace
 //!   crate `regulator-sim` (`crates/regulator-sim`), built on the daemon's public API.
-//! - `testing` (feature `test-util`): real `redis-server`, Redis Cluster and `prometheus`
-//!   fixtures on free loopback ports, and the Python venv with limitlion.
+//! - The real-server test fixtures (`redis-server`, Redis Cluster, `prometheus`, the Python
+//!   venv with limitlion) are the workspace crate `regulator-testing`
+//!   (`crates/regulator-testing`); feature `test-util` only adds the test hooks (limiters and
+//!   leadership at a given time).
 
 pub mod client;
 #[cfg(feature = "daemon")]
 pub mod daemon;
-#[cfg(feature = "test-util")]
-pub mod testing;
 
 pub use client::blocking;
 pub use client::{

@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::{T0, knobs, redis};
-use regulator::testing::{Proxy, RedisServer};
 use regulator::{Client, Error, LeakyParams, LeaseOptions, SemaphoreParams, TokenBucket, blocking};
+use regulator_testing::{Proxy, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(5);
 

@@ -105,7 +105,7 @@ fn bad_values_are_refused_with_limitlions_message() {
 
 #[test]
 fn unreachable_redis_is_a_clear_failure() {
-    let port = regulator::testing::free_port();
+    let port = regulator_testing::free_port();
     let out = regulator(&format!("redis://127.0.0.1:{port}/0"), &["status"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

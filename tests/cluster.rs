@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use regulator::client::keys::KeyLayout;
 use regulator::daemon::leader_lease::LeaderLease;
 use regulator::daemon::store::{KnobChange, KnobStore, RedisStore};
-use regulator::testing::{Exporter, PrometheusServer, RedisCluster, free_port};
 use regulator::{Client, Knobs, StoredKnobs};
+use regulator_testing::{Exporter, PrometheusServer, RedisCluster, free_port};
 
 fn cluster() -> RedisCluster {
     RedisCluster::start().expect("start a 3-master redis cluster")

@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{T0, knobs, redis, set_knobs};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
-use regulator::testing::RedisServer;
 use regulator::{Client, Knobs};
+use regulator_testing::RedisServer;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -187,7 +187,7 @@ async fn a_cancelled_caller_does_not_strand_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_fleet_with_python_limitlion_never_gets_more_than_the_bucket_holds() {
-    use regulator::testing::LimitlionDriver;
+    use regulator_testing::LimitlionDriver;
     use serde_json::json;
 
     let server = redis();

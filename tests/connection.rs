@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{knobs, redis};
-use regulator::testing::RedisServer;
 use regulator::{Client, FailMode, Source, blocking};
+use regulator_testing::RedisServer;
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -73,7 +73,7 @@ fn blackholed_redis_times_out_instead_of_hanging() {
 
 #[test]
 fn connecting_to_nothing_fails_fast() {
-    let port = regulator::testing::free_port();
+    let port = regulator_testing::free_port();
     let start = Instant::now();
     let err = blocking::Client::connect(&format!("redis://127.0.0.1:{port}/0")).unwrap_err();
     assert_eq!(err.kind(), "unreachable", "{err}");

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{T0, assert_nothing_written, crowd, frozen_client, patient_client, redis};
-use regulator::testing::RedisServer;
 use regulator::{ContinuousDecision, ContinuousParams, Error, Source, blocking};
+use regulator_testing::RedisServer;
 
 fn params(tokens_per_period: f64, period: Duration) -> ContinuousParams {
     ContinuousParams {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::stack::{Stack, policy};
 use regulator::daemon::config::parse;
 use regulator::daemon::{Daemon, RunOptions};
-use regulator::testing::LimitlionDriver;
+use regulator_testing::LimitlionDriver;
 use serde_json::json;
 
 const INTERVAL: Duration = Duration::from_secs(1);

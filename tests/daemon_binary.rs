@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon_process::Regulator;
 use common::stack::{Stack, policy};
-use regulator::testing::{Answer, Scripted};
+use regulator_testing::{Answer, Scripted};
 
 fn write_config(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -247,7 +247,7 @@ fn under_systemd_it_notifies_ready_reloading_and_stopping() {
         "redis: {{ url: \"{}\" }}\nprometheus: {{ url: \"http://127.0.0.1:{}\", timeout: 1s }}\n\
          listen: \"127.0.0.1:0\"\ninterval: 1s\nleader: {{ lease: 3s }}\nthrottles:\n{}",
         redis.url(),
-        regulator::testing::free_port(),
+        regulator_testing::free_port(),
         policy("db", "db_latency", "hold"),
     );
     let path = write_config(dir.path(), "r.yaml", &text);

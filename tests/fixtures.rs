@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use regulator::testing::{PrometheusServer, RedisCluster, RedisServer};
+use regulator_testing::{PrometheusServer, RedisCluster, RedisServer};
 
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()

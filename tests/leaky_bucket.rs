@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{T0, assert_nothing_written, crowd, frozen_client, patient_client, redis};
-use regulator::testing::RedisServer;
 use regulator::{Error, LeakyDecision, LeakyParams, Source, blocking};
+use regulator_testing::RedisServer;
 
 fn params(rate: f64, capacity: f64, block: Option<f64>) -> LeakyParams {
     LeakyParams {

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{T0, knobs, patient_client, redis};
-use regulator::testing::{LimitlionDriver, RedisServer};
 use regulator::{LeaseOptions, LeasedBucket, Source};
+use regulator_testing::{LimitlionDriver, RedisServer};
 
 fn options(horizon: Duration) -> LeaseOptions {
     LeaseOptions {

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use regulator::Knobs;
 use regulator::client::model::{self, Bucket, LeaseBook, LeaseCall};
-use regulator::testing::{RedisServer, frozen_script};
+use regulator_testing::{RedisServer, frozen_script};
 
 #[derive(Debug, Clone, Copy)]
 enum Op {

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{T0, frozen_client, knobs, redis};
-use regulator::testing::{LimitlionDriver, RedisServer};
 use regulator::{Source, StoredKnobs};
+use regulator_testing::{LimitlionDriver, RedisServer};
 use serde_json::{Value, json};
 
 fn limitlion(server: &RedisServer) -> LimitlionDriver {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::daemon_process::Regulator;
-use regulator::testing::{PrometheusServer, RedisServer, free_port, python};
+use regulator_testing::{PrometheusServer, RedisServer, free_port, python};
 use serde_json::Value;
 
 /// One second of a service's run, as it reported it.
@@ -363,7 +363,7 @@ impl Histogram {
         c.2 += v;
     }
 
-    fn publish(&self, exporter: &regulator::testing::Exporter) {
+    fn publish(&self, exporter: &regulator_testing::Exporter) {
         let (buckets, count, sum) = self.counts.lock().unwrap().clone();
         for (le, n) in POOL_BUCKETS.iter().zip(buckets) {
             exporter.set(
@@ -457,7 +457,7 @@ fn static_grid() -> Vec<regulator::Knobs> {
 /// each saw, the steered one first, and the steered service's stored `rps` by second.
 async fn run_pool_services(
     redis: &RedisServer,
-    exporter: &regulator::testing::Exporter,
+    exporter: &regulator_testing::Exporter,
     grid: &[regulator::Knobs],
 ) -> (Vec<std::sync::Arc<Service>>, Vec<Option<f64>>) {
     use std::sync::Arc;
@@ -522,7 +522,7 @@ async fn run_pool_services(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_pool_service_holds_its_floors_against_the_best_static_limit() {
     let redis = RedisServer::start().expect("start redis-server");
-    let exporter = regulator::testing::Exporter::start().expect("exporter");
+    let exporter = regulator_testing::Exporter::start().expect("exporter");
     let prometheus = PrometheusServer::start(&[exporter.target()]).expect("prometheus");
     let grid = static_grid();
     for (i, k) in grid.iter().enumerate() {

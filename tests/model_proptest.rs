@@ -10,8 +10,8 @@ use common::{T0, frozen_client, knobs, redis};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use regulator::client::model::{self, Bucket};
-use regulator::testing::RedisServer;
 use regulator::{Knobs, Source, StoredKnobs, blocking};
+use regulator_testing::RedisServer;
 
 #[derive(Debug, Clone)]
 enum Op {

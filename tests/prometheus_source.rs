@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use regulator::daemon::config::PrometheusConfig;
 use regulator::daemon::source::{self, MetricSource, NoData, Prometheus};
-use regulator::testing::{Answer, Exporter, PrometheusServer, Scripted};
+use regulator_testing::{Answer, Exporter, PrometheusServer, Scripted};
 
 const AGE: Duration = Duration::from_secs(60);
 

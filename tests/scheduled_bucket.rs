@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{T0, frozen_client, patient_client, redis};
-use regulator::testing::RedisServer;
 use regulator::{Error, ScheduledParams, Source};
+use regulator_testing::RedisServer;
 
 fn params(capacity: u32, refill_every_ms: u64, refill_amount: u32) -> ScheduledParams {
     ScheduledParams {

@@ -14,8 +14,8 @@ use common::stack::{Stack, policy};
 use regulator::daemon::config::Knob;
 use regulator::daemon::leader_lease::LeaderLease;
 use regulator::daemon::store::{Fence, KnobChange, KnobStore, RedisStore};
-use regulator::testing::{RedisServer, free_port};
 use regulator::{Client, ContinuousParams, LeakyParams, ScheduledParams, SemaphoreParams};
+use regulator_testing::{RedisServer, free_port};
 
 const DAEMON_PASSWORD: &str = "daemon-pw-7f3a";
 const WORKER_PASSWORD: &str = "worker-pw-91c2";

@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{T0, frozen_client, patient_client, redis};
-use regulator::testing::RedisServer;
 use regulator::{Error, SemaphoreParams, Source};
+use regulator_testing::RedisServer;
 
 /// Set (to the Redis URL) in a helper process.
 const HELPER: &str = "REGULATOR_SEMAPHORE_HELPER";

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use regulator::testing::PrometheusServer;
+use regulator_testing::PrometheusServer;
 
 /// Waits until Prometheus answers `count(tenant_load)` with `n`.
 pub fn wait_scraped(prometheus: &PrometheusServer, n: usize) {

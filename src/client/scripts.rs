@@ -133,7 +133,12 @@ impl Scripts {
 /// The frozen-clock variant of a script, as limitlion's testing mode builds it: while the key
 /// `frozen_second` exists, `TIME` is read from `frozen_second` and `frozen_microsecond`
 /// instead. Production scripts never contain this code, so it costs them nothing.
-pub(crate) fn frozen(script: &str) -> String {
+///
+/// # Panics
+/// If `script` does not read the clock with `local time = redis.call('TIME')`: every timed
+/// script of this crate does (a test checks it).
+#[must_use]
+pub fn frozen(script: &str) -> String {
     assert!(
         script.contains(TIME_LINE),
         "script has no TIME line to freeze"

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use regulator::testing::free_port;
+use regulator_testing::free_port;
 
 /// A running `regulator run`, killed on drop.
 pub struct Regulator {

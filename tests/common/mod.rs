@@ -1,8 +1,8 @@
 //! Shared set-up for the integration tests.
 #![allow(dead_code)]
 
-use regulator::testing::RedisServer;
 use regulator::{Knobs, blocking};
+use regulator_testing::RedisServer;
 
 /// Stores `k` as the throttle's knobs, as the daemon or `regulator set` would.
 pub fn set_knobs(server: &RedisServer, name: &str, k: Knobs) {

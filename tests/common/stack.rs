@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use regulator::testing::{Exporter, PrometheusServer, RedisServer};
+use regulator_testing::{Exporter, PrometheusServer, RedisServer};
 
 pub struct Stack {
     pub redis: RedisServer,

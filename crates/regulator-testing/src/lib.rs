@@ -26,5 +26,5 @@ pub use redis_server::{RedisServer, TlsMaterial};
 /// (see [`RedisServer::freeze_time`]).
 #[must_use]
 pub fn frozen_script(script: &str) -> String {
-    crate::client::scripts::frozen(script)
+    regulator::client::scripts::frozen(script)
 }

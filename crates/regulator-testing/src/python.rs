@@ -17,7 +17,7 @@ const DRIVER: &str = include_str!("limitlion_driver.py");
 /// [`FixtureError::Missing`] naming `make deps` when the venv or its packages are absent.
 pub fn python() -> Result<PathBuf, FixtureError> {
     let path = std::env::var_os("REGULATOR_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
         PathBuf::from,
     );
     let ok = Command::new(&path)
