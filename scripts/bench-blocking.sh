@@ -2,7 +2,7 @@
 # The blocking client's round trip against redis-benchmark's, alternating in one run on one
 # private redis-server (BENCHMARKS.md): each round runs `redis-benchmark -c 1` on the
 # token bucket script's EVALSHA (the same script, keys and arguments a consume sends), then
-# examples/blocking_rtt (blocking::TokenBucket::consume one after another), and prints both
+# crates/regulator-daemon/examples/blocking_rtt (blocking::TokenBucket::consume one after another), and prints both
 # p50s and their ratio; the last line gives the medians.
 # Usage: scripts/bench-blocking.sh [ROUNDS] [CALLS]   (default 5 rounds of 20,000 calls)
 set -euo pipefail

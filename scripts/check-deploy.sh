@@ -36,7 +36,7 @@ echo "check-deploy: rules pass promtool check and their unit tests"
 
 # --- Metric names and the dashboard --------------------------------------------------------
 # Every regulator_* name the dashboard, the rules and their tests mention must be one the
-# daemon exports (src/daemon/metrics.rs): a renamed metric would otherwise leave an empty
+# daemon exports (crates/regulator-daemon/src/metrics.rs): a renamed metric would otherwise leave an empty
 # panel or an alert that can never fire. The dashboard's queries are also parsed by
 # promtool, with Grafana's variables filled in, so a typo in PromQL fails here rather than
 # on someone's screen.

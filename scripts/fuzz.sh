@@ -2,7 +2,7 @@
 # Runs every fuzz target for SECONDS each (default 600), one after the other, from the seeds
 # in fuzz/seeds and the corpus earlier runs left in fuzz/corpus. A crash stops the run with the
 # input in fuzz/artifacts/<target>/: copy it to fuzz/regressions/<target>/ so
-# tests/fuzz_corpus.rs replays it on every `make test`, then fix the cause.
+# crates/regulator-daemon/tests/fuzz_corpus.rs replays it on every `make test`, then fix the cause.
 #
 #   scripts/fuzz.sh            # 10 minutes per target, the recorded runs in docs/fuzzing.md
 #   scripts/fuzz.sh 20         # a smoke run (CI)

@@ -44,19 +44,13 @@
 //!   - [`client::model`]: the bucket arithmetic in pure Rust, as the script does it.
 //!   - [`blocking`]: the same API for threaded workers.
 //!   - `error`: [`Error`], one variant per thing a caller can act on.
-//! - `daemon` (feature `daemon`, default): the controller: config, control laws, Prometheus
-//!   source, knob store, reconcile loop, lease, endpoints, reload and signals (its module docs
-//!   map the files).
-//! - The closed-loop simulator that judges the control laws, and its plots, is the workspace
-//!   crate `regulator-sim` (`crates/regulator-sim`), built on the daemon's public API.
-//! - The real-server test fixtures (`redis-server`, Redis Cluster, `prometheus`, the Python
-//!   venv with limitlion) are the workspace crate `regulator-testing`
-//!   (`crates/regulator-testing`); feature `test-util` only adds the test hooks (limiters and
-//!   leadership at a given time).
+//! - The controller daemon and its command line (`regulator run`, `check`, `status`, `set`,
+//!   `reset`) are the workspace crate `regulator-daemon` (`crates/regulator-daemon`), built on
+//!   this crate's public API; the closed-loop simulator is `regulator-sim`, and the
+//!   real-server test fixtures are `regulator-testing`. Feature `test-util` adds this crate's
+//!   test hooks (in-memory limiters at a given time, the frozen-clock scripts).
 
 pub mod client;
-#[cfg(feature = "daemon")]
-pub mod daemon;
 
 pub use client::blocking;
 pub use client::{

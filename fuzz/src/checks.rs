@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use regulator::StoredKnobs;
 use regulator::client::model::{Bucket, consume};
-use regulator::daemon::source::{parse_answer, per_label, single};
+use regulator_daemon::source::{parse_answer, per_label, single};
 
 /// Any text is a valid configuration or a list of located errors: never a panic.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match regulator::daemon::config::parse(text, "fuzz.yaml") {
+    match regulator_daemon::config::parse(text, "fuzz.yaml") {
         Ok(config) => {
             for t in &config.throttles {
                 let _ = t.describe(config.interval);
@@ -46,7 +46,7 @@ pub struct KnobInput<'a> {
 /// Knobs are read as the script reads them; usable ones give a bucket that never holds more
 /// than its capacity, never goes negative and never holds NaN.
 pub fn stored_knobs(input: &KnobInput<'_>) {
-    let _ = regulator::daemon::store::concurrency_knobs(input.concurrency);
+    let _ = regulator_daemon::store::concurrency_knobs(input.concurrency);
     let [rps, burst, window] = input.fields;
     match StoredKnobs::from_fields(rps, burst, window) {
         StoredKnobs::Valid(knobs) => {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use regulator::Knobs;
-use regulator::daemon::config::Throttle;
-use regulator::daemon::control::Controller;
+use regulator_daemon::config::Throttle;
+use regulator_daemon::control::Controller;
 
 /// Something that sets the knobs from the signal, once a tick.
 pub trait Law {

@@ -1,5 +1,5 @@
 //! A deterministic simulator of the closed loop, for tuning and judging control laws without
-//! servers: the daemon's own [`Controller`](regulator::daemon::control::Controller) against a
+//! servers: the daemon's own [`Controller`](regulator_daemon::control::Controller) against a
 //! model of the fleet, the backend and the measurement path.
 //!
 //! - [`scenario`]: what runs (backend, demand, scrapes, rate window, the policy under test);
@@ -30,7 +30,7 @@ use serde::Serialize;
 use laws::{Baseline, Daemon, Kind, Law};
 use plant::{Plant, QUANTILE, STEP};
 use regulator::Knobs;
-use regulator::daemon::config::Control;
+use regulator_daemon::config::Control;
 use rng::Rng;
 pub use scenario::Scenario;
 pub use score::{Score, score};

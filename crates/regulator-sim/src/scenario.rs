@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use regulator::daemon::config::duration;
-use regulator::daemon::config::locate::Locations;
-use regulator::daemon::config::{ConfigError, ConfigErrors, Throttle, parse};
-use regulator::daemon::reconcile::Policy;
+use regulator_daemon::config::duration;
+use regulator_daemon::config::locate::Locations;
+use regulator_daemon::config::{ConfigError, ConfigErrors, Throttle, parse};
+use regulator_daemon::reconcile::Policy;
 
 /// The built-in scenarios, by name, as YAML.
 pub const BUILT_IN: [(&str, &str); 12] = [
@@ -667,7 +667,7 @@ fn policy(value: Value, interval: Duration) -> Result<Throttle, Vec<ConfigError>
 }
 
 fn error(
-    location: Option<regulator::daemon::config::locate::Location>,
+    location: Option<regulator_daemon::config::locate::Location>,
     path: &str,
     message: String,
 ) -> ConfigError {

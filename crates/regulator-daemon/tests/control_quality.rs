@@ -1,0 +1,289 @@
+//! The default control law against the baselines, in every built-in scenario of the
+//! simulator (deterministic: a seed gives the same run on any machine). These pin what
+//! BENCHMARKS.md reports: a change to the law that makes it lose to a baseline, or fall under
+//! a scenario's figures, fails here. Where a scenario misses the goals (SLO compliance 95%,
+//! goodput 90%), its floor is what the law reaches, and BENCHMARKS.md says why.
+
+use regulator_daemon::config::Control;
+use regulator_sim::laws::{Baseline, Daemon, Kind, Law};
+use regulator_sim::{self as sim, Scenario, Trace};
+
+const SEED: u64 = 1;
+
+fn default_law(s: &Scenario) -> Trace {
+    let policy = &s.policy.throttle;
+    assert_eq!(
+        policy.control.law(),
+        "predictive",
+        "{}: the built-ins name no law",
+        s.name
+    );
+    sim::run(
+        s,
+        &mut Daemon::new("default", policy, s.policy.interval),
+        SEED,
+    )
+}
+
+/// Netflix AIMD, Envoy's gradient, Aperture, and the daemon's other laws.
+fn baselines(s: &Scenario) -> Vec<Trace> {
+    let policy = &s.policy.throttle;
+    let mut laws: Vec<Box<dyn Law>> = [Kind::NetflixAimd, Kind::EnvoyGradient, Kind::Aperture]
+        .into_iter()
+        .map(|k| Box::new(Baseline::new(k, policy)) as Box<dyn Law>)
+        .collect();
+    for control in Control::defaults() {
+        if control.law() != policy.control.law() {
+            let mut p = policy.clone();
+            p.control = control;
+            laws.push(Box::new(Daemon::new(control.law(), &p, s.policy.interval)));
+        }
+    }
+    laws.iter_mut()
+        .map(|l| sim::run(s, &mut **l, SEED))
+        .collect()
+}
+
+/// The default law in `name` beats every adaptive baseline on compliance × goodput, keeps
+/// its overshoot within 10%, and reaches at least these compliance and goodput figures.
+fn check(name: &str, compliance: f64, goodput: f64) {
+    let s = Scenario::built_in(name).expect("a built-in scenario");
+    let ours = default_law(&s).score;
+    assert!(
+        ours.compliance >= compliance && ours.goodput >= goodput,
+        "{name}: compliance {:.3} (floor {compliance}), goodput {:.3} (floor {goodput})",
+        ours.compliance,
+        ours.goodput
+    );
+    assert!(
+        ours.overshoot <= 0.10,
+        "{name}: overshoot {:.3}",
+        ours.overshoot
+    );
+    for other in baselines(&s) {
+        assert!(
+            ours.product() > other.score.product(),
+            "{name}: default {:.3} vs {} {:.3}",
+            ours.product(),
+            other.law,
+            other.score.product()
+        );
+    }
+}
+
+#[test]
+fn step_down_meets_the_goals_and_beats_the_baselines() {
+    check("step-down", 0.95, 0.90);
+}
+
+#[test]
+fn step_up_holds_the_slo_and_beats_the_baselines() {
+    check("step-up", 0.95, 0.85);
+}
+
+#[test]
+fn ramp_beats_the_baselines() {
+    check("ramp", 0.80, 0.72);
+}
+
+#[test]
+fn noisy_holds_the_slo_and_beats_the_baselines() {
+    check("noisy", 0.95, 0.85);
+}
+
+#[test]
+fn slow_signal_meets_the_goals_and_beats_the_baselines() {
+    check("slow-signal", 0.95, 0.90);
+}
+
+#[test]
+fn vanish_meets_the_goals_and_beats_the_baselines() {
+    check("vanish", 0.95, 0.90);
+}
+
+#[test]
+fn bursty_holds_the_slo_and_beats_the_adaptive_baselines() {
+    check("bursty", 0.95, 0.38);
+}
+
+#[test]
+fn controlling_burst_and_window_pays_in_the_bursty_scenario() {
+    let s = Scenario::built_in("bursty").expect("built in");
+    let mut fixed = s.policy.throttle.clone();
+    fixed.bounds.min_burst = None;
+    fixed.bounds.min_window = None;
+    let with = default_law(&s).score;
+    let without = sim::run(
+        &s,
+        &mut Daemon::new("fixed", &fixed, s.policy.interval),
+        SEED,
+    )
+    .score;
+    assert!(
+        with.product() > without.product(),
+        "with {:.3} ({:.3} x {:.3}), fixed {:.3} ({:.3} x {:.3})",
+        with.product(),
+        with.compliance,
+        with.goodput,
+        without.product(),
+        without.compliance,
+        without.goodput
+    );
+}
+
+#[test]
+fn a_simulation_is_the_same_for_a_seed_and_differs_across_seeds() {
+    let s = Scenario::built_in("noisy").expect("built in");
+    let policy = &s.policy.throttle;
+    let run = |seed| sim::run(&s, &mut Daemon::new("d", policy, s.policy.interval), seed);
+    let (a, b, c) = (run(7), run(7), run(8));
+    assert_eq!(a.score, b.score);
+    assert_eq!(a.periods, b.periods);
+    assert_ne!(a.score, c.score, "another seed, other noise");
+}
+
+/// What the default law must reach in each phase of a plant family, on every seed: share of
+/// settled intervals in the SLO, good queries over the best static limit of the phase
+/// (searched over `rps` and window, in hindsight), intervals to recover 80% of that static's
+/// good rate after a step, and overshoot (see `sim::judge`).
+#[derive(Debug, Clone, Copy)]
+struct Floors {
+    compliance: f64,
+    goodput: f64,
+    recovery: usize,
+    overshoot: f64,
+}
+
+/// The goals of the control issue.
+const GOALS: Floors = Floors {
+    compliance: 0.95,
+    goodput: 0.90,
+    recovery: 10,
+    overshoot: 0.10,
+};
+
+/// Seeds every family is judged on.
+const SEEDS: std::ops::RangeInclusive<u64> = 1..=5;
+
+/// Judges the default law on `name` over [`SEEDS`]: every phase must meet its floors (the
+/// goals, or where the law loses, the floor BENCHMARKS.md marks as a loss). Prints the table,
+/// with the best static limit of each phase.
+fn family(name: &str, floors: [Floors; 3]) {
+    let s = Scenario::built_in(name).expect("a built-in family");
+    let mut failures = Vec::new();
+    for seed in SEEDS {
+        let j = regulator_sim::judge::judge_all(&s, seed, Some("predictive"));
+        let (law, phases) = &j.laws[0];
+        assert_eq!(law, "regulator predictive", "{name}: the default law");
+        assert_eq!(phases.len(), floors.len(), "{name}: three phases");
+        for (p, ((score, floor), reference)) in
+            phases.iter().zip(&floors).zip(&j.references).enumerate()
+        {
+            eprintln!(
+                "{name} seed {seed} phase {p}: compliance {:.3} goodput {:.3} recovery {:?} \
+                 overshoot {:.3} (best static: {}, {:.0} good/s)",
+                score.compliance,
+                score.goodput,
+                score.recovery,
+                score.overshoot,
+                reference.law,
+                reference.good_rate
+            );
+            let recovered = p == 0 || score.recovery.is_some_and(|r| r <= floor.recovery);
+            if score.compliance < floor.compliance
+                || score.goodput < floor.goodput
+                || !recovered
+                || score.overshoot > floor.overshoot
+            {
+                failures.push(format!("seed {seed} phase {p}: {score:?} under {floor:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_plant_family_is_judged_on_five_seeds_against_the_best_static_limit() {
+    let names: Vec<&str> = regulator_sim::scenario::FAMILIES.to_vec();
+    assert_eq!(
+        names,
+        [
+            "family-formula",
+            "family-pool",
+            "family-cliff",
+            "family-saturating",
+            "family-neighbour"
+        ],
+        "a family added here needs a test below"
+    );
+}
+
+/// A floor under the goals where the default law loses: each is marked in BENCHMARKS.md.
+const fn loses(compliance: f64, goodput: f64, recovery: usize, overshoot: f64) -> Floors {
+    Floors {
+        compliance,
+        goodput,
+        recovery,
+        overshoot,
+    }
+}
+
+#[test]
+fn the_formula_family_meets_the_goals_but_the_halved_phase_goodput() {
+    // LOSES: phase 1 goodput 86% of the best static (goal 90%).
+    family(
+        "family-formula",
+        [GOALS, loses(0.95, 0.85, 10, 0.10), GOALS],
+    );
+}
+
+#[test]
+fn the_connection_pool_family_holds_its_floors() {
+    // LOSES: compliance 92% in phases 0 and 1 (goal 95%), goodput 85-90% of the best static
+    // (goal 90%), overshoot up to 19% (goal 10%): the pool's latency is flat until a few
+    // connections are left, so a raise past capacity shows late.
+    family(
+        "family-pool",
+        [
+            loses(0.91, 0.84, 10, 0.17),
+            loses(0.91, 0.88, 10, 0.20),
+            loses(0.95, 0.90, 10, 0.14),
+        ],
+    );
+}
+
+#[test]
+fn the_cliff_family_meets_the_goals_but_the_returned_phase_goodput() {
+    // LOSES: phase 2 goodput 86% of the best static (goal 90%).
+    family("family-cliff", [GOALS, GOALS, loses(0.95, 0.84, 10, 0.10)]);
+}
+
+#[test]
+fn the_saturating_signal_family_holds_its_floors() {
+    // LOSES: in the halved phase, compliance 94%, goodput 87%, recovery 12 intervals and
+    // overshoot 11% (goals 95%, 90%, 10, 10%): a signal capped at 1.6 x the target hides how
+    // deep an overload is, so a cut is too shallow and repeated.
+    family(
+        "family-saturating",
+        [GOALS, loses(0.93, 0.86, 13, 0.13), GOALS],
+    );
+}
+
+#[test]
+fn the_neighbour_family_holds_its_floors() {
+    // LOSES, widely: compliance 54-80% and goodput 37-80% of the best static (goals 95%, 90%),
+    // recovery 19 intervals after capacity returns (goal 10). A neighbour taking 40% of the
+    // capacity for 60 s of every 120 s moves the latency with something the law cannot see;
+    // it cuts for each of its spells and recovers too slowly between them. The escalated
+    // cuts (a creeping signal past 1.5 × target, which fixed the live limitlion service)
+    // cost it here: phase 0 goodput 79.7% -> 75.3%, phase 2 overshoot 0% -> 22.4%
+    // (BENCHMARKS.md records the trade).
+    family(
+        "family-neighbour",
+        [
+            loses(0.76, 0.74, 10, 0.10),
+            loses(0.52, 0.35, 10, 0.10),
+            loses(0.78, 0.75, 20, 0.25),
+        ],
+    );
+}
