@@ -12,6 +12,8 @@ use regulator::StoredKnobs;
 #[derive(Default)]
 pub struct FakeSource {
     pub answer: Mutex<Option<Result<Vec<Series>, NoData>>>,
+    /// Answers to particular queries, instead of `answer`.
+    pub by_query: Mutex<HashMap<String, Result<Vec<Series>, NoData>>>,
     pub queries: AtomicUsize,
 }
 
@@ -22,8 +24,11 @@ impl FakeSource {
 }
 
 impl MetricSource for FakeSource {
-    async fn query(&self, _promql: &str, _label: Option<&str>) -> Result<Vec<Series>, NoData> {
+    async fn query(&self, promql: &str, _label: Option<&str>) -> Result<Vec<Series>, NoData> {
         self.queries.fetch_add(1, Ordering::Relaxed);
+        if let Some(answer) = self.by_query.lock().unwrap().get(promql) {
+            return answer.clone();
+        }
         self.answer
             .lock()
             .unwrap()

@@ -123,6 +123,8 @@ pub struct PolicyState {
     bounds: Arc<[(&'static str, f64, f64)]>,
     members: BTreeMap<String, Member>,
     failing: Option<&'static str>,
+    /// Whether the throughput query failed at the last tick whose signal was usable.
+    throughput_failing: bool,
     /// Names refused at the last tick, by reason: logged when these change.
     refused: template::Refused,
 }
@@ -137,6 +139,7 @@ impl PolicyState {
             policy,
             members: BTreeMap::new(),
             failing: None,
+            throughput_failing: false,
             refused: template::Refused::default(),
         }
     }
@@ -167,14 +170,10 @@ impl PolicyState {
         // The knobs of the throttles governed at the last tick are read while Prometheus
         // answers; only throttles new to this tick are read after.
         let known: Vec<String> = self.members.keys().cloned().collect();
-        let (answer, early) = tokio::join!(
-            ctx.source.query(
-                &policy.throttle.signal.query,
-                policy.throttle.signal.name_label.as_deref()
-            ),
-            read(ctx.store, &known, knob),
-        );
+        let ((answer, served), early) =
+            tokio::join!(ask(&policy, ctx.source), read(ctx.store, &known, knob));
         let (names, signals): (Vec<String>, Vec<_>) = self.signals(answer, ctx).into_iter().unzip();
+        let served = self.served(served, signals.first().is_some_and(Result::is_ok), ctx);
         let query = lap.next();
         let stored = read_new(ctx.store, &names, &known, early?, knob).await?;
         let mut report = Report {
@@ -206,7 +205,9 @@ impl PolicyState {
                 step
             } else {
                 let step = match &signal {
-                    Ok(value) => member.controller.tick(current, *value, ctx.now),
+                    Ok(value) => member
+                        .controller
+                        .tick_served(current, *value, served, ctx.now),
                     Err(no_data) => {
                         report.no_data += 1;
                         *reasons.entry(no_data.reason()).or_default() += 1;
@@ -339,6 +340,41 @@ impl PolicyState {
         self.govern(signals, ctx)
     }
 
+    /// The rate served from the throughput query's answer, if the policy has one and it is
+    /// usable. An unusable one while the signal is usable is counted (`throughput` errors) and
+    /// logged when it starts and ends: the law then cuts from the limit alone.
+    fn served<S, K>(
+        &mut self,
+        answer: Option<Answer>,
+        signal_ok: bool,
+        ctx: &Ctx<'_, S, K>,
+    ) -> Option<f64> {
+        let served = answer?
+            .and_then(|series| single(&series, ctx.wall, self.policy.max_age()))
+            .and_then(|v| {
+                if v >= 0.0 {
+                    Ok(v)
+                } else {
+                    Err(NoData::Malformed(format!("a negative rate: {v}")))
+                }
+            });
+        let policy = self.policy.name();
+        match (&served, self.throughput_failing) {
+            (Err(e), false) if signal_ok => {
+                ctx.metrics.error("throughput");
+                tracing::warn!(policy, reason = e.reason(), error = %e, "no usable throughput: cuts follow the limit alone");
+                self.throughput_failing = true;
+            }
+            (Err(_), true) if signal_ok => ctx.metrics.error("throughput"),
+            (Ok(_), true) => {
+                tracing::info!(policy, "throughput usable again");
+                self.throughput_failing = false;
+            }
+            _ => {}
+        }
+        served.ok()
+    }
+
     /// Logs the moment a policy loses its signal and the moment it is back, once each.
     fn note_policy(&mut self, problem: Option<&NoData>) {
         let policy = self.policy.name();
@@ -354,6 +390,24 @@ impl PolicyState {
             _ => {}
         }
     }
+}
+
+type Answer = Result<Vec<super::source::Series>, NoData>;
+
+/// The answers to the policy's signal query and, if it has one, its throughput query, asked
+/// at once.
+async fn ask<S: MetricSource>(policy: &Policy, source: &S) -> (Answer, Option<Answer>) {
+    let signal = &policy.throttle.signal;
+    let throughput = signal.throughput_query();
+    tokio::join!(
+        source.query(&signal.query, signal.name_label.as_deref()),
+        async {
+            match &throughput {
+                Some(q) => Some(source.query(q, None).await),
+                None => None,
+            }
+        }
+    )
 }
 
 /// A tick's counts for the whole policy: decisions by direction, missing signals by reason,

@@ -386,3 +386,63 @@ fn bounds_that_would_let_limitlion_delete_its_bucket_are_refused_at_their_line()
     let c = config::parse(&without, "t.yaml").expect("no limitlion, no rule");
     assert!(!c.throttles[0].limitlion);
 }
+
+#[test]
+fn the_throughput_is_derived_from_a_histogram_quantile_signal_only() {
+    let derived = config::derived_throughput;
+    assert_eq!(
+        derived("histogram_quantile(0.99, sum by (le) (rate(q_seconds_bucket[10s])))").as_deref(),
+        Some("max(sum by (le) (rate(q_seconds_bucket[10s])))")
+    );
+    assert_eq!(
+        derived(" histogram_quantile ( 0.9, sum(rate(q_bucket{db=\"a,b)\"}[1m])) by (le) ) ")
+            .as_deref(),
+        Some("max(sum(rate(q_bucket{db=\"a,b)\"}[1m])) by (le))"),
+        "a comma or parenthesis inside quotes is not the call's"
+    );
+    for not in [
+        "up",
+        "histogram_quantile(0.99, x) / 2",
+        "histogram_quantile(0.99, x) + histogram_quantile(0.5, y)",
+        "histogram_quantile(0.99)",
+        "histogram_quantile(0.99, )",
+        "histogram_quantile(0.99, x, y)",
+        "max(histogram_quantile(0.99, x))",
+        "histogram_quantile(0.99, x{a=\"unclosed)",
+    ] {
+        assert_eq!(derived(not), None, "{not}");
+    }
+}
+
+#[test]
+fn a_throughput_query_is_checked_and_used_by_plain_policies_only() {
+    let t = |signal: &str| {
+        format!(
+            "throttles:\n  - name: t\n    defaults: {{ rps: 1 }}\n    bounds: {{ min_rps: 1, max_rps: 2 }}\n    signal: {{ target: 1, {signal} }}\n"
+        )
+    };
+    let histogram = "query: 'histogram_quantile(0.99, sum by (le) (rate(h_bucket[1m])))'";
+    let c = config::parse(&t(histogram), "test.yaml").unwrap();
+    assert_eq!(
+        c.throttles[0].signal.throughput_query().as_deref(),
+        Some("max(sum by (le) (rate(h_bucket[1m])))")
+    );
+    let own = format!("{histogram}, throughput: 'sum(rate(h_count[1m]))'");
+    let c = config::parse(&t(&own), "test.yaml").unwrap();
+    assert_eq!(
+        c.throttles[0].signal.throughput_query().as_deref(),
+        Some("sum(rate(h_count[1m]))"),
+        "a configured query wins"
+    );
+    let template = format!("{histogram}, name_label: tenant");
+    let c = config::parse(&t(&template), "test.yaml").unwrap();
+    assert_eq!(c.throttles[0].signal.throughput_query(), None);
+    assert_eq!(
+        errors(&t(&format!("{own}, name_label: tenant"))),
+        [(5, "throttles[0].signal.throughput".to_owned())]
+    );
+    assert_eq!(
+        errors(&t("query: up, throughput: ' '")),
+        [(5, "throttles[0].signal.throughput".to_owned())]
+    );
+}

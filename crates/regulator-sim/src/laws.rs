@@ -15,14 +15,24 @@ pub trait Law {
     /// The knobs before the first tick (the daemon writes nothing until it ticks).
     fn initial(&self) -> Knobs;
     /// One tick: `signal` is `None` when Prometheus had no usable answer; `served` is how
-    /// many queries the fleet sent since the last tick (what a per-request law samples).
-    fn tick(&mut self, current: Knobs, signal: Option<f64>, served: f64, now: Duration) -> Knobs;
+    /// many queries the fleet sent since the last tick (what a per-request law samples);
+    /// `throughput` the rate the histogram counted over the signal's window, if it has one.
+    fn tick(
+        &mut self,
+        current: Knobs,
+        signal: Option<f64>,
+        served: f64,
+        throughput: Option<f64>,
+        now: Duration,
+    ) -> Knobs;
 }
 
 /// The daemon's controller for a policy.
 pub struct Daemon {
     name: String,
     controller: Controller,
+    /// Whether the policy has a throughput query (its own, or derived from its signal's).
+    throughput: bool,
 }
 
 impl Daemon {
@@ -32,6 +42,7 @@ impl Daemon {
         Self {
             name: name.into(),
             controller: Controller::new(policy, interval),
+            throughput: policy.signal.throughput_query().is_some(),
         }
     }
 }
@@ -45,9 +56,21 @@ impl Law for Daemon {
         self.controller.initial()
     }
 
-    fn tick(&mut self, current: Knobs, signal: Option<f64>, _served: f64, now: Duration) -> Knobs {
+    fn tick(
+        &mut self,
+        current: Knobs,
+        signal: Option<f64>,
+        _served: f64,
+        throughput: Option<f64>,
+        now: Duration,
+    ) -> Knobs {
+        let throughput = throughput.filter(|_| self.throughput);
         match signal {
-            Some(s) => self.controller.tick(current, s, now).knobs,
+            Some(s) => {
+                self.controller
+                    .tick_served(current, s, throughput, now)
+                    .knobs
+            }
             None => self.controller.no_data(current).knobs,
         }
     }
@@ -117,7 +140,14 @@ impl Law for Baseline {
         }
     }
 
-    fn tick(&mut self, current: Knobs, signal: Option<f64>, served: f64, now: Duration) -> Knobs {
+    fn tick(
+        &mut self,
+        current: Knobs,
+        signal: Option<f64>,
+        served: f64,
+        _throughput: Option<f64>,
+        now: Duration,
+    ) -> Knobs {
         let dt = now.saturating_sub(self.last).as_secs_f64();
         self.last = now;
         if let Kind::Static(knobs) = self.kind {

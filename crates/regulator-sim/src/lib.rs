@@ -103,7 +103,9 @@ pub fn run(scenario: &Scenario, law: &mut dyn Law, seed: u64) -> Trace {
             let current = stored.unwrap_or_else(|| law.initial());
             let served = plant.sent() - sent;
             sent = plant.sent();
-            stored = Some(law.tick(current, signal, served, Duration::from_secs_f64(t)));
+            let throughput = plant.throughput(t);
+            let now = Duration::from_secs_f64(t);
+            stored = Some(law.tick(current, signal, served, throughput, now));
             next_tick += interval * (1.0 + scenario.jitter * (2.0 * jitter.uniform() - 1.0));
         }
         let knobs = stored.unwrap_or(defaults);

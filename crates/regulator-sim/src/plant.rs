@@ -329,6 +329,22 @@ impl<'a> Plant<'a> {
         value.is_finite().then_some(value)
     }
 
+    /// The rate the histogram counted (its `+Inf` bucket) over the query's range window at
+    /// `t`, as `rate()` would give it: `None` without a window or two scrapes in it.
+    #[must_use]
+    pub fn throughput(&self, t: f64) -> Option<f64> {
+        let m = &self.scenario.measurement;
+        if m.rate_window.is_zero() {
+            return None;
+        }
+        let from = t - m.rate_window.as_secs_f64();
+        let mut inside = self.scrapes.iter().filter(|(at, _, _)| *at > from);
+        let first = inside.next()?;
+        let last = inside.next_back()?;
+        let rate = (last.1.last()? - first.1.last()?) / (last.0 - first.0);
+        rate.is_finite().then_some(rate)
+    }
+
     /// Queries the fleet has sent since the start.
     #[must_use]
     pub fn sent(&self) -> f64 {

@@ -13,7 +13,7 @@ use regulator_daemon::config::{ConfigError, ConfigErrors, Throttle, parse};
 use regulator_daemon::reconcile::Policy;
 
 /// The built-in scenarios, by name, as YAML.
-pub const BUILT_IN: [(&str, &str); 12] = [
+pub const BUILT_IN: [(&str, &str); 13] = [
     ("step-down", include_str!("scenarios/step-down.yaml")),
     ("step-up", include_str!("scenarios/step-up.yaml")),
     ("ramp", include_str!("scenarios/ramp.yaml")),
@@ -35,16 +35,22 @@ pub const BUILT_IN: [(&str, &str); 12] = [
         "family-neighbour",
         include_str!("scenarios/family-neighbour.yaml"),
     ),
+    (
+        "family-threads",
+        include_str!("scenarios/family-threads.yaml"),
+    ),
 ];
 
 /// The plant families every law is judged on: one scenario each, the same capacity schedule
-/// (halved, then back), so that a law is never judged on its own model alone.
-pub const FAMILIES: [&str; 5] = [
+/// (halved, then back), so that a law is never judged on its own model alone; and a fleet
+/// family, whose threads hold it under its limit.
+pub const FAMILIES: [&str; 6] = [
     "family-formula",
     "family-pool",
     "family-cliff",
     "family-saturating",
     "family-neighbour",
+    "family-threads",
 ];
 
 /// Longest scenario: a day of simulated time keeps every count and product of durations far

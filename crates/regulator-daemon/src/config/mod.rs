@@ -243,6 +243,68 @@ pub struct Signal {
     pub direction: Direction,
     /// Template: one throttle per series, named `<name><value of this label>`.
     pub name_label: Option<String>,
+    /// PromQL for the rate the protected system serves the throttle's work at, per second.
+    /// When the throttle's limit is well above it (the fleet sends less than it may), a cut
+    /// is computed from this rate, not from the limit, so it binds at once. Absent, it is
+    /// derived from a `histogram_quantile(φ, X)` signal as `max(X)` (the `+Inf` bucket: the
+    /// count of the histogram); [`Signal::throughput_query`] gives the one in use.
+    pub throughput: Option<String>,
+}
+
+impl Signal {
+    /// The throughput query in use: `throughput` if set, else one derived from a
+    /// `histogram_quantile(φ, X)` query, else none. Templates (`name_label`) have none.
+    #[must_use]
+    pub fn throughput_query(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if self.name_label.is_some() {
+            return None;
+        }
+        match &self.throughput {
+            Some(q) => Some(std::borrow::Cow::Borrowed(q.as_str())),
+            None => derived_throughput(&self.query).map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
+/// `max(X)` for a query that is exactly `histogram_quantile(φ, X)`: the largest cumulative
+/// bucket, `+Inf`, which counts every observation. `None` for any other query.
+#[must_use]
+pub fn derived_throughput(query: &str) -> Option<String> {
+    let rest = query
+        .trim()
+        .strip_prefix("histogram_quantile")?
+        .trim_start();
+    let inner = rest.strip_prefix('(')?.strip_suffix(')')?;
+    // The two arguments, split at the one comma outside brackets and quotes; the closing
+    // parenthesis stripped above must close the call (the depth never goes below zero).
+    let (mut depth, mut quote, mut comma) = (0_i32, None, None);
+    for (i, c) in inner.char_indices() {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth -= 1;
+                if depth < 0 {
+                    return None;
+                }
+            }
+            ',' if depth == 0 => {
+                if comma.is_some() {
+                    return None;
+                }
+                comma = Some(i);
+            }
+            _ => {}
+        }
+    }
+    let x = inner[comma? + 1..].trim();
+    (depth == 0 && quote.is_none() && !x.is_empty()).then(|| format!("max({x})"))
 }
 
 /// Which side of the target means overloaded.

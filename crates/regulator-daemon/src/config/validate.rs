@@ -189,21 +189,7 @@ fn throttle(p: &mut Problems, at: &str, t: &Throttle) {
         format!("must be a number above 0, got {}", d.window),
     );
     bounds(&mut check, t);
-    check(
-        !t.signal.query.trim().is_empty(),
-        "signal.query",
-        "must not be empty".into(),
-    );
-    check(
-        t.signal.target.is_finite(),
-        "signal.target",
-        format!("must be a finite number, got {}", t.signal.target),
-    );
-    check(
-        t.signal.name_label.as_ref().is_none_or(|l| !l.is_empty()),
-        "signal.name_label",
-        "must not be empty".into(),
-    );
+    signal(&mut check, &t.signal);
     check(
         t.max_step.is_none_or(|m| m > 0.0 && m <= 1.0),
         "max_step",
@@ -232,6 +218,34 @@ fn throttle(p: &mut Problems, at: &str, t: &Throttle) {
         }
     }
     law(&mut check, t);
+}
+
+fn signal(check: &mut impl FnMut(bool, &str, String), s: &super::Signal) {
+    check(
+        !s.query.trim().is_empty(),
+        "signal.query",
+        "must not be empty".into(),
+    );
+    check(
+        s.target.is_finite(),
+        "signal.target",
+        format!("must be a finite number, got {}", s.target),
+    );
+    check(
+        s.name_label.as_ref().is_none_or(|l| !l.is_empty()),
+        "signal.name_label",
+        "must not be empty".into(),
+    );
+    check(
+        s.throughput.as_ref().is_none_or(|q| !q.trim().is_empty()),
+        "signal.throughput",
+        "must not be empty".into(),
+    );
+    check(
+        s.throughput.is_none() || s.name_label.is_none(),
+        "signal.throughput",
+        "is not supported with signal.name_label: a template's cuts follow its limits".into(),
+    );
 }
 
 fn bounds(check: &mut impl FnMut(bool, &str, String), t: &Throttle) {

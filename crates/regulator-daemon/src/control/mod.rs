@@ -197,6 +197,19 @@ impl Controller {
     /// One tick with a usable signal. `current` are the knobs in force (the initial ones if
     /// none are stored or they are unusable); `now` is time since any fixed origin.
     pub fn tick(&mut self, current: Knobs, signal: f64, now: Duration) -> Step {
+        self.tick_served(current, signal, None, now)
+    }
+
+    /// [`Controller::tick`] knowing the rate the protected system served over the signal's
+    /// window (`signal.throughput`), when there is one: the predictive law cuts from it when
+    /// the limit was well above it, so the cut binds at once.
+    pub fn tick_served(
+        &mut self,
+        current: Knobs,
+        signal: f64,
+        served: Option<f64>,
+        now: Duration,
+    ) -> Step {
         let dt = self
             .last_tick
             .map_or(self.settings.interval, |last| now.saturating_sub(last))
@@ -207,6 +220,7 @@ impl Controller {
             let ratio =
                 Observation::new(signal, self.settings.target, self.settings.direction, dt).ratio;
             p.see(signal, 1.0 / ratio, current.rps, now);
+            p.served(served);
         }
         let obs = Observation::new(signal, self.aim(), self.settings.direction, dt);
         let past_target =

@@ -62,6 +62,15 @@ const CREEP: (f64, f64) = (1.03, 1.15);
 /// by this factor, once a window, until it gets there or the signal says otherwise.
 const UNDO_STEP: f64 = 1.12;
 
+/// A limit whose lowest value over the signal's window is this many times the rate served,
+/// after a cut in the same overload, may not bind: the fleet sends less than it may (its own
+/// threads or connections hold it back), or the backend serves less than it is sent. Either
+/// way a cut from the limit may leave the rate unchanged, so the next cut goes at least to
+/// [`ESCALATION`] × the rate served, as AIMD on the rate delivered would. Not at the first
+/// cut: a sudden overload holds back the completions the rate counts (the queries are still
+/// queued).
+const SLACK: f64 = 1.25;
+
 /// One throttle's predictive-law state.
 #[derive(Debug, Clone)]
 pub(super) struct PredictiveState {
@@ -102,6 +111,8 @@ pub(super) struct PredictiveState {
     /// The last proposal, until the stored knobs show it was written: when, its `rps`, and
     /// the memory it changed (last cut, ceiling) as it was before.
     pending: Option<Pending>,
+    /// The rate served over the signal's window, as this tick measured it.
+    served: Option<f64>,
 }
 
 /// A proposal not yet seen in the stored knobs.
@@ -148,7 +159,14 @@ impl PredictiveState {
             streak: 0,
             ceiling: None,
             pending: None,
+            served: None,
         }
+    }
+
+    /// Takes in the tick's measured rate served (see [`SLACK`]); a missing or unusable one
+    /// is none.
+    pub(super) fn served(&mut self, served: Option<f64>) {
+        self.served = served.filter(|s| s.is_finite() && *s > 0.0);
     }
 
     /// Takes in the `rps` actually stored at the start of a tick. The last proposal counts as
@@ -210,6 +228,11 @@ impl PredictiveState {
         // headroom credited to the lowest, so a stale signal never moves the knob twice for
         // one piece of news, whatever the true lag.
         let (lo, hi) = self.applied(now).unwrap_or((rps, rps));
+        let overloaded = pressure > 1.0 - margin;
+        // A limit that did not bind: a cut must take it under the rate served (see SLACK).
+        let slack = self
+            .served
+            .filter(|served| overloaded && self.streak > 0 && lo > SLACK * served);
         // Headroom must hold over the whole span: a quiet spell between bursts of demand says
         // nothing of the next burst.
         let since = now.saturating_sub(self.window());
@@ -217,7 +240,6 @@ impl PredictiveState {
             self.recent.pop_front();
         }
         self.recent.push_back((now, pressure));
-        let overloaded = pressure > 1.0 - margin;
         let mut creeping = false;
         if !overloaded {
             self.streak = 0;
@@ -260,18 +282,19 @@ impl PredictiveState {
         let careful = laws::predictive(rps, applied, pressure, params);
         if overloaded {
             self.streak = self.streak.saturating_add(1);
+            let binding = |cut: f64| slack.map_or(cut, |served| cut.min(ESCALATION * served));
             if self.streak > 1
                 && creeping
                 && pressure >= DEEP_OVERLOAD
                 && careful > rps * ESCALATION
             {
                 self.undo = Some(careful);
-                return rps * ESCALATION;
+                return binding(rps * ESCALATION);
             }
             if self.streak == 1 {
                 self.undo = None;
             }
-            return careful;
+            return binding(careful);
         }
         match self.ceiling {
             // Well under a rate known to overload, with headroom over the last ticks: the

@@ -27,6 +27,7 @@ fn policy(control: Control) -> Throttle {
             target: 0.25,
             direction: Direction::HigherIsWorse,
             name_label: None,
+            throughput: None,
         },
         control,
         on_no_data: OnNoData::Hold,
@@ -592,4 +593,69 @@ fn an_escalated_cut_is_stepped_back_toward_the_models_cut_while_the_signal_is_on
     assert!(!steps.is_empty(), "no step back from {escalated}");
     assert!(steps.iter().all(|r| *r <= 1.12 + 1e-9), "{steps:?}");
     assert!(k.rps > escalated, "{} after {escalated}", k.rps);
+}
+
+/// The predictive law given `(signal, rate served)` (the rate only if `served` is some), over
+/// ticks of 10 s from a limit of 120, and their steps.
+fn slack_run(served: Option<f64>, ticks: &[(f64, f64)]) -> Vec<Step> {
+    let mut p = policy(PREDICTIVE);
+    p.bounds.min_rps = 1.0;
+    let mut c = Controller::new(&p, secs(10));
+    let mut knobs = Knobs {
+        rps: 120.0,
+        ..c.initial()
+    };
+    let mut steps = Vec::new();
+    for (i, (signal, rate)) in ticks.iter().enumerate() {
+        let s = c.tick_served(
+            knobs,
+            *signal,
+            served.map(|_| *rate),
+            secs(10 * (i as u64 + 1)),
+        );
+        knobs = s.knobs;
+        steps.push(s);
+    }
+    steps
+}
+
+#[test]
+fn an_overload_under_a_limit_that_does_not_bind_is_cut_under_the_rate_served() {
+    // The fleet sends 35/s under a limit of 120 (the signal in the deadband); then the
+    // backend is overloaded, worse at each tick.
+    let ticks = [
+        (0.22, 35.0),
+        (0.22, 35.0),
+        (0.3, 35.0),
+        (0.4, 35.0),
+        (0.5, 35.0),
+    ];
+    let blind = slack_run(None, &ticks);
+    let seeing = slack_run(Some(0.0), &ticks);
+    assert_eq!(seeing[1].knobs.rps, 120.0, "{seeing:?}");
+    assert_eq!(
+        seeing[2], blind[2],
+        "the first cut of an overload is the limit's: the rate served may lag"
+    );
+    assert_eq!(
+        seeing[3].knobs.rps,
+        seeing[2].knobs.rps * 0.5,
+        "the next is from the rate served, as deep as max_step allows: {seeing:?}"
+    );
+    assert!(seeing[3].knobs.rps < blind[3].knobs.rps, "{blind:?}");
+    assert!(seeing[4].knobs.rps < 35.0, "and binds: {seeing:?}");
+    assert!(
+        blind[4].knobs.rps > 35.0,
+        "without the rate served the cuts stay above it: {blind:?}"
+    );
+}
+
+#[test]
+fn a_binding_limit_is_cut_as_without_the_rate_served() {
+    // The fleet sends what the limit allows: the rate served changes nothing.
+    let ticks = [(0.2, 115.0), (0.2, 118.0), (0.2, 110.0), (0.4, 112.0)];
+    let blind = slack_run(None, &ticks);
+    let seeing = slack_run(Some(0.0), &ticks);
+    assert_eq!(blind, seeing);
+    assert_eq!(seeing.last().unwrap().change, Change::Down);
 }

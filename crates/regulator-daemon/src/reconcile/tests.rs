@@ -483,3 +483,55 @@ async fn a_tick_reports_its_time_by_phase() {
         assert!(took > Duration::ZERO, "{phase} was not timed: {p:?}");
     }
 }
+
+const HISTOGRAM: &str = r"
+throttles:
+  - name: svc
+    defaults: { rps: 120 }
+    bounds: { min_rps: 1, max_rps: 200 }
+    signal: { query: 'histogram_quantile(0.99, sum by (le) (rate(h_bucket[10s])))', target: 1 }
+";
+const HISTOGRAM_COUNT: &str = "max(sum by (le) (rate(h_bucket[10s])))";
+
+/// Four ticks of a worsening overload of `svc`, with `throughput` as the answer to its
+/// derived throughput query: the `rps` stored after each, and the metrics' text.
+async fn overload_of_a_histogram_policy(
+    throughput: Result<Vec<Series>, NoData>,
+) -> (Vec<f64>, String) {
+    let w = World::new();
+    let mut s = state(HISTOGRAM);
+    w.source
+        .by_query
+        .lock()
+        .unwrap()
+        .insert(HISTOGRAM_COUNT.into(), throughput);
+    let mut stored = Vec::new();
+    for (tick, signal) in [1.3, 1.5, 1.7, 1.9].into_iter().enumerate() {
+        w.source.set(Ok(vec![sample(signal, &[])]));
+        w.tick(&mut s, Mode::Write, tick as u64 + 1).await.unwrap();
+        stored.push(w.store.rps("svc").expect("written"));
+    }
+    (stored, w.metrics.encode())
+}
+
+#[tokio::test]
+async fn the_derived_throughput_reaches_the_law_and_a_missing_one_is_counted() {
+    let (seeing, text) = overload_of_a_histogram_policy(Ok(vec![sample(30.0, &[])])).await;
+    assert!(!text.contains(r#"kind="throughput""#), "{text}");
+    let (blind, text) = overload_of_a_histogram_policy(Err(NoData::Empty)).await;
+    assert!(
+        text.contains(r#"regulator_errors_total{kind="throughput"} 4"#),
+        "{text}"
+    );
+    assert_eq!(seeing[0], blind[0], "the first cut is the limit's");
+    assert!(
+        seeing[3] < 30.0 && blind[3] > 30.0,
+        "then cuts follow the rate served: {seeing:?} vs {blind:?}"
+    );
+    let (negative, text) = overload_of_a_histogram_policy(Ok(vec![sample(-3.0, &[])])).await;
+    assert_eq!(negative, blind, "a negative rate is no rate");
+    assert!(
+        text.contains(r#"regulator_errors_total{kind="throughput"} 4"#),
+        "{text}"
+    );
+}
