@@ -1,25 +1,25 @@
--- Semaphore acquire: grant a slot when fewer than `capacity` holders hold an unexpired lease.
+-- Semaphore acquire: grant a slot when fewer than `capacity` holders have an unexpired hold.
 --
 -- KEYS[1]  holders  throttle:<name>:holders  sorted set: member = holder id, score = that
---                                            holder's lease deadline, ms of Redis time
+--                                            holder's hold deadline, ms of Redis time
 -- KEYS[2]  knobs    throttle:<name>:knobs    field `concurrency` (optional)
--- ARGV     default capacity, lease (ms), knobs ttl (s, 0 = keep), holder id
+-- ARGV     default capacity, hold (ms), knobs ttl (s, 0 = keep), holder id
 --
 -- Reply: { granted 0|1, holders, capacity, source, deadline, next }
 --   holders   how many hold a slot after this call (this holder included when granted)
 --   capacity  the capacity that applied
 --   source    0: no `concurrency` knob, the caller's capacity applied; 1: the knob applied;
 --             2: the knob is not a positive integer, the caller's capacity applied
---   deadline  granted: this holder's lease deadline (ms of Redis time); else 0
---   next      denied: ms until the earliest lease runs out (when a slot frees at the latest,
+--   deadline  granted: this holder's hold deadline (ms of Redis time); else 0
+--   next      denied: ms until the earliest hold runs out (when a slot frees at the latest,
 --             unless its holder renews); else 0
 --
--- Each holder has its own lease, so a crashed holder frees its own slot, and only that one,
--- when its lease runs out: expired holders are removed before counting. A holder id already in
--- the set with an unexpired lease is granted again (its lease refreshed) whatever the count:
+-- Each holder has its own hold, so a crashed holder frees its own slot, and only that one,
+-- when its hold runs out: expired holders are removed before counting. A holder id already in
+-- the set with an unexpired hold is granted again (its hold refreshed) whatever the count:
 -- a call repeated after its reply was lost must not take a second slot. A capacity knob that
 -- shrinks takes effect at once: no one enters while the count is at or above it; nobody is
--- evicted. The set expires with its latest lease, so an abandoned semaphore vanishes.
+-- evicted. The set expires with its latest hold, so an abandoned semaphore vanishes.
 
 local capacity = tonumber(ARGV[1])
 local source = 0

@@ -3,8 +3,8 @@
 -- KEYS[1]  holders  throttle:<name>:holders  (see semaphore_acquire.lua)
 -- ARGV     holder id
 --
--- Reply: 1 when the holder's lease was still running; 0 when it had run out (or the holder was
--- gone already): the work outlived its lease, and the capacity may have been exceeded.
+-- Reply: 1 when the holder's hold was still running; 0 when it had run out (or the holder was
+-- gone already): the work outlived its hold, and the capacity may have been exceeded.
 -- Either way the holder is no longer in the set.
 
 local time = redis.call('TIME')

@@ -1,13 +1,13 @@
--- Semaphore renew: extend a holder's lease to now + lease, if it has not run out.
+-- Semaphore renew: extend a holder's hold to now + hold, if it has not run out.
 --
 -- KEYS[1]  holders  throttle:<name>:holders  (see semaphore_acquire.lua)
--- ARGV     lease (ms), holder id
+-- ARGV     hold (ms), holder id
 --
 -- Reply: { renewed 0|1, deadline }
---   renewed 0: the holder is gone or its lease ran out (the slot may be another's now); an
+--   renewed 0: the holder is gone or its hold ran out (the slot may be another's now); an
 --              expired entry is removed. deadline is then 0.
 --
--- A lease that ran out is never revived, even when no one has taken the slot yet: a permit
+-- A hold that ran out is never revived, even when no one has taken the slot yet: a permit
 -- is valid only up to its deadline, which keeps the contract simple to state and to check.
 
 local time = redis.call('TIME')

@@ -239,16 +239,19 @@ fn the_formula_family_meets_the_goals_but_the_halved_phase_goodput() {
 }
 
 #[test]
-fn the_connection_pool_family_holds_its_floors() {
-    // LOSES: compliance 92% in phases 0 and 1 (goal 95%), goodput 85-90% of the best static
-    // (goal 90%), overshoot up to 19% (goal 10%): the pool's latency is flat until a few
-    // connections are left, so a raise past capacity shows late.
+fn the_connection_pool_family_holds_its_floors_and_meets_the_goals_when_capacity_returns() {
+    // LOSES: compliance 90-92% in phases 0 and 1 (goal 95%), goodput 86-90% of the best
+    // static (goal 90%), overshoot up to 21% (goal 10%): the pool's latency is flat until a
+    // few connections are left, so a raise past capacity shows late. Trusting the latest
+    // signal under steady demand in the fast recovery (2026-12-07) met every goal when
+    // capacity returns (goodput 91% -> 94%, recovery 9 -> 5, overshoot 12% -> 4%) and cost
+    // the startup (compliance 92% -> 90%, overshoot 15% -> 21%).
     family(
         "family-pool",
         [
-            loses(0.91, 0.84, 10, 0.17),
-            loses(0.91, 0.88, 10, 0.20),
-            loses(0.95, 0.90, 10, 0.14),
+            loses(0.89, 0.85, 10, 0.22),
+            loses(0.91, 0.88, 10, 0.14),
+            GOALS,
         ],
     );
 }
@@ -278,13 +281,15 @@ fn the_neighbour_family_holds_its_floors() {
     // it cuts for each of its spells and recovers too slowly between them. The escalated
     // cuts (a creeping signal past 1.5 × target, which fixed the live limitlion service)
     // cost it here: phase 0 goodput 79.7% -> 75.3%, phase 2 overshoot 0% -> 22.4%
-    // (BENCHMARKS.md records the trade).
+    // (BENCHMARKS.md records the trade). Trusting the latest signal under steady demand in
+    // the fast recovery (2026-12-07) won goodput back (phase 0 75% -> 92%, phase 2 77% ->
+    // 93%, overshoot 22% -> 0%) and cost phase 2 compliance (80% -> 76%).
     family(
         "family-neighbour",
         [
-            loses(0.76, 0.74, 10, 0.10),
-            loses(0.52, 0.35, 10, 0.10),
-            loses(0.78, 0.75, 20, 0.25),
+            loses(0.78, 0.88, 10, 0.05),
+            loses(0.50, 0.42, 10, 0.05),
+            loses(0.75, 0.90, 16, 0.05),
         ],
     );
 }
@@ -293,15 +298,10 @@ fn the_neighbour_family_holds_its_floors() {
 fn the_threads_family_holds_its_floors() {
     // LOSES: in the halved phase, compliance 88-94% (goal 95%) and overshoot up to 17% (goal
     // 10%): at 24 rps in whole-second grants this pool's p99 sits at 0.8-1.0 × the target,
-    // so its noise crosses it; recovery 13-14 intervals when capacity returns (goal 10): the
-    // signal's 10 s window, then the wait for headroom over every tick it may reflect.
+    // so its noise crosses it.
     family(
         "family-threads",
-        [
-            GOALS,
-            loses(0.86, 0.92, 10, 0.18),
-            loses(0.95, 0.90, 15, 0.10),
-        ],
+        [GOALS, loses(0.86, 0.92, 10, 0.18), GOALS],
     );
 }
 

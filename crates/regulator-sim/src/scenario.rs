@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
+use regulator_daemon::Policy;
 use regulator_daemon::config::duration;
 use regulator_daemon::config::locate::Locations;
 use regulator_daemon::config::{ConfigError, ConfigErrors, Throttle, parse};
-use regulator_daemon::reconcile::Policy;
 
 /// The built-in scenarios, by name, as YAML.
 pub const BUILT_IN: [(&str, &str); 13] = [

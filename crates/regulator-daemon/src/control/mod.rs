@@ -220,7 +220,7 @@ impl Controller {
             let ratio =
                 Observation::new(signal, self.settings.target, self.settings.direction, dt).ratio;
             p.see(signal, 1.0 / ratio, current.rps, now);
-            p.served(served);
+            p.served(served, current.rps, now);
         }
         let obs = Observation::new(signal, self.aim(), self.settings.direction, dt);
         let past_target =

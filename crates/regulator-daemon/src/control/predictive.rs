@@ -62,8 +62,12 @@ const CREEP: (f64, f64) = (1.03, 1.15);
 /// by this factor, once a window, until it gets there or the signal says otherwise.
 const UNDO_STEP: f64 = 1.12;
 
-/// A limit whose lowest value over the signal's window is this many times the rate served,
-/// after a cut in the same overload, may not bind: the fleet sends less than it may (its own
+/// The fleet sent what the limit allowed when the rate served was at least this share of
+/// the lowest limit the signal may reflect, and the highest at least this share of it.
+const BOUND: f64 = 0.9;
+
+/// A limit this many times the rate served, after a cut in the same overload and with no
+/// burst over the limit in the signal's window, may not bind: the fleet sends less than it may (its own
 /// threads or connections hold it back), or the backend serves less than it is sent. Either
 /// way a cut from the limit may leave the rate unchanged, so the next cut goes at least to
 /// [`ESCALATION`] × the rate served, as AIMD on the rate delivered would. Not at the first
@@ -97,6 +101,8 @@ pub(super) struct PredictiveState {
     clean: Option<(f64, f64)>,
     /// Recent pressures, over [`PredictiveState::window`].
     recent: VecDeque<(Duration, f64)>,
+    /// The rates served at every tick over [`PredictiveState::window`].
+    rates: VecDeque<Rate>,
     /// When the law last cut, and the pressure it cut on.
     last_cut: Option<(Duration, f64)>,
     /// The model's cut that the last escalated cut went under, until the knob is back to
@@ -113,6 +119,15 @@ pub(super) struct PredictiveState {
     pending: Option<Pending>,
     /// The rate served over the signal's window, as this tick measured it.
     served: Option<f64>,
+}
+
+/// One recent tick: the rate served then, and the lowest and highest limits its signal may
+/// reflect.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    at: Duration,
+    served: Option<f64>,
+    limits: (f64, f64),
 }
 
 /// A proposal not yet seen in the stored knobs.
@@ -153,6 +168,7 @@ impl PredictiveState {
             learned: FIRST_FLOOR,
             clean: None,
             recent: VecDeque::new(),
+            rates: VecDeque::new(),
             last_cut: None,
             undo: None,
             last_undo: None,
@@ -163,10 +179,19 @@ impl PredictiveState {
         }
     }
 
-    /// Takes in the tick's measured rate served (see [`SLACK`]); a missing or unusable one
-    /// is none.
-    pub(super) fn served(&mut self, served: Option<f64>) {
+    /// Takes in the tick's measured rate served (see [`SLACK`]) at `now`, `current` the
+    /// `rps` in force; a missing or unusable one is none.
+    pub(super) fn served(&mut self, served: Option<f64>, current: f64, now: Duration) {
         self.served = served.filter(|s| s.is_finite() && *s > 0.0);
+        let since = now.saturating_sub(self.window());
+        while self.rates.front().is_some_and(|r| r.at < since) {
+            self.rates.pop_front();
+        }
+        self.rates.push_back(Rate {
+            at: now,
+            served: self.served,
+            limits: self.applied(now).unwrap_or((current, current)),
+        });
     }
 
     /// Takes in the `rps` actually stored at the start of a tick. The last proposal counts as
@@ -229,10 +254,6 @@ impl PredictiveState {
         // one piece of news, whatever the true lag.
         let (lo, hi) = self.applied(now).unwrap_or((rps, rps));
         let overloaded = pressure > 1.0 - margin;
-        // A limit that did not bind: a cut must take it under the rate served (see SLACK).
-        let slack = self
-            .served
-            .filter(|served| overloaded && self.streak > 0 && lo > SLACK * served);
         // Headroom must hold over the whole span: a quiet spell between bursts of demand says
         // nothing of the next burst.
         let since = now.saturating_sub(self.window());
@@ -240,6 +261,7 @@ impl PredictiveState {
             self.recent.pop_front();
         }
         self.recent.push_back((now, pressure));
+        let (steady, slack) = self.demand(rps, (lo, hi), overloaded);
         let mut creeping = false;
         if !overloaded {
             self.streak = 0;
@@ -315,6 +337,7 @@ impl PredictiveState {
                     .iter()
                     .filter(|(at, _)| *at >= since)
                     .fold((0, latest), |(n, worst), (_, p)| (n + 1, worst.max(*p)));
+                let recent = if steady { latest } else { recent };
                 if deep && count < FAST_TICKS {
                     return careful;
                 }
@@ -335,6 +358,33 @@ impl PredictiveState {
             }
             _ => careful,
         }
+    }
+
+    /// What the rates served over the window say of the demand, for a tick at `rps` whose
+    /// signal may reflect limits `(lo, hi)`: whether it was steady (see the fast recovery),
+    /// and the rate served if the limit does not bind in an overload (see [`SLACK`]).
+    fn demand(&self, rps: f64, (lo, hi): (f64, f64), overloaded: bool) -> (bool, Option<f64>) {
+        let served_all = |ok: &dyn Fn(f64, (f64, f64)) -> bool| {
+            self.rates.len() >= FAST_TICKS
+                && self
+                    .rates
+                    .iter()
+                    .all(|r| r.served.is_some_and(|served| ok(served, r.limits)))
+        };
+        // Demand that filled the limit, and no more (no tokens saved in a quiet spell spent),
+        // at every tick the signal may reflect: the latest signal speaks for the whole window.
+        let steady = served_all(&|served, _| served >= BOUND * lo && served * BOUND <= hi);
+        // A limit that does not bind: a cut must take it under the rate served. Unless a rate
+        // over the limit at a tick the signal may reflect shows tokens saved in a quiet spell
+        // spent in a burst: the burst was served at the limit, while the window's mean rate
+        // is well under it.
+        let slack = self.served.filter(|now_served| {
+            overloaded
+                && self.streak > 0
+                && rps > SLACK * now_served
+                && served_all(&|served, (_, hi)| served <= hi)
+        });
+        (steady, slack)
     }
 
     /// How far under the target the predictive law aims: its `margin`, or more when the
