@@ -712,15 +712,24 @@ mod tests {
     }
 
     #[test]
-    fn every_family_is_its_own_plant_and_bad_plants_are_refused() {
+    fn five_families_are_five_plants_the_sixth_a_fleet_and_bad_plants_are_refused() {
         let kinds: Vec<&str> = FAMILIES
             .iter()
             .map(|n| Scenario::built_in(n).expect("built in").plant.kind())
             .collect();
         assert_eq!(
             kinds,
-            ["formula", "pool", "cliff", "saturating", "neighbour"]
+            [
+                "formula",
+                "pool",
+                "cliff",
+                "saturating",
+                "neighbour",
+                "pool"
+            ]
         );
+        let threads = Scenario::built_in("family-threads").expect("built in");
+        assert_eq!(threads.demand.workers, 48, "a fleet of threads on a pool");
         let text = |plant: &str| {
             format!(
                 "name: x\nduration: 100s\ncapacity: [{{at: 0s, capacity: 100}}]\n\
