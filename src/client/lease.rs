@@ -140,8 +140,8 @@ struct Local {
     capacity: f64,
     /// When the bucket's current window ends, as far as this process can tell.
     window_end: Instant,
-    /// The bucket could not give `.1` tokens; asking again before `.0` is pointless.
-    denied: Option<(Instant, f64)>,
+    /// The bucket could not give some tokens; asking again before a while is pointless.
+    denied: Option<Denied>,
     /// The current lease: when it was granted and how many tokens it held.
     granted_at: Instant,
     granted: f64,
@@ -207,12 +207,12 @@ impl Local {
             return Some(self.allowed());
         }
         match self.denied {
-            Some((until, available)) if now < until && tokens > available => {
+            Some(d) if now < d.until && tokens > d.available => {
                 self.stats.decisions += 1;
                 Some(Decision {
                     allowed: false,
                     tokens: 0.0,
-                    sleep: until - now,
+                    sleep: d.refill.saturating_duration_since(now),
                     source: self.source,
                     capacity: self.capacity,
                 })
@@ -266,6 +266,18 @@ impl Local {
         let batch = (self.rate * span.as_secs_f64()).min(options.max_share * self.capacity);
         batch.max(tokens)
     }
+}
+
+/// A denial the process remembers, so requests it could not serve either are denied
+/// without a call.
+#[derive(Debug, Clone, Copy)]
+struct Denied {
+    /// Asking again before this is pointless.
+    until: Instant,
+    /// When the bucket's window ends: the hint a remembered denial gives.
+    refill: Instant,
+    /// The tokens the bucket held.
+    available: f64,
 }
 
 /// A lease as the script recorded it: the window it was granted in and its id. A give-back
@@ -324,8 +336,8 @@ impl LeasedBucket {
     /// Takes `tokens`: from the lease in hand when it holds them (no call), else from a new
     /// batch reserved in one script call that also returns the old lease's rest.
     ///
-    /// A denial is remembered until the bucket's next window: until then, requests it could
-    /// not serve either are denied without a call.
+    /// A denial is remembered until the bucket's next window, or one horizon if that is
+    /// sooner: until then, requests it could not serve either are denied without a call.
     ///
     /// # Errors
     /// As [`TokenBucket::consume`].
@@ -373,7 +385,14 @@ impl LeasedBucket {
             }
             return Ok(local.allowed());
         }
-        local.denied = Some((received + grant.sleep, grant.bucket_tokens));
+        // Remembered until the window ends, but never longer than a lease lasts: a knob
+        // raised (from 0, say, whose denial sleeps a whole window) reaches a denied process
+        // as soon as a lowered one reaches a leased one.
+        local.denied = Some(Denied {
+            until: received + grant.sleep.min(self.shared.options.horizon),
+            refill: received + grant.sleep,
+            available: grant.bucket_tokens,
+        });
         Ok(Decision {
             allowed: false,
             tokens: grant.bucket_tokens,
@@ -598,13 +617,21 @@ mod tests {
     }
 
     #[test]
-    fn a_denial_is_remembered_for_larger_requests_until_the_window_ends() {
+    fn a_denial_is_remembered_for_larger_requests_until_it_expires() {
         let now = Instant::now();
         let mut l = local(now);
-        l.denied = Some((now + Duration::from_millis(5), 2.0));
+        l.denied = Some(Denied {
+            until: now + Duration::from_millis(5),
+            refill: now + Duration::from_millis(700),
+            available: 2.0,
+        });
         let d = l.decide(3.0, now).unwrap();
         assert!(!d.allowed);
-        assert_eq!(d.sleep, Duration::from_millis(5));
+        assert_eq!(
+            d.sleep,
+            Duration::from_millis(700),
+            "the hint is the window's end"
+        );
         assert!(l.decide(2.0, now).is_none(), "the bucket may hold 2");
         assert!(l.decide(3.0, now + Duration::from_millis(5)).is_none());
     }

@@ -168,6 +168,54 @@ async fn unlimited_and_stopped_throttles_are_decided_locally_within_a_lease() {
     assert_eq!(stopped.stats().calls, 1);
 }
 
+#[tokio::test]
+async fn a_knob_raised_from_zero_reaches_a_denied_process_within_the_horizon() {
+    let server = redis();
+    let client = patient_client(&server.url(), false).await;
+    let horizon = Duration::from_millis(50);
+    // A stopped throttle denies with a whole window's sleep: 5 s here.
+    let _: () = server.cmd(&[
+        "HSET",
+        "throttle:raised:knobs",
+        "rps",
+        "0",
+        "burst",
+        "1",
+        "window",
+        "5",
+    ]);
+    let bucket = client
+        .token_bucket("raised", knobs(1.0, 1.0, 1.0))
+        .leased(options(horizon))
+        .unwrap();
+    let d = bucket.consume(1.0).await.unwrap();
+    assert!(!d.allowed && d.sleep > Duration::from_secs(4), "{d:?}");
+    let raised = std::time::Instant::now();
+    let _: () = server.cmd(&["HSET", "throttle:raised:knobs", "rps", "100"]);
+    // A stopped throttle keeps no bucket, so the first call after the raise is allowed.
+    loop {
+        let d = bucket.consume(1.0).await.unwrap();
+        if d.allowed {
+            break;
+        }
+        assert!(
+            raised.elapsed() < Duration::from_secs(2),
+            "still denied {:?} after the raise",
+            raised.elapsed()
+        );
+        assert!(
+            d.sleep > Duration::from_secs(3),
+            "the hint is the window's end: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        raised.elapsed() < horizon + Duration::from_millis(500),
+        "seen {:?} after the raise",
+        raised.elapsed()
+    );
+    assert_eq!(bucket.stats().calls, 2, "one denial, one grant");
+}
 #[test]
 fn the_blocking_client_decides_from_leases_too() {
     let server = redis();
