@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::connection::Client;
 use super::error::{Error, Result};
-use super::keys::check_name;
+use super::keys::{SUFFIXES, check_name};
 use super::knobs::{KnobsUpdate, StoredKnobs, lua_tonumber};
 use super::model::Bucket;
 
@@ -103,19 +103,6 @@ type KindsReply = (
     Option<String>,
     Option<String>,
 );
-
-/// The suffixes of a throttle's keys beside limitlion's bucket.
-const SUFFIXES: [&str; 9] = [
-    ":knobs",
-    ":history",
-    ":fence",
-    ":holders",
-    ":leaky",
-    ":continuous",
-    ":scheduled",
-    ":leases",
-    ":drains",
-];
 
 /// The throttle a key belongs to: `throttle:<name>[:knobs|:history|:holders|...]`, with the
 /// hash tag that cluster mode adds unwrapped.

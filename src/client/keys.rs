@@ -98,11 +98,41 @@ pub fn has_hash_tag(name: &str) -> bool {
         .is_some_and(|open| name[open + 1..].find('}').is_some_and(|len| len > 0))
 }
 
-/// Checks a throttle name: any bytes are allowed (limitlion allows them) but it must not be
-/// empty.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
+/// The suffixes a throttle's own keys add to its bucket key `throttle:<name>`.
+pub const SUFFIXES: [&str; 9] = [
+    ":knobs",
+    ":history",
+    ":fence",
+    ":leases",
+    ":drains",
+    ":leaky",
+    ":continuous",
+    ":holders",
+    ":scheduled",
+];
+
+/// The suffix `name` ends with, if its bucket key would be another throttle's key: the
+/// bucket of `orders:knobs` is the knobs hash of `orders`.
+#[must_use]
+pub fn clashing_suffix(name: &str) -> Option<&'static str> {
+    SUFFIXES.into_iter().find(|s| name.ends_with(s))
+}
+
+/// Checks a throttle name: any bytes are allowed (limitlion allows them), but it must not be
+/// empty nor end with one of a throttle's key suffixes.
+///
+/// # Errors
+/// The reason, as a sentence.
+pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("throttle name must not be empty".to_owned());
+    }
+    if let Some(suffix) = clashing_suffix(name) {
+        let other = &name[..name.len() - suffix.len()];
+        return Err(format!(
+            "throttle name {name:?} ends with {suffix:?}: its bucket would be the {} key of throttle {other:?}",
+            &suffix[1..]
+        ));
     }
     Ok(())
 }
@@ -110,6 +140,43 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_whose_bucket_is_another_throttles_key_is_refused() {
+        let k = KeyLayout::default();
+        for suffix in SUFFIXES {
+            let name = format!("orders{suffix}");
+            let err = check_name(&name).unwrap_err();
+            assert!(err.contains("\"orders\""), "{err}");
+            assert_eq!(
+                k.bucket(&name),
+                format!("{}{suffix}", k.bucket("orders")),
+                "the clash is real"
+            );
+        }
+        for fine in ["orders", "knobs", "a:b", "x:knob", "orders:knobs:1", "{o}"] {
+            check_name(fine).unwrap();
+        }
+        assert!(check_name("").is_err());
+        // Every key a throttle owns besides its bucket is one of the suffixes.
+        for layout in [k, KeyLayout { cluster: true }] {
+            let bucket = layout.bucket("orders");
+            for key in [
+                layout.knobs("orders"),
+                layout.history("orders"),
+                layout.fence("orders"),
+                layout.leases("orders"),
+                layout.drains("orders"),
+                layout.leaky("orders"),
+                layout.continuous("orders"),
+                layout.holders("orders"),
+                layout.scheduled("orders"),
+            ] {
+                let suffix = key.strip_prefix(&bucket).unwrap();
+                assert!(SUFFIXES.contains(&suffix), "{key}");
+            }
+        }
+    }
 
     #[test]
     fn standalone_keys_are_limitlions() {

@@ -178,7 +178,8 @@ impl Metrics {
         r.register(
             "template_refused",
             "Names a template produced but does not govern, by reason (collision: another \
-             policy governs it; cap: past max_throttles)",
+             policy governs it; cap: past max_throttles; key: its bucket would be another \
+             throttle's key)",
             m.refused.clone(),
         );
     }

@@ -133,6 +133,32 @@ throttles:
 }
 
 #[test]
+fn a_name_whose_bucket_is_another_throttles_key_is_refused_at_its_line() {
+    let text = r"
+throttles:
+  - name: orders
+    defaults: { rps: 1 }
+    bounds: { min_rps: 1, max_rps: 10 }
+    signal: { query: up, target: 1 }
+  - name: orders:knobs
+    defaults: { rps: 1 }
+    bounds: { min_rps: 1, max_rps: 10 }
+    signal: { query: up, target: 1 }
+  - name: 'tenant:'
+    defaults: { rps: 1 }
+    bounds: { min_rps: 1, max_rps: 10 }
+    signal: { query: up, target: 1, name_label: tenant }
+";
+    let e = config::parse(text, "t.yaml").unwrap_err();
+    let got = errors(text);
+    assert_eq!(got, vec![(7, "throttles[1].name".to_owned())], "{e}");
+    assert!(
+        e.to_string().contains("knobs key of throttle \"orders\""),
+        "{e}"
+    );
+}
+
+#[test]
 fn syntax_errors_give_a_location() {
     let e = config::parse("throttles: [ { name: a\nredis: 1\n", "bad.yaml").unwrap_err();
     assert_eq!(e.errors.len(), 1);

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use common::daemon_process::Regulator;
 use common::knobs;
 use common::stack::{Stack, policy};
+use regulator::client::keys::KeyLayout;
 use regulator::{Client, ContinuousParams, LeakyParams, ScheduledParams, SemaphoreParams};
 use regulator_daemon::config::Knob;
 use regulator_daemon::leader_lease::LeaderLease;
 use regulator_daemon::store::{Fence, KnobChange, KnobStore, RedisStore};
-use regulator_testing::{RedisServer, free_port};
+use regulator_testing::{LimitlionDriver, RedisServer, free_port};
 
 const DAEMON_PASSWORD: &str = "daemon-pw-7f3a";
 const WORKER_PASSWORD: &str = "worker-pw-91c2";
@@ -156,6 +157,133 @@ async fn the_shipped_worker_user_runs_every_limiter_and_is_never_denied() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "auth", "{err}");
+}
+
+/// Names whose keys end in part of a daemon key's suffix (`s`, `bs`, ... `knobs`), in
+/// cluster hash tags, or with colons: the edges of the worker's key patterns.
+fn edge_names() -> Vec<String> {
+    let mut names: Vec<String> = ["orders", "{orders}", "a:b", "leaky", "x:knob", "nobs:y"]
+        .map(String::from)
+        .to_vec();
+    for suffix in [":knobs", ":history", ":fence"] {
+        for start in 1..suffix.len() {
+            names.push(suffix[start..].to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_shipped_worker_user_cannot_write_knobs_history_or_fences_even_from_a_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = acl_server(dir.path());
+    let mut worker = redis::Client::open(user_url(&server, "regulator-worker", WORKER_PASSWORD))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // A script runs with its caller's rights, so one a worker loads gains it nothing.
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))")
+        .query(&mut worker)
+        .unwrap();
+    let mut run = |key: &str,
+                   args: &[&str]|
+     -> (Result<redis::Value, String>, Result<redis::Value, String>) {
+        let direct = redis::cmd(args[0])
+            .arg(key)
+            .arg(&args[1..])
+            .query::<redis::Value>(&mut worker)
+            .map_err(|e| e.to_string());
+        let scripted = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(key)
+            .arg(args)
+            .query::<redis::Value>(&mut worker)
+            .map_err(|e| e.to_string());
+        (direct, scripted)
+    };
+    let mut checked = 0;
+    for name in edge_names() {
+        for layout in [KeyLayout { cluster: false }, KeyLayout { cluster: true }] {
+            let knobs_key = layout.knobs(&name);
+            let _: () = server.cmd(&["HSET", &knobs_key, "rps", "10", "burst", "1", "window", "1"]);
+            for key in [
+                layout.bucket(&name),
+                layout.leases(&name),
+                layout.drains(&name),
+                layout.leaky(&name),
+                layout.continuous(&name),
+                layout.holders(&name),
+                layout.scheduled(&name),
+            ] {
+                let kind = if key.ends_with(":drains") || key.ends_with(":holders") {
+                    ["ZADD", "1", "m"]
+                } else {
+                    ["HSET", "f", "1"]
+                };
+                for allowed in [&kind[..], &["DEL"]] {
+                    let (direct, scripted) = run(&key, allowed);
+                    assert!(
+                        direct.is_ok() && scripted.is_ok(),
+                        "{key} {allowed:?}: {direct:?} {scripted:?}"
+                    );
+                }
+            }
+            // The knobs are read, and their expiry kept alive as limitlion does.
+            assert!(run(&knobs_key, &["HGET", "rps"]).0.is_ok());
+            assert!(run(&knobs_key, &["EXPIRE", "604800"]).0.is_ok());
+            for (key, denied) in [
+                (knobs_key.clone(), &["HSET", "rps", "-1"][..]),
+                (knobs_key.clone(), &["DEL"]),
+                (knobs_key.clone(), &["HDEL", "rps"]),
+                (layout.history(&name), &["XADD", "*", "rps", "-1"]),
+                (layout.history(&name), &["DEL"]),
+                (layout.fence(&name), &["SET", "9"]),
+                (layout.fence(&name), &["DEL"]),
+            ] {
+                let (direct, scripted) = run(&key, denied);
+                assert!(
+                    direct.is_err() && scripted.is_err(),
+                    "{key} {denied:?} was allowed: {direct:?} {scripted:?}"
+                );
+                checked += 1;
+            }
+            let rps: String = server.cmd(&["HGET", &knobs_key, "rps"]);
+            assert_eq!(rps, "10", "{knobs_key}");
+        }
+    }
+    assert_eq!(checked, edge_names().len() * 2 * 7);
+}
+
+#[test]
+fn a_python_limitlion_worker_runs_as_the_shipped_worker_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = acl_server(dir.path());
+    let _: () = server.cmd(&[
+        "HSET",
+        "throttle:py:knobs",
+        "rps",
+        "5",
+        "burst",
+        "1",
+        "window",
+        "2",
+    ]);
+    let url = user_url(&server, "regulator-worker", WORKER_PASSWORD);
+    let mut py = LimitlionDriver::start(&url, false).expect("start limitlion (make deps)");
+    // limitlion's own script with its default knobs TTL: it EXPIREs the knobs on every call.
+    let mut allowed = 0;
+    for _ in 0..12 {
+        let reply = py.call(&serde_json::json!({"op": "throttle", "name": "py", "rps": 1}));
+        assert!(reply.get("error").is_none(), "{reply}");
+        allowed += u64::from(reply["allowed"].as_bool().unwrap());
+    }
+    assert_eq!(allowed, 10, "the daemon's knobs: 5 rps over a 2 s window");
+    let ttl: i64 = server.cmd(&["TTL", "throttle:py:knobs"]);
+    assert!(ttl > 600_000, "knobs TTL {ttl}");
+    assert_eq!(acl_denials(&server), Vec::<String>::new());
 }
 
 #[tokio::test]

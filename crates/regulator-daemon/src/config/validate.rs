@@ -152,6 +152,11 @@ fn throttle(p: &mut Problems, at: &str, t: &Throttle) {
         "name",
         "must not be empty".into(),
     );
+    // A template's name is a prefix: the names it makes are checked as they come.
+    if t.signal.name_label.is_none() && !t.name.is_empty() {
+        let clash = regulator::client::keys::check_name(&t.name);
+        check(clash.is_ok(), "name", clash.err().unwrap_or_default());
+    }
     let d = t.defaults;
     let [level, min, max] = t.knob.names();
     check(

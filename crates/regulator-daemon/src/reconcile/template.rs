@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 use super::{Ctx, PolicyState};
 use crate::config::{Knob, Throttle};
 use crate::source::NoData;
+use regulator::client::keys::clashing_suffix;
 
 /// How many names were refused at the last tick, by reason, and a few of them.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Refused {
     collision: (usize, Vec<String>),
     cap: (usize, Vec<String>),
+    /// Names whose bucket key is another throttle's key (`x:knobs`).
+    key: (usize, Vec<String>),
 }
 
 /// Names shown in a log line about refused names.
@@ -34,7 +37,9 @@ impl PolicyState {
         let mut governed = Vec::with_capacity(old.len() + new.len().min(cap));
         let mut refused = Refused::default();
         for (throttle, signal) in old.into_iter().chain(new) {
-            let why = if !ctx.names.claim(&throttle, name) {
+            let why = if clashing_suffix(&throttle).is_some() {
+                &mut refused.key
+            } else if !ctx.names.claim(&throttle, name) {
                 &mut refused.collision
             } else if governed.len() >= cap {
                 ctx.names.release(&throttle, name);
@@ -53,6 +58,7 @@ impl PolicyState {
         ctx.metrics
             .refused(name, "collision", refused.collision.0 as u64);
         ctx.metrics.refused(name, "cap", refused.cap.0 as u64);
+        ctx.metrics.refused(name, "key", refused.key.0 as u64);
         if refused != self.refused {
             if refused.collision.0 > 0 {
                 let owners: Vec<String> = refused
@@ -62,6 +68,9 @@ impl PolicyState {
                     .map(|t| format!("{t} ({})", ctx.names.owner(t).unwrap_or_default()))
                     .collect();
                 tracing::warn!(policy = name, refused = refused.collision.0, examples = ?owners, "template names governed by another policy are refused");
+            }
+            if refused.key.0 > 0 {
+                tracing::warn!(policy = name, refused = refused.key.0, examples = ?refused.key.1, "template names ending in a throttle's key suffix (:knobs, :history...) are refused: their buckets would be other throttles' keys");
             }
             if refused.cap.0 > 0 {
                 tracing::warn!(policy = name, refused = refused.cap.0, max_throttles = cap, examples = ?refused.cap.1, "template past max_throttles: further names are refused");

@@ -422,6 +422,28 @@ async fn a_template_name_governed_by_another_policy_is_refused_and_counted() {
 }
 
 #[tokio::test]
+async fn a_template_name_whose_bucket_is_another_throttles_key_is_refused_and_counted() {
+    let w = World::new();
+    let mut s = state(TEMPLATE);
+    // `tenant-acme:knobs`'s bucket would be `tenant-acme`'s knobs hash.
+    w.source.set(Ok(vec![
+        sample(2.0, &[("tenant", "acme")]),
+        sample(2.0, &[("tenant", "acme:knobs")]),
+        sample(2.0, &[("tenant", "acme:leases")]),
+    ]));
+    let report = w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(report.throttles, 1);
+    assert_eq!(s.throttles().collect::<Vec<_>>(), ["tenant-acme"]);
+    assert_eq!(w.store.rps("tenant-acme:knobs"), None);
+    assert_eq!(w.names.owner("tenant-acme:knobs"), None, "not held");
+    let text = w.metrics.encode();
+    assert!(
+        text.contains(r#"regulator_template_refused_total{policy="tenant-",reason="key"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_template_past_max_throttles_keeps_its_members_and_refuses_new_names() {
     let w = World::new();
     let mut s = state(&format!("{TEMPLATE}    max_throttles: 2\n"));
