@@ -257,6 +257,14 @@ impl LeasedBucket {
         block_on(&self.runtime, self.inner.consume(tokens))?
     }
 
+    /// See [`crate::LeasedBucket::decide_locally`].
+    ///
+    /// # Errors
+    /// As [`crate::LeasedBucket::decide_locally`].
+    pub fn decide_locally(&self, tokens: f64) -> Result<Option<Decision>> {
+        self.inner.decide_locally(tokens)
+    }
+
     /// See [`crate::LeasedBucket::consume_or`].
     ///
     /// # Errors

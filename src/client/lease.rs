@@ -402,9 +402,15 @@ impl LeasedBucket {
         })
     }
 
-    /// The decision the lease in hand makes without Redis, if it can make one. A request
-    /// that is not a finite number above 0 is refused first, so it never touches the lease.
-    pub(crate) fn decide_locally(&self, tokens: f64) -> Result<Option<Decision>> {
+    /// The decision the lease in hand makes without Redis, if it can make one: no I/O, no
+    /// await, so a caller can take the fast path before it sets up a call (a binding to
+    /// another runtime does). `None` when only [`consume`](Self::consume) can decide. A
+    /// request that is not a finite number above 0 is refused first, so it never touches the
+    /// lease.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for such a request.
+    pub fn decide_locally(&self, tokens: f64) -> Result<Option<Decision>> {
         check_tokens(tokens)?;
         Ok(self.shared.local().decide(tokens, Instant::now()))
     }

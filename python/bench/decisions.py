@@ -1,0 +1,122 @@
+"""Python decisions per second in one process, side by side in one run: limitlion's
+`throttle()`, the binding's `consume()` (coalesced across threads) and its leased bucket; and
+the per-call latency of the binding against the Rust blocking client (`blocking_rtt`).
+
+    python bench/decisions.py --redis redis://127.0.0.1:6379/0 --seconds 5 --threads 1,8 \
+        --rounds 3 --rtt-bin target/release/examples/blocking_rtt
+
+Every bucket has a limit far above what is reached, so each call runs the script's full
+path. Prints a Markdown table, one row per (client, threads), medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import threading
+import time
+from typing import Callable, Dict, List
+
+import limitlion
+import redis
+
+import regulator
+
+
+def rate(make: Callable[[], Callable[[], object]], threads: int, seconds: float) -> float:
+    """Decisions per second of `threads` threads each calling its own `make()` in a loop."""
+    counts = [0] * threads
+    stop = threading.Event()
+    start = threading.Barrier(threads + 1)
+
+    def run(i: int) -> None:
+        call = make()
+        call()
+        start.wait()
+        n = 0
+        while not stop.is_set():
+            for _ in range(64):
+                call()
+            n += 64
+        counts[i] = n
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for t in ts:
+        t.join()
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def p50_us(call: Callable[[], object], calls: int) -> float:
+    for _ in range(1000):
+        call()
+    samples = []
+    for _ in range(calls):
+        t = time.perf_counter_ns()
+        call()
+        samples.append(time.perf_counter_ns() - t)
+    return statistics.median(samples) / 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--threads", default="1,8")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--rtt-bin", default="target/release/examples/blocking_rtt")
+    args = ap.parse_args()
+
+    r = redis.Redis.from_url(args.redis)
+    limitlion.throttle_configure(r)
+    client = regulator.Client(args.redis)
+    big = 1e9
+    clients: Dict[str, Callable[[], Callable[[], object]]] = {
+        "limitlion throttle()": lambda: (lambda: limitlion.throttle("bench-ll", big, 1, 1)),
+        "binding consume()": lambda: client.token_bucket("bench-py", big).consume,
+        "binding leased consume()": lambda: client.token_bucket("bench-lease", big).leased().consume,
+    }
+    results: Dict[str, Dict[int, List[float]]] = {k: {} for k in clients}
+    threads = [int(t) for t in args.threads.split(",")]
+    for _ in range(args.rounds):
+        for n in threads:
+            for name, make in clients.items():
+                results[name].setdefault(n, []).append(rate(make, n, args.seconds))
+    base = {n: statistics.median(results["limitlion throttle()"][n]) for n in threads}
+    print("| client | threads | decisions/s (median of %d) | vs limitlion |" % args.rounds)
+    print("|---|---|---|---|")
+    for name in clients:
+        for n in threads:
+            m = statistics.median(results[name][n])
+            print(f"| {name} | {n} | {m:,.0f} | {m / base[n]:.1f}x |")
+
+    # Per-call latency, one thread, alternating binding and Rust so both see the same noise.
+    bucket = client.token_bucket("rtt-py", big)
+    py, rust = [], []
+    for _ in range(args.rounds):
+        py.append(p50_us(bucket.consume, args.calls))
+        out = subprocess.run(
+            [args.rtt_bin, "--redis", args.redis, "--calls", str(args.calls)],
+            check=True, stdout=subprocess.PIPE, text=True,
+        ).stdout
+        rust.append(float(json.loads(out.strip().splitlines()[-1])["p50_us"]))
+    ll = p50_us(lambda: limitlion.throttle("rtt-ll", big, 1, 1), args.calls)
+    print()
+    print("| one thread, per call | p50 µs (median of %d) |" % args.rounds)
+    print("|---|---|")
+    print(f"| Rust blocking client (blocking_rtt) | {statistics.median(rust):.1f} |")
+    print(f"| binding consume() | {statistics.median(py):.1f} |")
+    print(f"| limitlion throttle() | {ll:.1f} |")
+    print(f"\nbinding / Rust p50: {statistics.median(py) / statistics.median(rust):.2f}")
+
+
+if __name__ == "__main__":
+    main()
