@@ -16,7 +16,7 @@ test: deps ## Run every test against real redis-server, prometheus and limitlion
 	cargo nextest run --workspace --no-fail-fast
 	$(MAKE) --no-print-directory python
 	cd python && ../.venv/bin/python -m pytest -q
-	.venv/bin/python -m mypy --strict python/tests/typed_usage.py
+	.venv/bin/python -m mypy --strict python/regulator python/tests/typed_usage.py
 
 python: deps ## Build the Python package `regulator` (python/) into .venv, and the Rust worker its tests run
 	cd python && VIRTUAL_ENV=$(CURDIR)/.venv ../.venv/bin/maturin develop --quiet

@@ -1,17 +1,20 @@
 """Python decisions per second in one process, side by side in one run: limitlion's
-`throttle()`, the binding's `consume()` (coalesced across threads) and its leased bucket; and
-the per-call latency of the binding against the Rust blocking client (`blocking_rtt`).
+`throttle()` in threads, the binding's blocking `consume()` in threads (coalesced), its
+asyncio `consume()` in tasks (coalesced) and its leased bucket; then the per-call latency of
+the binding against the Rust blocking client (`blocking_rtt`), alternating.
 
-    python bench/decisions.py --redis redis://127.0.0.1:6379/0 --seconds 5 --threads 1,8 \
-        --rounds 3 --rtt-bin target/release/examples/blocking_rtt
+    python bench/decisions.py --redis redis://127.0.0.1:6379/0 --seconds 4 --threads 1,8,32 \
+        --tasks 64,256 --rounds 3 --rtt-bin target/release/examples/blocking_rtt
 
 Every bucket has a limit far above what is reached, so each call runs the script's full
-path. Prints a Markdown table, one row per (client, threads), medians over the rounds.
+path. Prints Markdown tables, medians over the rounds; "vs limitlion" divides by limitlion's
+best thread count.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import subprocess
@@ -23,6 +26,7 @@ import limitlion
 import redis
 
 import regulator
+import regulator.asyncio as ra
 
 
 def rate(make: Callable[[], Callable[[], object]], threads: int, seconds: float) -> float:
@@ -54,6 +58,34 @@ def rate(make: Callable[[], Callable[[], object]], threads: int, seconds: float)
     return sum(counts) / (time.perf_counter() - began)
 
 
+def async_rate(url: str, name: str, tasks: int, seconds: float) -> float:
+    """Decisions per second of `tasks` asyncio tasks each awaiting `consume()` in a loop."""
+
+    async def run() -> float:
+        client = await ra.Client.connect(url)
+        bucket = client.token_bucket(name, 1e9)
+        count = 0
+        stop = False
+
+        async def worker() -> None:
+            nonlocal count
+            while not stop:
+                await bucket.consume()
+                count += 1
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(tasks)]
+        await asyncio.sleep(0.5)
+        count = 0
+        began = time.perf_counter()
+        await asyncio.sleep(seconds)
+        result = count / (time.perf_counter() - began)
+        stop = True
+        await asyncio.gather(*workers)
+        return result
+
+    return asyncio.run(run())
+
+
 def p50_us(call: Callable[[], object], calls: int) -> float:
     for _ in range(1000):
         call()
@@ -69,7 +101,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--threads", default="1,8")
+    ap.add_argument("--threads", default="1,8,32")
+    ap.add_argument("--tasks", default="64,256")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--rtt-bin", default="target/release/examples/blocking_rtt")
@@ -85,18 +118,25 @@ def main() -> None:
         "binding leased consume()": lambda: client.token_bucket("bench-lease", big).leased().consume,
     }
     results: Dict[str, Dict[int, List[float]]] = {k: {} for k in clients}
+    results["binding asyncio consume()"] = {}
     threads = [int(t) for t in args.threads.split(",")]
+    tasks = [int(t) for t in args.tasks.split(",")]
     for _ in range(args.rounds):
         for n in threads:
             for name, make in clients.items():
                 results[name].setdefault(n, []).append(rate(make, n, args.seconds))
-    base = {n: statistics.median(results["limitlion throttle()"][n]) for n in threads}
-    print("| client | threads | decisions/s (median of %d) | vs limitlion |" % args.rounds)
+        for n in tasks:
+            results["binding asyncio consume()"].setdefault(n, []).append(
+                async_rate(args.redis, "bench-async", n, args.seconds)
+            )
+    base = max(statistics.median(v) for v in results["limitlion throttle()"].values())
+    print("| client | threads or tasks | decisions/s (median of %d) | vs limitlion's best |" % args.rounds)
     print("|---|---|---|---|")
-    for name in clients:
-        for n in threads:
-            m = statistics.median(results[name][n])
-            print(f"| {name} | {n} | {m:,.0f} | {m / base[n]:.1f}x |")
+    for name, by_n in results.items():
+        for n, values in by_n.items():
+            m = statistics.median(values)
+            unit = "tasks" if "asyncio" in name else "threads"
+            print(f"| {name} | {n} {unit} | {m:,.0f} | {m / base:.1f}x |")
 
     # Per-call latency, one thread, alternating binding and Rust so both see the same noise.
     bucket = client.token_bucket("rtt-py", big)

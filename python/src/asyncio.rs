@@ -1,30 +1,168 @@
-//! The asyncio classes: the async client on one shared multi-threaded Tokio runtime; every
-//! operation returns an asyncio awaitable. `regulator.asyncio` wraps them in coroutines
-//! (so that a leased bucket's local decisions need no round trip through the runtime).
+//! The asyncio classes: the async client on one shared multi-threaded Tokio runtime.
+//!
+//! An operation does not return an awaitable of its own: it takes a [`Completions`] and an
+//! id, runs on the runtime, and queues its outcome there. `regulator.asyncio` keeps one
+//! `Completions` per event loop, registered with `loop.add_reader`: the runtime writes one
+//! byte when the queue goes from empty to not, and the loop drains every outcome queued by
+//! then in one callback, resolving its futures. So a decision costs the loop one future and
+//! a share of one wake-up, never a thread taking the GIL, and a burst of decisions one
+//! wake-up. A cancelled future aborts its operation (`Completions.cancel`).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::PyList;
 use regulator::Error;
+use tokio::task::AbortHandle;
 
 use super::{
     ContinuousDecision, Decision, LeakyDecision, LeaseStats, Reservation, count, fail_mode, knobs,
     lease_options, seconds, slot_bound, source_name, to_py,
 };
 
-/// `fut` as an asyncio awaitable, its error as the matching `regulator.errors` exception.
-fn awaitable<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
-where
-    F: Future<Output = Result<T, Error>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    pyo3_async_runtimes::tokio::future_into_py(py, async move { fut.await.map_err(|e| to_py(&e)) })
+/// The runtime every asyncio operation runs on: one per process, started on first use.
+pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("regulator-asyncio")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| super::invalid(format!("cannot start the runtime: {e}")))
 }
 
-/// An async connection to Redis; made by `AsyncClient.connect(...)`, which returns an
-/// awaitable.
+/// An outcome, turned into a Python value (or exception) on the event loop's thread.
+type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+struct Queue {
+    done: Vec<(u64, Outcome)>,
+    running: HashMap<u64, AbortHandle>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// The runtime's end of the wake-up socket.
+    wake: UnixStream,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn finish(&self, id: u64, outcome: Outcome) {
+        let first = {
+            let mut q = self.queue();
+            q.running.remove(&id);
+            q.done.push((id, outcome));
+            q.done.len() == 1
+        };
+        if first {
+            // Full means a wake-up is already pending: the loop drains everything anyway.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+/// Where the operations started from one event loop queue their outcomes.
+#[pyclass(frozen, module = "regulator")]
+pub struct Completions {
+    shared: Arc<Shared>,
+    /// The event loop's end: readable when outcomes are queued.
+    reader: UnixStream,
+}
+
+impl Completions {
+    /// Runs `fut` on the runtime under `id`; its outcome is queued here.
+    fn submit<T, F>(&self, id: u64, fut: F) -> PyResult<()>
+    where
+        F: Future<Output = Result<T, Error>> + Send + 'static,
+        T: for<'py> IntoPyObject<'py> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        // Registered before it can finish, so a finished one is never left in `running`.
+        let mut q = self.shared.queue();
+        let handle = runtime()?.spawn(async move {
+            let result = fut.await;
+            let outcome: Outcome = Box::new(move |py| match result {
+                Ok(value) => value.into_py_any(py),
+                Err(e) => Err(to_py(&e)),
+            });
+            shared.finish(id, outcome);
+        });
+        q.running.insert(id, handle.abort_handle());
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Completions {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let (reader, wake) = UnixStream::pair()
+            .and_then(|(r, w)| {
+                r.set_nonblocking(true)?;
+                w.set_nonblocking(true)?;
+                Ok((r, w))
+            })
+            .map_err(|e| super::invalid(format!("cannot make the wake-up socket: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue {
+                    done: Vec::new(),
+                    running: HashMap::new(),
+                }),
+                wake,
+            }),
+            reader,
+        })
+    }
+
+    /// The file descriptor the event loop watches.
+    fn fileno(&self) -> i32 {
+        self.reader.as_raw_fd()
+    }
+
+    /// Every outcome queued so far, as `(id, ok, value or exception)`.
+    fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut sink = [0u8; 256];
+        while matches!((&self.reader).read(&mut sink), Ok(n) if n > 0) {}
+        let done = std::mem::take(&mut self.shared.queue().done);
+        let out = PyList::empty(py);
+        for (id, outcome) in done {
+            match outcome(py) {
+                Ok(value) => out.append((id, true, value))?,
+                Err(e) => out.append((id, false, e.into_value(py)))?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Aborts the operation `id` (its future was cancelled): nothing of it is queued.
+    fn cancel(&self, id: u64) {
+        if let Some(h) = self.shared.queue().running.remove(&id) {
+            h.abort();
+        }
+    }
+
+    /// Operations started and not yet queued.
+    fn __len__(&self) -> usize {
+        self.shared.queue().running.len()
+    }
+}
+
+/// An async connection to Redis; made by `AsyncClient.connect(done, id, url, ...)`, whose
+/// outcome is the client.
 #[pyclass(frozen, module = "regulator")]
 pub struct AsyncClient {
     inner: regulator::Client,
@@ -33,9 +171,10 @@ pub struct AsyncClient {
 #[pymethods]
 impl AsyncClient {
     #[staticmethod]
-    #[pyo3(signature = (url, *, username=None, password=None, cluster=false, call_timeout=None, connect_timeout=None, coalesce=None, frozen_time=false))]
+    #[pyo3(signature = (done, id, url, *, username=None, password=None, cluster=false, call_timeout=None, connect_timeout=None, coalesce=None, frozen_time=false))]
     fn connect(
-        py: Python<'_>,
+        done: &Completions,
+        id: u64,
         url: String,
         username: Option<String>,
         password: Option<String>,
@@ -44,7 +183,7 @@ impl AsyncClient {
         connect_timeout: Option<f64>,
         coalesce: Option<bool>,
         frozen_time: bool,
-    ) -> PyResult<Bound<'_, PyAny>> {
+    ) -> PyResult<()> {
         let builder = super::ConnectOptions {
             url,
             username,
@@ -56,7 +195,7 @@ impl AsyncClient {
             frozen_time,
         }
         .builder()?;
-        awaitable(py, async move {
+        done.submit(id, async move {
             let inner = builder.connect().await?;
             Ok(AsyncClient { inner })
         })
@@ -139,33 +278,34 @@ impl AsyncClient {
         })
     }
 
-    #[pyo3(signature = (name, *, rps=None, burst=None, window=None, ttl=None))]
-    fn set_knobs<'py>(
+    #[pyo3(signature = (done, id, name, *, rps=None, burst=None, window=None, ttl=None))]
+    fn set_knobs(
         &self,
-        py: Python<'py>,
+        done: &Completions,
+        id: u64,
         name: String,
         rps: Option<f64>,
         burst: Option<f64>,
         window: Option<f64>,
         ttl: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<()> {
         let ttl = ttl.map(|t| seconds("ttl", t)).transpose()?;
         let update = regulator::KnobsUpdate { rps, burst, window };
         let client = self.inner.clone();
-        awaitable(
-            py,
+        done.submit(
+            id,
             async move { client.set_knobs(&name, update, ttl).await },
         )
     }
 
-    fn reset_knobs<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+    fn reset_knobs(&self, done: &Completions, id: u64, name: String) -> PyResult<()> {
         let client = self.inner.clone();
-        awaitable(py, async move { client.reset_knobs(&name).await })
+        done.submit(id, async move { client.reset_knobs(&name).await })
     }
 
-    fn delete<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+    fn delete(&self, done: &Completions, id: u64, name: String) -> PyResult<()> {
         let client = self.inner.clone();
-        awaitable(py, async move { client.delete(&name).await })
+        done.submit(id, async move { client.delete(&name).await })
     }
 }
 
@@ -181,37 +321,27 @@ impl AsyncTokenBucket {
         self.inner.name()
     }
 
-    #[pyo3(signature = (tokens=1.0))]
-    fn consume<'py>(&self, py: Python<'py>, tokens: f64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, tokens=1.0))]
+    fn consume(&self, done: &Completions, id: u64, tokens: f64) -> PyResult<()> {
         let b = self.inner.clone();
-        awaitable(
-            py,
+        done.submit(
+            id,
             async move { b.consume(tokens).await.map(Decision::from) },
         )
     }
 
-    #[pyo3(signature = (tokens=1.0, mode="closed"))]
-    fn consume_or<'py>(
-        &self,
-        py: Python<'py>,
-        tokens: f64,
-        mode: &str,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, tokens=1.0, mode="closed"))]
+    fn consume_or(&self, done: &Completions, id: u64, tokens: f64, mode: &str) -> PyResult<()> {
         let (b, mode) = (self.inner.clone(), fail_mode(mode)?);
-        awaitable(py, async move {
+        done.submit(id, async move {
             b.consume_or(tokens, mode).await.map(Decision::from)
         })
     }
 
-    #[pyo3(signature = (tokens=1.0, *, max_wait))]
-    fn wait<'py>(
-        &self,
-        py: Python<'py>,
-        tokens: f64,
-        max_wait: f64,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, tokens=1.0, *, max_wait))]
+    fn wait(&self, done: &Completions, id: u64, tokens: f64, max_wait: f64) -> PyResult<()> {
         let (b, max_wait) = (self.inner.clone(), seconds("max_wait", max_wait)?);
-        awaitable(py, async move {
+        done.submit(id, async move {
             b.wait(tokens, max_wait).await.map(Decision::from)
         })
     }
@@ -245,44 +375,34 @@ impl AsyncLeasedBucket {
             .map_err(|e| to_py(&e))
     }
 
-    #[pyo3(signature = (tokens=1.0))]
-    fn consume<'py>(&self, py: Python<'py>, tokens: f64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, tokens=1.0))]
+    fn consume(&self, done: &Completions, id: u64, tokens: f64) -> PyResult<()> {
         let b = self.inner.clone();
-        awaitable(
-            py,
+        done.submit(
+            id,
             async move { b.consume(tokens).await.map(Decision::from) },
         )
     }
 
-    #[pyo3(signature = (tokens=1.0, mode="closed"))]
-    fn consume_or<'py>(
-        &self,
-        py: Python<'py>,
-        tokens: f64,
-        mode: &str,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, tokens=1.0, mode="closed"))]
+    fn consume_or(&self, done: &Completions, id: u64, tokens: f64, mode: &str) -> PyResult<()> {
         let (b, mode) = (self.inner.clone(), fail_mode(mode)?);
-        awaitable(py, async move {
+        done.submit(id, async move {
             b.consume_or(tokens, mode).await.map(Decision::from)
         })
     }
 
-    #[pyo3(signature = (tokens=1.0, *, max_wait))]
-    fn wait<'py>(
-        &self,
-        py: Python<'py>,
-        tokens: f64,
-        max_wait: f64,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, tokens=1.0, *, max_wait))]
+    fn wait(&self, done: &Completions, id: u64, tokens: f64, max_wait: f64) -> PyResult<()> {
         let (b, max_wait) = (self.inner.clone(), seconds("max_wait", max_wait)?);
-        awaitable(py, async move {
+        done.submit(id, async move {
             b.wait(tokens, max_wait).await.map(Decision::from)
         })
     }
 
-    fn release<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn release(&self, done: &Completions, id: u64) -> PyResult<()> {
         let b = self.inner.clone();
-        awaitable(py, async move { b.release().await })
+        done.submit(id, async move { b.release().await })
     }
 
     #[getter]
@@ -303,17 +423,17 @@ impl AsyncLeakyBucket {
         self.inner.name()
     }
 
-    #[pyo3(signature = (amount=1.0))]
-    fn consume<'py>(&self, py: Python<'py>, amount: f64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, amount=1.0))]
+    fn consume(&self, done: &Completions, id: u64, amount: f64) -> PyResult<()> {
         let b = self.inner.clone();
-        awaitable(py, async move {
+        done.submit(id, async move {
             b.consume(amount).await.map(LeakyDecision::from)
         })
     }
 
-    fn peek<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn peek(&self, done: &Completions, id: u64) -> PyResult<()> {
         let b = self.inner.clone();
-        awaitable(py, async move { b.peek().await.map(LeakyDecision::from) })
+        done.submit(id, async move { b.peek().await.map(LeakyDecision::from) })
     }
 }
 
@@ -329,10 +449,10 @@ impl AsyncContinuousBucket {
         self.inner.name()
     }
 
-    #[pyo3(signature = (tokens=1.0))]
-    fn allow<'py>(&self, py: Python<'py>, tokens: f64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, tokens=1.0))]
+    fn allow(&self, done: &Completions, id: u64, tokens: f64) -> PyResult<()> {
         let b = self.inner.clone();
-        awaitable(py, async move {
+        done.submit(id, async move {
             b.allow(tokens).await.map(ContinuousDecision::from)
         })
     }
@@ -350,17 +470,17 @@ impl AsyncSemaphore {
         self.inner.name()
     }
 
-    #[pyo3(signature = (max_wait=0.0))]
-    fn acquire<'py>(&self, py: Python<'py>, max_wait: f64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (done, id, max_wait=0.0))]
+    fn acquire(&self, done: &Completions, id: u64, max_wait: f64) -> PyResult<()> {
         let (s, max_wait) = (self.inner.clone(), seconds("max_wait", max_wait)?);
-        awaitable(py, async move {
+        done.submit(id, async move {
             s.acquire(max_wait).await.map(AsyncPermit::new)
         })
     }
 
-    fn try_acquire<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn try_acquire(&self, done: &Completions, id: u64) -> PyResult<()> {
         let s = self.inner.clone();
-        awaitable(py, async move {
+        done.submit(id, async move {
             s.try_acquire().await.map(|p| p.map(AsyncPermit::new))
         })
     }
@@ -392,11 +512,13 @@ impl AsyncPermit {
 impl Drop for AsyncPermit {
     fn drop(&mut self) {
         let held = Arc::clone(&self.inner);
-        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
-            if let Some(p) = held.lock().await.take() {
-                let _ = p.release().await;
-            }
-        });
+        if let Ok(rt) = runtime() {
+            rt.spawn(async move {
+                if let Some(p) = held.lock().await.take() {
+                    let _ = p.release().await;
+                }
+            });
+        }
     }
 }
 
@@ -417,9 +539,9 @@ impl AsyncPermit {
         self.source
     }
 
-    fn renew<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn renew(&self, done: &Completions, id: u64) -> PyResult<()> {
         let held = Arc::clone(&self.inner);
-        awaitable(py, async move {
+        done.submit(id, async move {
             match held.lock().await.as_ref() {
                 Some(p) => p.renew().await,
                 None => Err(Error::InvalidArgument("the permit was released".to_owned())),
@@ -427,30 +549,15 @@ impl AsyncPermit {
         })
     }
 
-    fn release<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn release(&self, done: &Completions, id: u64) -> PyResult<()> {
         let held = Arc::clone(&self.inner);
-        awaitable(py, async move {
+        done.submit(id, async move {
             let permit = held.lock().await.take();
             match permit {
                 Some(p) => p.release().await,
                 None => Ok(()),
             }
         })
-    }
-
-    fn __aenter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, PyAny>> {
-        let py = slf.py();
-        let value: Py<Self> = slf.unbind();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(value) })
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(
-        &self,
-        py: Python<'py>,
-        _exc: &Bound<'py, PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.release(py)
     }
 }
 
@@ -466,42 +573,27 @@ impl AsyncScheduledBucket {
         self.inner.name()
     }
 
-    #[pyo3(signature = (tokens=1, max_wait=None))]
-    fn reserve<'py>(
+    #[pyo3(signature = (done, id, tokens=1, max_wait=None))]
+    fn reserve(
         &self,
-        py: Python<'py>,
+        done: &Completions,
+        id: u64,
         tokens: i64,
         max_wait: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<()> {
         let (b, tokens, max_wait) = (
             self.inner.clone(),
             count("tokens", tokens)?,
             slot_bound(max_wait)?,
         );
-        awaitable(py, async move {
+        done.submit(id, async move {
             b.reserve(tokens, max_wait).await.map(Reservation::from)
-        })
-    }
-
-    #[pyo3(signature = (tokens=1, max_wait=None))]
-    fn acquire<'py>(
-        &self,
-        py: Python<'py>,
-        tokens: i64,
-        max_wait: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (b, tokens, max_wait) = (
-            self.inner.clone(),
-            count("tokens", tokens)?,
-            slot_bound(max_wait)?,
-        );
-        awaitable(py, async move {
-            b.acquire(tokens, max_wait).await.map(Reservation::from)
         })
     }
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Completions>()?;
     m.add_class::<AsyncClient>()?;
     m.add_class::<AsyncTokenBucket>()?;
     m.add_class::<AsyncLeasedBucket>()?;

@@ -5,8 +5,9 @@
 //! The blocking classes here wrap [`regulator::blocking`]: a call's I/O runs on the calling
 //! thread with the GIL released, so other Python threads run while one waits on Redis. A
 //! leased bucket decides from the lease in hand without releasing the GIL at all. The
-//! `Async*` classes wrap the async client on one shared multi-threaded Tokio runtime and
-//! return asyncio awaitables.
+//! `Async*` classes wrap the async client on one shared multi-threaded Tokio runtime; their
+//! outcomes come back through a `Completions` queue that `regulator.asyncio` drains from the
+//! event loop (see `asyncio.rs`).
 
 use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};

@@ -106,3 +106,4 @@ async def test_a_cancelled_wait_stops_at_once(server):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - cancelled < 0.5
+    assert len(ra._bridge().done) == 0, "the operation was aborted, not left running"

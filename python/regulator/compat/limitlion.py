@@ -85,12 +85,12 @@ def throttle_wait(name: str, *args: Any, **kwargs: Any) -> Callable[..., Tuple[b
 
     def throttle_func(requested_tokens: float = 1) -> Tuple[bool, int, float]:
         start_time = time.time()
-        allowed, tokens, sleep = throttle(name, *args, requested_tokens=requested_tokens, **kwargs)
+        allowed, tokens, sleep = throttle(name, *args, requested_tokens=requested_tokens, **kwargs)  # type: ignore[misc]
         while not allowed:
             if max_wait is not None and time.time() - start_time > max_wait:
                 break
             time.sleep(sleep)
-            allowed, tokens, sleep = throttle(name, *args, requested_tokens=requested_tokens, **kwargs)
+            allowed, tokens, sleep = throttle(name, *args, requested_tokens=requested_tokens, **kwargs)  # type: ignore[misc]
         return allowed, tokens, sleep
 
     return throttle_func
