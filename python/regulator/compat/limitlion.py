@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
-from urllib.parse import quote
 
 from .._native import Client, TokenBucket
+from ._redis import connection_of
 
 KEY_FORMAT = "throttle:{}"
 THROTTLE_BURST_DEFAULT = 1
@@ -23,22 +23,6 @@ DEFAULT_KNOBS_TTL = 60 * 60 * 24 * 7
 _client: Optional[Client] = None
 _redis: Any = None
 _buckets: Dict[Tuple[str, float, float, float, float], TokenBucket] = {}
-
-
-def _url(redis_instance: Any) -> Tuple[str, Optional[str], Optional[str]]:
-    """The URL, user and password of a redis-py client's connection pool."""
-    kwargs = redis_instance.connection_pool.connection_kwargs
-    db = int(kwargs.get("db") or 0)
-    if kwargs.get("path"):
-        url = "redis+unix://{}?db={}".format(kwargs["path"], db)
-    else:
-        import redis.connection
-
-        ssl = issubclass(redis_instance.connection_pool.connection_class, redis.connection.SSLConnection)
-        scheme = "rediss" if ssl else "redis"
-        host = kwargs.get("host") or "localhost"
-        url = "{}://{}:{}/{}".format(scheme, quote(str(host), safe=""), int(kwargs.get("port") or 6379), db)
-    return url, kwargs.get("username"), kwargs.get("password")
 
 
 def _verify_configured() -> Client:
@@ -54,7 +38,7 @@ def throttle_configure(redis_instance: Any, testing: bool = False) -> None:
     ``frozen_microsecond`` when they exist.
     """
     global _client, _redis
-    url, username, password = _url(redis_instance)
+    url, username, password = connection_of(redis_instance)
     _client = Client(url, username=username, password=password, frozen_time=testing)
     _redis = redis_instance
     _buckets.clear()
@@ -76,7 +60,8 @@ def throttle(
         bucket = client.token_bucket(name, float(rps), float(burst), float(window), knobs_ttl=float(knobs_ttl))
         _buckets[key] = bucket
     d = bucket.consume(float(requested_tokens))
-    return d.allowed, int(d.tokens), d.sleep
+    # limitlion's script returns the sleep as "%.6f" text: the same float, to the bit.
+    return d.allowed, int(d.tokens), float("%.6f" % d.sleep)
 
 
 def throttle_wait(name: str, *args: Any, **kwargs: Any) -> Callable[..., Tuple[bool, int, float]]:
