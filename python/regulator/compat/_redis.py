@@ -7,8 +7,19 @@ from typing import Any, Optional, Tuple
 from urllib.parse import quote
 
 
+def is_cluster(redis_client: Any) -> bool:
+    """Whether a redis-py client is a Redis Cluster client (sync or asyncio)."""
+    return hasattr(redis_client, "nodes_manager")
+
+
 def connection_of(redis_client: Any) -> Tuple[str, Optional[str], Optional[str]]:
-    """The URL, user and password of a redis-py client's connection pool."""
+    """The URL (of a seed node, for a cluster), user and password of a redis-py client."""
+    if is_cluster(redis_client):
+        node = next(iter(redis_client.nodes_manager.startup_nodes.values()))
+        kwargs = getattr(redis_client.nodes_manager, "connection_kwargs", {}) or {}
+        ssl = bool(kwargs.get("ssl"))
+        url = "{}://{}:{}".format("rediss" if ssl else "redis", quote(str(node.host), safe=""), int(node.port))
+        return url, kwargs.get("username"), kwargs.get("password")
     pool = redis_client.connection_pool
     kwargs = pool.connection_kwargs
     db = int(kwargs.get("db") or 0)
