@@ -43,10 +43,11 @@ pub enum Error {
     #[error("redis script failed: {0}")]
     Script(String),
 
-    /// The server is a Redis Cluster node and the keys live on another node: the client was
-    /// not connected in cluster mode ([`ClientBuilder::cluster`](crate::ClientBuilder::cluster)).
+    /// The server is a Redis Cluster node and the keys live on another node, or in more than
+    /// one slot (they share one only when hash-tagged): the client was not connected in
+    /// cluster mode ([`ClientBuilder::cluster`](crate::ClientBuilder::cluster)).
     #[error(
-        "redis is a cluster node and the keys are on another node ({source}); connect in cluster mode (--cluster, redis.cluster: true, ClientBuilder::cluster)"
+        "redis is a cluster node and the keys are on another node or in several slots ({source}); connect in cluster mode (--cluster, redis.cluster: true, ClientBuilder::cluster)"
     )]
     NotClusterMode {
         /// The server's redirection.
@@ -125,9 +126,11 @@ impl Error {
                 Self::Auth { source: err }
             }
             ErrorKind::Io => Self::Unreachable { source: err },
-            ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => {
-                Self::NotClusterMode { source: err }
-            }
+            // A client in cluster mode hash-tags every key of a limiter into one slot, so a
+            // cross-slot call comes only from one that is not.
+            ErrorKind::Server(
+                ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::CrossSlot,
+            ) => Self::NotClusterMode { source: err },
             ErrorKind::InvalidClientConfig => Self::InvalidArgument(err.to_string()),
             ErrorKind::Server(ServerErrorKind::ResponseError) if script => {
                 Self::Script(err.to_string())

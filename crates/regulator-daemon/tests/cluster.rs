@@ -111,6 +111,40 @@ async fn token_buckets_decide_on_every_master() {
 }
 
 #[tokio::test]
+async fn a_client_not_in_cluster_mode_is_told_to_connect_in_cluster_mode() {
+    let mut cluster = cluster();
+    let plain = KeyLayout { cluster: false };
+    // Names whose untagged bucket key another master serves (a redirection) and names whose
+    // bucket key node 0 serves but whose knobs are in another slot (a cross-slot call).
+    let (mut moved, mut cross) = (None, None);
+    for i in 0..10_000 {
+        let name = format!("p{i}");
+        if owner(&mut cluster, &plain.bucket(&name)) != 0 {
+            moved.get_or_insert(name);
+        } else if owner(&mut cluster, &plain.knobs(&name)) != 0 {
+            cross.get_or_insert(name);
+        }
+        if moved.is_some() && cross.is_some() {
+            break;
+        }
+    }
+    let client = Client::connect(&cluster.urls()[0]).await.expect("connect");
+    let names = [moved, cross].map(|n| n.expect("10,000 names found both kinds"));
+    for name in names {
+        let err = client
+            .token_bucket(name.as_str(), Knobs::default())
+            .consume(1.0)
+            .await
+            .expect_err("keys outside one node's slot");
+        assert!(
+            matches!(err, regulator::Error::NotClusterMode { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(err.to_string().contains("connect in cluster mode"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn a_restarted_master_is_survived() {
     let mut cluster = cluster();
     let names = names_on_every_node(&mut cluster, 1);
