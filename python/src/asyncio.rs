@@ -22,8 +22,8 @@ use regulator::Error;
 use tokio::task::AbortHandle;
 
 use super::{
-    ContinuousDecision, Decision, LeakyDecision, LeaseStats, Reservation, count, fail_mode, knobs,
-    lease_options, seconds, slot_bound, source_name, to_py,
+    ContinuousDecision, Decision, LeakyDecision, LeaseStats, Reservation, count, lease_options,
+    seconds, slot_bound, source_name, to_py,
 };
 
 /// The runtime every asyncio operation runs on: one per process, started on first use.
@@ -168,8 +168,10 @@ pub struct AsyncClient {
     inner: regulator::Client,
 }
 
-#[pymethods]
-impl AsyncClient {
+client_class! {
+    AsyncClient => AsyncTokenBucket, AsyncLeakyBucket, AsyncContinuousBucket, AsyncSemaphore,
+        AsyncScheduledBucket;
+
     #[staticmethod]
     #[pyo3(signature = (done, id, url, *, username=None, password=None, cluster=false, call_timeout=None, connect_timeout=None, coalesce=None, frozen_time=false))]
     fn connect(
@@ -198,83 +200,6 @@ impl AsyncClient {
         done.submit(id, async move {
             let inner = builder.connect().await?;
             Ok(AsyncClient { inner })
-        })
-    }
-
-    #[pyo3(signature = (name, rps, burst=1.0, window=1.0, *, knobs_ttl=None))]
-    fn token_bucket(
-        &self,
-        name: String,
-        rps: f64,
-        burst: f64,
-        window: f64,
-        knobs_ttl: Option<f64>,
-    ) -> PyResult<AsyncTokenBucket> {
-        let mut inner = self.inner.token_bucket(name, knobs(rps, burst, window));
-        if let Some(ttl) = knobs_ttl {
-            inner = inner.with_knobs_ttl(seconds("knobs_ttl", ttl)?);
-        }
-        Ok(AsyncTokenBucket { inner })
-    }
-
-    #[pyo3(signature = (name, rate, capacity, *, block=None))]
-    fn leaky_bucket(
-        &self,
-        name: String,
-        rate: f64,
-        capacity: f64,
-        block: Option<f64>,
-    ) -> PyResult<AsyncLeakyBucket> {
-        let block = block.map(|b| seconds("block", b)).transpose()?;
-        let params = regulator::LeakyParams {
-            rate,
-            capacity,
-            block,
-        };
-        Ok(AsyncLeakyBucket {
-            inner: self.inner.leaky_bucket(name, params),
-        })
-    }
-
-    fn continuous_bucket(
-        &self,
-        name: String,
-        tokens_per_period: f64,
-        period: f64,
-    ) -> PyResult<AsyncContinuousBucket> {
-        let params = regulator::ContinuousParams {
-            tokens_per_period,
-            period: seconds("period", period)?,
-        };
-        Ok(AsyncContinuousBucket {
-            inner: self.inner.continuous_bucket(name, params),
-        })
-    }
-
-    fn semaphore(&self, name: String, capacity: i64, hold: f64) -> PyResult<AsyncSemaphore> {
-        let params = regulator::SemaphoreParams {
-            capacity: count("capacity", capacity)?,
-            hold: seconds("hold", hold)?,
-        };
-        Ok(AsyncSemaphore {
-            inner: self.inner.semaphore(name, params),
-        })
-    }
-
-    fn scheduled_bucket(
-        &self,
-        name: String,
-        capacity: i64,
-        refill_every: f64,
-        refill_amount: i64,
-    ) -> PyResult<AsyncScheduledBucket> {
-        let params = regulator::ScheduledParams {
-            capacity: count("capacity", capacity)?,
-            refill_every: seconds("refill_every", refill_every)?,
-            refill_amount: count("refill_amount", refill_amount)?,
-        };
-        Ok(AsyncScheduledBucket {
-            inner: self.inner.scheduled_bucket(name, params),
         })
     }
 
@@ -314,37 +239,8 @@ pub struct AsyncTokenBucket {
     inner: regulator::TokenBucket,
 }
 
-#[pymethods]
-impl AsyncTokenBucket {
-    #[getter]
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    #[pyo3(signature = (done, id, tokens=1.0))]
-    fn consume(&self, done: &Completions, id: u64, tokens: f64) -> PyResult<()> {
-        let b = self.inner.clone();
-        done.submit(
-            id,
-            async move { b.consume(tokens).await.map(Decision::from) },
-        )
-    }
-
-    #[pyo3(signature = (done, id, tokens=1.0, mode="closed"))]
-    fn consume_or(&self, done: &Completions, id: u64, tokens: f64, mode: &str) -> PyResult<()> {
-        let (b, mode) = (self.inner.clone(), fail_mode(mode)?);
-        done.submit(id, async move {
-            b.consume_or(tokens, mode).await.map(Decision::from)
-        })
-    }
-
-    #[pyo3(signature = (done, id, tokens=1.0, *, max_wait))]
-    fn wait(&self, done: &Completions, id: u64, tokens: f64, max_wait: f64) -> PyResult<()> {
-        let (b, max_wait) = (self.inner.clone(), seconds("max_wait", max_wait)?);
-        done.submit(id, async move {
-            b.wait(tokens, max_wait).await.map(Decision::from)
-        })
-    }
+token_bucket_class! {
+    AsyncTokenBucket, submit;
 
     #[pyo3(signature = (*, horizon=0.05, max_share=0.01))]
     fn leased(&self, horizon: f64, max_share: f64) -> PyResult<AsyncLeasedBucket> {
@@ -359,12 +255,8 @@ pub struct AsyncLeasedBucket {
     inner: regulator::LeasedBucket,
 }
 
-#[pymethods]
-impl AsyncLeasedBucket {
-    #[getter]
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
+token_bucket_class! {
+    AsyncLeasedBucket, submit;
 
     /// The decision the lease in hand makes without a call, or None.
     #[pyo3(signature = (tokens=1.0))]
@@ -373,31 +265,6 @@ impl AsyncLeasedBucket {
             .decide_locally(tokens)
             .map(|d| d.map(Decision::from))
             .map_err(|e| to_py(&e))
-    }
-
-    #[pyo3(signature = (done, id, tokens=1.0))]
-    fn consume(&self, done: &Completions, id: u64, tokens: f64) -> PyResult<()> {
-        let b = self.inner.clone();
-        done.submit(
-            id,
-            async move { b.consume(tokens).await.map(Decision::from) },
-        )
-    }
-
-    #[pyo3(signature = (done, id, tokens=1.0, mode="closed"))]
-    fn consume_or(&self, done: &Completions, id: u64, tokens: f64, mode: &str) -> PyResult<()> {
-        let (b, mode) = (self.inner.clone(), fail_mode(mode)?);
-        done.submit(id, async move {
-            b.consume_or(tokens, mode).await.map(Decision::from)
-        })
-    }
-
-    #[pyo3(signature = (done, id, tokens=1.0, *, max_wait))]
-    fn wait(&self, done: &Completions, id: u64, tokens: f64, max_wait: f64) -> PyResult<()> {
-        let (b, max_wait) = (self.inner.clone(), seconds("max_wait", max_wait)?);
-        done.submit(id, async move {
-            b.wait(tokens, max_wait).await.map(Decision::from)
-        })
     }
 
     fn release(&self, done: &Completions, id: u64) -> PyResult<()> {

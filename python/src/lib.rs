@@ -13,7 +13,171 @@ use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use pyo3::prelude::*;
-use regulator::{Error, FailMode, Knobs, LeaseOptions, Source, blocking};
+use regulator::{Error, FailMode, LeaseOptions, Source, blocking};
+
+/// A client class, blocking or asyncio: `$own` are the methods of its own (connecting, the
+/// knob calls); the limiter factories are the same for both, as the Rust clients' are, and
+/// make `$tb`, `$leaky`, `$cont`, `$sem` and `$sched`.
+macro_rules! client_class {
+    ($client:ident => $tb:ident, $leaky:ident, $cont:ident, $sem:ident, $sched:ident; $($own:tt)*) => {
+        #[pymethods]
+        impl $client {
+            $($own)*
+
+            /// A token bucket shared with limitlion: `rps`, `burst` and `window` apply until
+            /// the daemon (or `set_knobs`) stores knobs for `name`.
+            #[pyo3(signature = (name, rps, burst=1.0, window=1.0, *, knobs_ttl=None))]
+            fn token_bucket(
+                &self,
+                name: String,
+                rps: f64,
+                burst: f64,
+                window: f64,
+                knobs_ttl: Option<f64>,
+            ) -> PyResult<$tb> {
+                let mut inner = self.inner.token_bucket(name, regulator::Knobs { rps, burst, window });
+                if let Some(ttl) = knobs_ttl {
+                    inner = inner.with_knobs_ttl($crate::seconds("knobs_ttl", ttl)?);
+                }
+                Ok($tb { inner })
+            }
+
+            /// A leaky bucket (aiosteady's): drains at `rate` per second, holds `capacity`,
+            /// and when `block` is given, refuses everything for that many seconds once full.
+            #[pyo3(signature = (name, rate, capacity, *, block=None))]
+            fn leaky_bucket(
+                &self,
+                name: String,
+                rate: f64,
+                capacity: f64,
+                block: Option<f64>,
+            ) -> PyResult<$leaky> {
+                let block = block.map(|b| $crate::seconds("block", b)).transpose()?;
+                let params = regulator::LeakyParams { rate, capacity, block };
+                Ok($leaky { inner: self.inner.leaky_bucket(name, params) })
+            }
+
+            /// A continuous bucket (token-bucket's): `tokens_per_period` refill smoothly over
+            /// `period` seconds.
+            fn continuous_bucket(
+                &self,
+                name: String,
+                tokens_per_period: f64,
+                period: f64,
+            ) -> PyResult<$cont> {
+                let params = regulator::ContinuousParams {
+                    tokens_per_period,
+                    period: $crate::seconds("period", period)?,
+                };
+                Ok($cont { inner: self.inner.continuous_bucket(name, params) })
+            }
+
+            /// A fleet-wide semaphore of `capacity` slots, each held at most `hold` seconds
+            /// unless renewed.
+            fn semaphore(&self, name: String, capacity: i64, hold: f64) -> PyResult<$sem> {
+                let params = regulator::SemaphoreParams {
+                    capacity: $crate::count("capacity", capacity)?,
+                    hold: $crate::seconds("hold", hold)?,
+                };
+                Ok($sem { inner: self.inner.semaphore(name, params) })
+            }
+
+            /// A scheduled bucket (limiters'): `refill_amount` tokens every `refill_every`
+            /// seconds, at most `capacity`; a caller reserves its slot and sleeps until it.
+            fn scheduled_bucket(
+                &self,
+                name: String,
+                capacity: i64,
+                refill_every: f64,
+                refill_amount: i64,
+            ) -> PyResult<$sched> {
+                let params = regulator::ScheduledParams {
+                    capacity: $crate::count("capacity", capacity)?,
+                    refill_every: $crate::seconds("refill_every", refill_every)?,
+                    refill_amount: $crate::count("refill_amount", refill_amount)?,
+                };
+                Ok($sched { inner: self.inner.scheduled_bucket(name, params) })
+            }
+        }
+    };
+}
+
+/// A token bucket class, plain or leased, blocking or asyncio: its `name`, `$own` methods,
+/// and `consume_or` and `wait`, which the two kinds of bucket share (and, for asyncio,
+/// `consume`). The word after the class says how a call runs: `detach` on the calling
+/// thread with the GIL released, `submit` on the asyncio runtime with its outcome queued.
+macro_rules! token_bucket_class {
+    ($class:ident, detach; $($own:tt)*) => {
+        #[pymethods]
+        impl $class {
+            #[getter]
+            fn name(&self) -> &str {
+                self.inner.name()
+            }
+
+            $($own)*
+
+            /// As `consume`, but when Redis is unavailable decides by `mode` ("open" or
+            /// "closed").
+            #[pyo3(signature = (tokens=1.0, mode="closed"))]
+            fn consume_or(&self, py: Python<'_>, tokens: f64, mode: &str) -> PyResult<Decision> {
+                let mode = $crate::fail_mode(mode)?;
+                py.detach(|| self.inner.consume_or(tokens, mode))
+                    .map(Decision::from)
+                    .map_err(|e| $crate::to_py(&e))
+            }
+
+            /// Takes `tokens`, sleeping on the bucket's hints, never past `max_wait` seconds
+            /// (`MaxWaitExceeded` then).
+            #[pyo3(signature = (tokens=1.0, *, max_wait))]
+            fn wait(&self, py: Python<'_>, tokens: f64, max_wait: f64) -> PyResult<Decision> {
+                let max_wait = $crate::seconds("max_wait", max_wait)?;
+                py.detach(|| self.inner.wait(tokens, max_wait))
+                    .map(Decision::from)
+                    .map_err(|e| $crate::to_py(&e))
+            }
+        }
+    };
+    ($class:ident, submit; $($own:tt)*) => {
+        #[pymethods]
+        impl $class {
+            #[getter]
+            fn name(&self) -> &str {
+                self.inner.name()
+            }
+
+            $($own)*
+
+            #[pyo3(signature = (done, id, tokens=1.0))]
+            fn consume(&self, done: &Completions, id: u64, tokens: f64) -> PyResult<()> {
+                let b = self.inner.clone();
+                done.submit(id, async move { b.consume(tokens).await.map(Decision::from) })
+            }
+
+            #[pyo3(signature = (done, id, tokens=1.0, mode="closed"))]
+            fn consume_or(
+                &self,
+                done: &Completions,
+                id: u64,
+                tokens: f64,
+                mode: &str,
+            ) -> PyResult<()> {
+                let (b, mode) = (self.inner.clone(), $crate::fail_mode(mode)?);
+                done.submit(id, async move {
+                    b.consume_or(tokens, mode).await.map(Decision::from)
+                })
+            }
+
+            #[pyo3(signature = (done, id, tokens=1.0, *, max_wait))]
+            fn wait(&self, done: &Completions, id: u64, tokens: f64, max_wait: f64) -> PyResult<()> {
+                let (b, max_wait) = (self.inner.clone(), $crate::seconds("max_wait", max_wait)?);
+                done.submit(id, async move {
+                    b.wait(tokens, max_wait).await.map(Decision::from)
+                })
+            }
+        }
+    };
+}
 
 mod asyncio;
 
@@ -135,11 +299,6 @@ impl ConnectOptions {
         }
         Ok(b)
     }
-}
-
-/// The bucket parameters a token bucket uses where no knobs are stored.
-pub(crate) fn knobs(rps: f64, burst: f64, window: f64) -> Knobs {
-    Knobs { rps, burst, window }
 }
 
 pub(crate) fn lease_options(horizon: f64, max_share: f64) -> PyResult<LeaseOptions> {
@@ -365,8 +524,9 @@ pub struct Client {
     inner: blocking::Client,
 }
 
-#[pymethods]
-impl Client {
+client_class! {
+    Client => TokenBucket, LeakyBucket, ContinuousBucket, Semaphore, ScheduledBucket;
+
     #[new]
     #[pyo3(signature = (url, *, username=None, password=None, cluster=false, call_timeout=None, connect_timeout=None, coalesce=None, frozen_time=false))]
     fn new(
@@ -395,93 +555,6 @@ impl Client {
             .detach(|| blocking::Client::from_builder(builder))
             .map_err(|e| to_py(&e))?;
         Ok(Self { inner })
-    }
-
-    /// A token bucket shared with limitlion: `rps`, `burst` and `window` apply until the
-    /// daemon (or `set_knobs`) stores knobs for `name`.
-    #[pyo3(signature = (name, rps, burst=1.0, window=1.0, *, knobs_ttl=None))]
-    fn token_bucket(
-        &self,
-        name: String,
-        rps: f64,
-        burst: f64,
-        window: f64,
-        knobs_ttl: Option<f64>,
-    ) -> PyResult<TokenBucket> {
-        let mut inner = self.inner.token_bucket(name, knobs(rps, burst, window));
-        if let Some(ttl) = knobs_ttl {
-            inner = inner.with_knobs_ttl(seconds("knobs_ttl", ttl)?);
-        }
-        Ok(TokenBucket { inner })
-    }
-
-    /// A leaky bucket (aiosteady's): drains at `rate` per second, holds `capacity`, and
-    /// when `block` is given, refuses everything for that many seconds once full.
-    #[pyo3(signature = (name, rate, capacity, *, block=None))]
-    fn leaky_bucket(
-        &self,
-        name: String,
-        rate: f64,
-        capacity: f64,
-        block: Option<f64>,
-    ) -> PyResult<LeakyBucket> {
-        let block = block.map(|b| seconds("block", b)).transpose()?;
-        let params = regulator::LeakyParams {
-            rate,
-            capacity,
-            block,
-        };
-        Ok(LeakyBucket {
-            inner: self.inner.leaky_bucket(name, params),
-        })
-    }
-
-    /// A continuous bucket (token-bucket's): `tokens_per_period` refill smoothly over
-    /// `period` seconds.
-    fn continuous_bucket(
-        &self,
-        name: String,
-        tokens_per_period: f64,
-        period: f64,
-    ) -> PyResult<ContinuousBucket> {
-        let params = regulator::ContinuousParams {
-            tokens_per_period,
-            period: seconds("period", period)?,
-        };
-        Ok(ContinuousBucket {
-            inner: self.inner.continuous_bucket(name, params),
-        })
-    }
-
-    /// A fleet-wide semaphore of `capacity` slots, each held at most `hold` seconds unless
-    /// renewed.
-    fn semaphore(&self, name: String, capacity: i64, hold: f64) -> PyResult<Semaphore> {
-        let params = regulator::SemaphoreParams {
-            capacity: count("capacity", capacity)?,
-            hold: seconds("hold", hold)?,
-        };
-        Ok(Semaphore {
-            inner: self.inner.semaphore(name, params),
-        })
-    }
-
-    /// A scheduled bucket (limiters'): `refill_amount` tokens every `refill_every` seconds,
-    /// at most `capacity`; a caller reserves its slot and sleeps until it.
-    fn scheduled_bucket(
-        &self,
-        name: String,
-        capacity: i64,
-        refill_every: f64,
-        refill_amount: i64,
-    ) -> PyResult<ScheduledBucket> {
-        let params = regulator::ScheduledParams {
-            capacity: count("capacity", capacity)?,
-            refill_every: seconds("refill_every", refill_every)?,
-            refill_amount: count("refill_amount", refill_amount)?,
-        };
-        Ok(ScheduledBucket {
-            inner: self.inner.scheduled_bucket(name, params),
-        })
     }
 
     /// Stores knobs by hand, as `regulator set` does; the others keep their values.
@@ -520,36 +593,13 @@ pub struct TokenBucket {
     inner: blocking::TokenBucket,
 }
 
-#[pymethods]
-impl TokenBucket {
-    #[getter]
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
+token_bucket_class! {
+    TokenBucket, detach;
 
     /// Takes `tokens` if the bucket holds them.
     #[pyo3(signature = (tokens=1.0))]
     fn consume(&self, py: Python<'_>, tokens: f64) -> PyResult<Decision> {
         py.detach(|| self.inner.consume(tokens))
-            .map(Decision::from)
-            .map_err(|e| to_py(&e))
-    }
-
-    /// As `consume`, but when Redis is unavailable decides by `mode` ("open" or "closed").
-    #[pyo3(signature = (tokens=1.0, mode="closed"))]
-    fn consume_or(&self, py: Python<'_>, tokens: f64, mode: &str) -> PyResult<Decision> {
-        let mode = fail_mode(mode)?;
-        py.detach(|| self.inner.consume_or(tokens, mode))
-            .map(Decision::from)
-            .map_err(|e| to_py(&e))
-    }
-
-    /// Takes `tokens`, sleeping on the bucket's hints, never past `max_wait` seconds
-    /// (`MaxWaitExceeded` then).
-    #[pyo3(signature = (tokens=1.0, *, max_wait))]
-    fn wait(&self, py: Python<'_>, tokens: f64, max_wait: f64) -> PyResult<Decision> {
-        let max_wait = seconds("max_wait", max_wait)?;
-        py.detach(|| self.inner.wait(tokens, max_wait))
             .map(Decision::from)
             .map_err(|e| to_py(&e))
     }
@@ -570,12 +620,8 @@ pub struct LeasedBucket {
     inner: blocking::LeasedBucket,
 }
 
-#[pymethods]
-impl LeasedBucket {
-    #[getter]
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
+token_bucket_class! {
+    LeasedBucket, detach;
 
     /// Takes `tokens` from the lease in hand (no call, the GIL kept), or renews it.
     #[pyo3(signature = (tokens=1.0))]
@@ -584,24 +630,6 @@ impl LeasedBucket {
             return Ok(d.into());
         }
         py.detach(|| self.inner.consume(tokens))
-            .map(Decision::from)
-            .map_err(|e| to_py(&e))
-    }
-
-    /// As `TokenBucket.consume_or`.
-    #[pyo3(signature = (tokens=1.0, mode="closed"))]
-    fn consume_or(&self, py: Python<'_>, tokens: f64, mode: &str) -> PyResult<Decision> {
-        let mode = fail_mode(mode)?;
-        py.detach(|| self.inner.consume_or(tokens, mode))
-            .map(Decision::from)
-            .map_err(|e| to_py(&e))
-    }
-
-    /// As `TokenBucket.wait`.
-    #[pyo3(signature = (tokens=1.0, *, max_wait))]
-    fn wait(&self, py: Python<'_>, tokens: f64, max_wait: f64) -> PyResult<Decision> {
-        let max_wait = seconds("max_wait", max_wait)?;
-        py.detach(|| self.inner.wait(tokens, max_wait))
             .map(Decision::from)
             .map_err(|e| to_py(&e))
     }

@@ -6,10 +6,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, List
 
 import pytest
 import redis
@@ -94,3 +95,22 @@ def loadgen() -> str:
         pytest.fail(f"{path} missing: run `make python`", pytrace=False)
     return str(path)
 
+
+
+def allowed_in_threads(bucket: Any, threads: int, each: int) -> int:
+    """Runs `threads` threads each calling `bucket.consume()` `each` times; the allowed total."""
+    allowed: List[int] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        mine = sum(bucket.consume().allowed for _ in range(each))
+        with lock:
+            allowed.append(mine)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert len(allowed) == threads, "a thread died"
+    return sum(allowed)

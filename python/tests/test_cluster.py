@@ -5,7 +5,6 @@ from asyncio; and a client not in cluster mode is told so."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from typing import Dict, List
 
@@ -15,6 +14,7 @@ from redis.cluster import RedisCluster
 
 import regulator
 import regulator.asyncio as ra
+from conftest import allowed_in_threads
 from seeds.servers import cluster_url
 
 
@@ -87,20 +87,7 @@ def test_knobs_stored_in_the_cluster_override_the_callers_defaults(cluster):
 def test_threads_sharing_a_bucket_on_a_cluster_get_exactly_its_capacity(cluster):
     (name, *_) = names_on_every_master(cluster, "threads")
     bucket = regulator.Client(cluster, cluster=True).token_bucket(name, rps=100, burst=1, window=60)
-    allowed: List[int] = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        mine = sum(bucket.consume().allowed for _ in range(1000))
-        with lock:
-            allowed.append(mine)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(allowed) == 100 * 60
+    assert allowed_in_threads(bucket, threads=8, each=1000) == 100 * 60
 
 
 @pytest.mark.asyncio

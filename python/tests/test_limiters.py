@@ -11,6 +11,8 @@ import pytest
 import regulator
 from regulator import errors
 
+from conftest import allowed_in_threads
+
 
 def test_a_token_bucket_gives_its_capacity_then_denies_with_the_windows_rest(server):
     client = regulator.Client(server.url)
@@ -111,20 +113,7 @@ def test_a_thread_waiting_on_redis_lets_the_others_run(server):
 
 def test_threads_sharing_a_bucket_get_exactly_its_capacity(server):
     bucket = regulator.Client(server.url).token_bucket("shared", rps=500, burst=1, window=60)
-    allowed = []
-    lock = threading.Lock()
-
-    def work() -> None:
-        mine = sum(bucket.consume().allowed for _ in range(4000))
-        with lock:
-            allowed.append(mine)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(allowed) == 500 * 60
+    assert allowed_in_threads(bucket, threads=8, each=4000) == 500 * 60
 
 
 def test_a_leased_bucket_decides_locally_and_spends_only_what_it_took(server):
