@@ -129,11 +129,22 @@ fn judged(scenario: &Scenario, seeds: std::ops::RangeInclusive<u64>, only: Optio
             .iter()
             .map(|j| format!("{:.0}", j.references[p].good_rate))
             .collect();
+        let within = all
+            .iter()
+            .map(|j| j.references[p].within_goal)
+            .fold(f64::INFINITY, f64::min);
         println!(
-            "  phase {p}: best static (seed {}) {}; good/s by seed {}",
+            "  phase {p}: best static (seed {}) {}; good/s by seed {}; the best static with {:.0}% compliance: {:.1}% of its good queries (worst seed){}",
             first.seed,
             r.law,
-            rates.join(" ")
+            rates.join(" "),
+            sim::judge::GOAL_COMPLIANCE * 100.0,
+            within * 100.0,
+            if within < sim::judge::GOAL_GOODPUT {
+                ": no static limit meets both goals"
+            } else {
+                ""
+            }
         );
     }
     println!(

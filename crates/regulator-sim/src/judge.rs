@@ -76,7 +76,16 @@ pub struct Reference {
     pub served_rate: f64,
     /// Its compliance there.
     pub compliance: f64,
+    /// The good queries of the best static limit whose compliance meets [`GOAL_COMPLIANCE`],
+    /// over this one's: whether the goals (that compliance, [`GOAL_GOODPUT`] of this one's
+    /// good queries) can be met together by any static limit, in hindsight.
+    pub within_goal: f64,
 }
+
+/// The compliance goal of a phase.
+pub const GOAL_COMPLIANCE: f64 = 0.95;
+/// The goodput goal of a phase, over the best static limit's.
+pub const GOAL_GOODPUT: f64 = 0.9;
 
 /// One law in one phase.
 #[derive(Debug, Clone, Serialize)]
@@ -122,10 +131,27 @@ pub fn references(scenario: &Scenario, statics: &[Trace]) -> Vec<Reference> {
                         good_rate: good / time,
                         served_rate: served / time,
                         compliance: ok as f64 / ps.len().max(1) as f64,
+                        within_goal: 0.0,
                     }
                 })
+                .collect::<Vec<_>>()
+        })
+        .map(|all| {
+            let compliant = all
+                .iter()
+                .filter(|r| r.compliance >= GOAL_COMPLIANCE)
+                .map(|r| r.good)
+                .fold(0.0_f64, f64::max);
+            let mut best = all
+                .into_iter()
                 .max_by(|a, b| a.good.total_cmp(&b.good))
-                .expect("statics are not empty")
+                .expect("statics are not empty");
+            best.within_goal = if best.good > 0.0 {
+                compliant / best.good
+            } else {
+                1.0
+            };
+            best
         })
         .collect()
 }
