@@ -1,7 +1,8 @@
-"""Python decisions per second in one process, side by side in one run: limitlion's
-`throttle()` in threads, the binding's blocking `consume()` in threads (coalesced), its
-asyncio `consume()` in tasks (coalesced) and its leased bucket; then the per-call latency of
-the binding against the Rust blocking client (`blocking_rtt`), alternating.
+"""Side by side in one run: first the per-call latency of the binding against the Rust
+blocking client (`blocking_rtt`), alternating, before anything else runs in the process; then
+Python decisions per second in one process: limitlion's `throttle()` in threads, the
+binding's blocking `consume()` in threads (coalesced), its asyncio `consume()` in tasks
+(coalesced) and its leased bucket.
 
     python bench/decisions.py --redis redis://127.0.0.1:6379/0 --seconds 4 --threads 1,8,32 \
         --tasks 64,256 --rounds 3 --rtt-bin target/release/examples/blocking_rtt
@@ -105,6 +106,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="64,256")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--latency-rounds", type=int, default=7)
     ap.add_argument("--rtt-bin", default="target/release/examples/blocking_rtt")
     args = ap.parse_args()
 
@@ -117,6 +119,27 @@ def main() -> None:
         "binding consume()": lambda: client.token_bucket("bench-py", big).consume,
         "binding leased consume()": lambda: client.token_bucket("bench-lease", big).leased().consume,
     }
+    # Per-call latency first, before any other thread or runtime runs in this process: one
+    # thread, alternating binding and Rust so both see the same noise, over more rounds than
+    # the throughput (a p50 near 80 µs swings by 20 µs from one run of calls to the next).
+    bucket = client.token_bucket("rtt-py", big)
+    py, rust = [], []
+    for _ in range(args.latency_rounds):
+        py.append(p50_us(bucket.consume, args.calls))
+        out = subprocess.run(
+            [args.rtt_bin, "--redis", args.redis, "--calls", str(args.calls)],
+            check=True, stdout=subprocess.PIPE, text=True,
+        ).stdout
+        rust.append(float(json.loads(out.strip().splitlines()[-1])["p50_us"]))
+    ll = p50_us(lambda: limitlion.throttle("rtt-ll", big, 1, 1), args.calls)
+    print("| one thread, per call | p50 µs (median of %d) |" % args.latency_rounds)
+    print("|---|---|")
+    print(f"| Rust blocking client (blocking_rtt) | {statistics.median(rust):.1f} |")
+    print(f"| binding consume() | {statistics.median(py):.1f} |")
+    print(f"| limitlion throttle() | {ll:.1f} |")
+    print(f"\nbinding / Rust p50: {statistics.median(py) / statistics.median(rust):.2f}")
+    print()
+
     results: Dict[str, Dict[int, List[float]]] = {k: {} for k in clients}
     results["binding asyncio consume()"] = {}
     threads = [int(t) for t in args.threads.split(",")]
@@ -138,24 +161,6 @@ def main() -> None:
             unit = "tasks" if "asyncio" in name else "threads"
             print(f"| {name} | {n} {unit} | {m:,.0f} | {m / base:.1f}x |")
 
-    # Per-call latency, one thread, alternating binding and Rust so both see the same noise.
-    bucket = client.token_bucket("rtt-py", big)
-    py, rust = [], []
-    for _ in range(args.rounds):
-        py.append(p50_us(bucket.consume, args.calls))
-        out = subprocess.run(
-            [args.rtt_bin, "--redis", args.redis, "--calls", str(args.calls)],
-            check=True, stdout=subprocess.PIPE, text=True,
-        ).stdout
-        rust.append(float(json.loads(out.strip().splitlines()[-1])["p50_us"]))
-    ll = p50_us(lambda: limitlion.throttle("rtt-ll", big, 1, 1), args.calls)
-    print()
-    print("| one thread, per call | p50 µs (median of %d) |" % args.rounds)
-    print("|---|---|")
-    print(f"| Rust blocking client (blocking_rtt) | {statistics.median(rust):.1f} |")
-    print(f"| binding consume() | {statistics.median(py):.1f} |")
-    print(f"| limitlion throttle() | {ll:.1f} |")
-    print(f"\nbinding / Rust p50: {statistics.median(py) / statistics.median(rust):.2f}")
 
 
 if __name__ == "__main__":
