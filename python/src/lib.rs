@@ -754,6 +754,16 @@ impl Permit {
     }
 }
 
+impl Drop for Permit {
+    /// A permit collected unreleased gives its slot back, as the Rust permit's drop does: a
+    /// round trip to Redis, made with the GIL released so the other threads run meanwhile.
+    fn drop(&mut self) {
+        if let Some(p) = self.take() {
+            Python::attach(|py| py.detach(|| drop(p)));
+        }
+    }
+}
+
 #[pymethods]
 impl Permit {
     /// The holder id, unique fleet-wide.

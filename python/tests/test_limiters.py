@@ -3,6 +3,7 @@ the GIL released while a call waits."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -165,6 +166,40 @@ def test_a_semaphore_holds_capacity_across_threads_and_releases_on_exit(server):
     with pytest.raises(regulator.InvalidArgument):
         c.renew()
     assert server.redis().zcard("throttle:pool:holders") == 0
+
+
+def test_a_permit_collected_unreleased_gives_its_slot_back_without_holding_the_gil(server):
+    sem = regulator.Client(server.url, call_timeout=5).semaphore("collected", capacity=1, hold=30)
+    p = sem.acquire()
+    assert server.redis().zcard("throttle:collected:holders") == 1
+    counted = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal counted
+        while not stop.is_set():
+            counted += 1
+
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        # Redis holds every write (the release script) for 1 s: the release waits for it.
+        server.redis().execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        before = counted
+        started = time.monotonic()
+        del p
+        gc.collect()
+        waited = time.monotonic() - started
+        during = counted - before
+    finally:
+        stop.set()
+        t.join()
+    assert waited > 0.5, f"the release did not wait for Redis ({waited:.3f} s)"
+    # Free to run for the whole second, the other thread counts millions (18 M here); with
+    # the GIL held through the release it counted 78 k.
+    assert during > 1_000_000, f"the other thread counted only {during} during the release"
+    assert server.redis().zcard("throttle:collected:holders") == 0
+    assert sem.try_acquire() is not None
 
 
 def test_a_permit_whose_hold_ran_out_says_so(server):
