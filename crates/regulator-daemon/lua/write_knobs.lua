@@ -8,6 +8,8 @@
 -- then, per throttle: the number of knob fields, field/value pairs for HSET, the number of
 -- history fields, field/value pairs for XADD.
 --
+-- `repeated` (lua/history_repeated.lua) is prepended when the script is loaded.
+--
 -- Reply: 1 when written, 0 when the lease key does not hold ARGV[1]: the writer lost the
 -- lease (a pause, a partition, a slow pipeline) and nothing at all is written. Redis runs the
 -- script as one step, so no other replica can take the lease between the check and the write.
@@ -21,7 +23,9 @@ for k = 2, #KEYS, 2 do
   redis.call('PEXPIRE', KEYS[k], ttl)
   a = a + 2 * n + 1
   n = tonumber(ARGV[a])
-  redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, a + 1, a + 2 * n))
+  if not repeated(KEYS[k + 1], a, n) then
+    redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, a + 1, a + 2 * n))
+  end
   redis.call('PEXPIRE', KEYS[k + 1], ttl)
   a = a + 2 * n + 1
 end

@@ -15,6 +15,8 @@
 -- then, per throttle: the number of knob fields, field/value pairs for HSET, the number of
 -- history fields, field/value pairs for XADD.
 --
+-- `repeated` (lua/history_repeated.lua) is prepended when the script is loaded.
+--
 -- Reply: the number of throttles refused because a writer with a later epoch (a newer
 -- leader) has taken the slot or written them: this writer lost the lease, and nothing is
 -- written to those. The others are written (0: all of them). A raise by a stale writer
@@ -53,7 +55,9 @@ for k = 2, #KEYS, 3 do
     end
     redis.call('HSET', KEYS[k + 1], unpack(ARGV, fields + 1, fields + 2 * n))
     redis.call('PEXPIRE', KEYS[k + 1], ttl)
-    redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, history + 1, history + 2 * m))
+    if not repeated(KEYS[k + 2], history, m) then
+      redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, history + 1, history + 2 * m))
+    end
     redis.call('PEXPIRE', KEYS[k + 2], ttl)
   end
 end

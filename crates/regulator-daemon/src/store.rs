@@ -390,8 +390,12 @@ const READ_CHUNK: usize = 16_384;
 /// longer than that behind a tick.
 const WRITE_CHUNK: usize = 128;
 
-static WRITE_KNOBS: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../lua/write_knobs.lua")));
+static WRITE_KNOBS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        include_str!("../lua/history_repeated.lua"),
+        include_str!("../lua/write_knobs.lua")
+    ))
+});
 
 /// What one throttle's change writes.
 struct Entry {
@@ -691,7 +695,10 @@ impl RedisStore {
     }
 }
 
-const WRITE_KNOBS_CLUSTER_SOURCE: &str = include_str!("../lua/write_knobs_cluster.lua");
+const WRITE_KNOBS_CLUSTER_SOURCE: &str = concat!(
+    include_str!("../lua/history_repeated.lua"),
+    include_str!("../lua/write_knobs_cluster.lua")
+);
 
 static WRITE_KNOBS_CLUSTER: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(WRITE_KNOBS_CLUSTER_SOURCE));

@@ -4,6 +4,7 @@
 //! - a request that is not a number of tokens never touches the lease in hand;
 //! - a leaky-bucket drain repeated after a lost reply drains once;
 //! - a semaphore release repeated after a lost reply frees only its own slot;
+//! - a tick's knob write repeated after a lost reply records its history entry once;
 //! - a coalesced caller that gave up is not sent, a cancelled in-flight caller strands nobody,
 //!   and a queued caller is bounded by its own call timeout.
 
@@ -322,4 +323,43 @@ fn the_blocking_client_through_the_proxy_loses_no_budget_either() {
     let _ = bucket.consume(1.0);
     let left = bucket_tokens(&server, "blocking");
     assert!((6000.0 - 3.0..=6000.0 - 2.0).contains(&left), "{left}");
+}
+
+#[tokio::test]
+async fn a_knob_write_repeated_after_a_lost_reply_records_its_history_once() {
+    use regulator_daemon::config::Knob;
+    use regulator_daemon::store::{KnobChange, KnobStore, RedisStore};
+    let server = redis();
+    let proxy = Proxy::start(server.port()).unwrap();
+    let store = RedisStore::new(client_through(&proxy).await, LIMIT, 100);
+    let change = |old: Option<regulator::Knobs>, rps: f64| KnobChange {
+        name: "orders".into(),
+        knob: Knob::Rate,
+        old,
+        new: knobs(rps, 1.0, 1.0),
+        signal: Some(0.4),
+        law: "predictive",
+        reason: "overloaded".into(),
+    };
+    let history_len = || server.cmd::<i64>(&["XLEN", "throttle:orders:history"]);
+    store.write(&[change(None, 100.0)]).await.unwrap();
+    assert_eq!(history_len(), 1);
+
+    proxy.lose_next_reply();
+    store
+        .write(&[change(Some(knobs(100.0, 1.0, 1.0)), 80.0)])
+        .await
+        .expect("made again on a fresh connection");
+    assert_eq!(proxy.lost(), 1, "the reply was lost");
+    let rps: String = server.cmd(&["HGET", "throttle:orders:knobs", "rps"]);
+    assert_eq!(rps, "80");
+    assert_eq!(history_len(), 2, "one entry for the repeated write");
+
+    // A later tick with the same change is a new entry: its time differs.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .write(&[change(Some(knobs(100.0, 1.0, 1.0)), 80.0)])
+        .await
+        .unwrap();
+    assert_eq!(history_len(), 3);
 }

@@ -23,8 +23,8 @@ impl Client {
     /// - a call that gives back is applied once per id, checked in its script: a lease's
     ///   give-back by the lease id the script recorded, a leaky-bucket drain by its request
     ///   id, a semaphore release by its holder id (unique to each acquisition);
-    /// - reads read again, and knob writes set the same values again (a repeated tick write
-    ///   may record its history entry twice).
+    /// - reads read again, and knob writes set the same values again (the daemon's tick
+    ///   write records its history entry once, checked in its script).
     pub(crate) async fn call<T, F>(&self, script: bool, attempt: impl FnMut(Conn) -> F) -> Result<T>
     where
         F: Future<Output = redis::RedisResult<T>>,
