@@ -187,9 +187,12 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         dir
     } else {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/demo-{now}"))
+        // The workspace's target directory: two levels above this crate.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
+        root.unwrap_or(Path::new(".")).join(format!("target/demo-{now}"))
     };
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let out = std::fs::canonicalize(&out).unwrap_or(out);
 
     let rig = Rig::start().await?;
     println!(
