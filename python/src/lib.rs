@@ -107,7 +107,7 @@ macro_rules! client_class {
 /// `consume`). The word after the class says how a call runs: `detach` on the calling
 /// thread with the GIL released, `submit` on the asyncio runtime with its outcome queued.
 macro_rules! token_bucket_class {
-    ($class:ident, detach; $($own:tt)*) => {
+    (@build $class:ident; $($methods:tt)*) => {
         #[pymethods]
         impl $class {
             #[getter]
@@ -115,6 +115,12 @@ macro_rules! token_bucket_class {
                 self.inner.name()
             }
 
+            $($methods)*
+        }
+    };
+    ($class:ident, detach; $($own:tt)*) => {
+        token_bucket_class! {
+            @build $class;
             $($own)*
 
             /// As `consume`, but when Redis is unavailable decides by `mode` ("open" or
@@ -139,13 +145,8 @@ macro_rules! token_bucket_class {
         }
     };
     ($class:ident, submit; $($own:tt)*) => {
-        #[pymethods]
-        impl $class {
-            #[getter]
-            fn name(&self) -> &str {
-                self.inner.name()
-            }
-
+        token_bucket_class! {
+            @build $class;
             $($own)*
 
             #[pyo3(signature = (done, id, tokens=1.0))]

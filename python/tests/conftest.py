@@ -114,3 +114,25 @@ def allowed_in_threads(bucket: Any, threads: int, each: int) -> int:
         t.join()
     assert len(allowed) == threads, "a thread died"
     return sum(allowed)
+
+
+class Counter:
+    """A thread counting as fast as it can while the `with` block runs: it counts only while
+    it holds the GIL, so `counted` shows whether the block let other threads run."""
+
+    def __init__(self) -> None:
+        self.counted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._count)
+
+    def _count(self) -> None:
+        while not self._stop.is_set():
+            self.counted += 1
+
+    def __enter__(self) -> "Counter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

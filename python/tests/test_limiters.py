@@ -4,7 +4,6 @@ the GIL released while a call waits."""
 from __future__ import annotations
 
 import gc
-import threading
 import time
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 import regulator
 from regulator import errors
 
-from conftest import allowed_in_threads
+from conftest import Counter, allowed_in_threads
 
 
 def test_a_token_bucket_gives_its_capacity_then_denies_with_the_windows_rest(server):
@@ -92,23 +91,9 @@ def test_a_thread_waiting_on_redis_lets_the_others_run(server):
     """The GIL is released during every wait: a counting thread keeps counting."""
     bucket = regulator.Client(server.url).token_bucket("slow", rps=1, burst=1, window=1)
     bucket.consume()
-    counted = 0
-    stop = threading.Event()
-
-    def count() -> None:
-        nonlocal counted
-        while not stop.is_set():
-            counted += 1
-
-    t = threading.Thread(target=count)
-    t.start()
-    try:
-        before = counted
+    with Counter() as counter:
         bucket.wait(1, max_wait=2.0)  # sleeps most of a second inside the binding
-        during = counted - before
-    finally:
-        stop.set()
-        t.join()
+    during = counter.counted
     assert during > 100_000, f"the other thread counted only {during} while this one waited"
 
 
@@ -172,28 +157,14 @@ def test_a_permit_collected_unreleased_gives_its_slot_back_without_holding_the_g
     sem = regulator.Client(server.url, call_timeout=5).semaphore("collected", capacity=1, hold=30)
     p = sem.acquire()
     assert server.redis().zcard("throttle:collected:holders") == 1
-    counted = 0
-    stop = threading.Event()
-
-    def count() -> None:
-        nonlocal counted
-        while not stop.is_set():
-            counted += 1
-
-    t = threading.Thread(target=count)
-    t.start()
-    try:
-        # Redis holds every write (the release script) for 1 s: the release waits for it.
-        server.redis().execute_command("CLIENT", "PAUSE", 1000, "WRITE")
-        before = counted
+    # Redis holds every write (the release script) for 1 s: the release waits for it.
+    server.redis().execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+    with Counter() as counter:
         started = time.monotonic()
         del p
         gc.collect()
         waited = time.monotonic() - started
-        during = counted - before
-    finally:
-        stop.set()
-        t.join()
+    during = counter.counted
     assert waited > 0.5, f"the release did not wait for Redis ({waited:.3f} s)"
     # Free to run for the whole second, the other thread counts millions (18 M here); with
     # the GIL held through the release it counted 78 k.

@@ -189,7 +189,8 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         // The workspace's target directory: two levels above this crate.
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
-        root.unwrap_or(Path::new(".")).join(format!("target/demo-{now}"))
+        root.unwrap_or(Path::new("."))
+            .join(format!("target/demo-{now}"))
     };
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let out = std::fs::canonicalize(&out).unwrap_or(out);
