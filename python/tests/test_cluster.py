@@ -45,13 +45,14 @@ def test_every_limiter_keeps_its_limits_on_every_master(cluster):
     rc = _inspector(cluster)
     client = regulator.Client(cluster, cluster=True)
     for name in names_on_every_master(cluster, "all"):
-        bucket = client.token_bucket(name, rps=5, burst=2, window=1)
+        # Ten tokens a 50 s window: no refill while the test runs.
+        bucket = client.token_bucket(name, rps=0.2, burst=1, window=50)
         assert sum(bucket.consume().allowed for _ in range(12)) == 10, name
 
         leaky = client.leaky_bucket(name, rate=1, capacity=3)
         assert [bool(leaky.consume()) for _ in range(4)] == [True, True, True, False], name
 
-        smooth = client.continuous_bucket(name, tokens_per_period=10, period=1)
+        smooth = client.continuous_bucket(name, tokens_per_period=10, period=100)
         assert sum(smooth.allow().allowed for _ in range(12)) == 10, name
 
         sem = client.semaphore(name, capacity=2, hold=10)
@@ -78,7 +79,7 @@ def test_knobs_stored_in_the_cluster_override_the_callers_defaults(cluster):
     rc = _inspector(cluster)
     client = regulator.Client(cluster, cluster=True)
     for name in names_on_every_master(cluster, "knobs"):
-        rc.hset(f"throttle:{{{name}}}:knobs", mapping={"rps": 3, "burst": 1, "window": 1})
+        rc.hset(f"throttle:{{{name}}}:knobs", mapping={"rps": 0.1, "burst": 1, "window": 30})
         bucket = client.token_bucket(name, rps=1000)
         assert [bucket.consume().allowed for _ in range(5)] == [True, True, True, False, False], name
         assert bucket.consume().source == "knobs"

@@ -16,19 +16,20 @@ from conftest import Counter, allowed_in_threads
 
 def test_a_token_bucket_gives_its_capacity_then_denies_with_the_windows_rest(server):
     client = regulator.Client(server.url)
-    bucket = client.token_bucket("orders", rps=5, burst=2, window=1)
+    # Ten tokens a 50 s window: no refill while the test runs.
+    bucket = client.token_bucket("orders", rps=0.2, burst=1, window=50)
     decisions = [bucket.consume() for _ in range(12)]
     assert sum(d.allowed for d in decisions) == 10
     denied = decisions[-1]
     assert not denied and not denied.allowed
-    assert 0 < denied.sleep <= 1.0
+    assert 0 < denied.sleep <= 50.0
     assert denied.source == "defaults"
     assert denied.capacity == 10
     assert bucket.name == "orders"
 
 
 def test_knobs_stored_in_redis_override_the_callers_defaults(server):
-    server.redis().hset("throttle:orders:knobs", mapping={"rps": 3, "burst": 1, "window": 1})
+    server.redis().hset("throttle:orders:knobs", mapping={"rps": 0.1, "burst": 1, "window": 30})
     bucket = regulator.Client(server.url).token_bucket("orders", rps=1000)
     allowed = [bucket.consume().allowed for _ in range(5)]
     assert allowed == [True, True, True, False, False]
