@@ -245,6 +245,7 @@ impl PolicyState {
                     signal: signal.ok(),
                     law: policy.throttle.control.law(),
                     reason: step.reason.to_owned(),
+                    aim: step.aim,
                 });
             }
         }
@@ -543,13 +544,13 @@ fn log_change(c: &KnobChange, mode: Mode) {
         .map_or_else(|| "none".to_owned(), |s| s.to_string());
     match mode {
         Mode::Write => {
-            tracing::info!(throttle = %c.name, %from, %to, %signal, law = c.law, reason = %c.reason, "knobs changed");
+            tracing::info!(throttle = %c.name, %from, %to, %signal, aim = c.aim, law = c.law, reason = %c.reason, "knobs changed");
         }
         Mode::DryRun => {
-            tracing::info!(throttle = %c.name, %from, %to, %signal, law = c.law, reason = %c.reason, "knobs would change (dry run)");
+            tracing::info!(throttle = %c.name, %from, %to, %signal, aim = c.aim, law = c.law, reason = %c.reason, "knobs would change (dry run)");
         }
         Mode::Shadow => {
-            tracing::debug!(throttle = %c.name, %from, %to, %signal, law = c.law, reason = %c.reason, "knobs would change (shadow)");
+            tracing::debug!(throttle = %c.name, %from, %to, %signal, aim = c.aim, law = c.law, reason = %c.reason, "knobs would change (shadow)");
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct KnobChange {
     pub law: &'static str,
     /// Why: "overloaded", "headroom", "no data: min"...
     pub reason: String,
+    /// The signal the law aimed at (see [`Step::aim`](crate::control::Step::aim)); logged,
+    /// not stored.
+    pub aim: f64,
 }
 
 /// Reads and writes knobs. Redis in production; in-memory in unit tests.

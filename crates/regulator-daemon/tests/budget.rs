@@ -340,6 +340,7 @@ async fn a_knob_write_repeated_after_a_lost_reply_records_its_history_once() {
         signal: Some(0.4),
         law: "predictive",
         reason: "overloaded".into(),
+        aim: 0.9,
     };
     let history_len = || server.cmd::<i64>(&["XLEN", "throttle:orders:history"]);
     store.write(&[change(None, 100.0)]).await.unwrap();

@@ -203,6 +203,7 @@ fn change(name: &str, old: Option<Knobs>, new: Knobs) -> KnobChange {
         signal: Some(0.3),
         law: "predictive",
         reason: "test".into(),
+        aim: 0.9,
     }
 }
 

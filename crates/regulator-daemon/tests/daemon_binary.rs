@@ -1,6 +1,7 @@
 //! `regulator run` as the built binary, driven by Unix signals: SIGTERM drains and exits 0,
 //! a second signal forces, SIGHUP reloads (or keeps the running config), and a killed leader
-//! is replaced within its lease, and a paused one writes nothing once the lease has moved.
+//! is replaced within its lease, and a paused one writes nothing once the lease has moved;
+//! a knob change's log line names the aim the law steered for.
 
 mod common;
 
@@ -52,6 +53,28 @@ fn sigterm_exits_0_within_2_seconds_and_releases_the_lease() {
     assert_eq!(status.code(), Some(0));
     let lease: Option<String> = stack.redis.cmd(&["GET", "regulator:leader"]);
     assert_eq!(lease, None, "released on the way out");
+}
+
+#[test]
+fn a_knob_change_is_logged_with_the_aim_the_law_steered_for() {
+    let stack = Stack::start();
+    stack.exporter.set("db_latency", 3.0);
+    stack.wait_scraped("db_latency", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let text = stack.config(&policy("db", "db_latency", "hold")).replace(
+        "control: { law: aimd, increase: 50, decrease: 0.5 }",
+        "control: { law: predictive, margin: 0.2 }",
+    );
+    assert!(text.contains("law: predictive"), "{text}");
+    let path = write_config(dir.path(), "r.yaml", &text);
+    let r = Regulator::start_logged(&path, &["--log-format", "json"]);
+    let lines = r.logs_until("knobs changed", Duration::from_secs(10));
+    let line: serde_json::Value =
+        serde_json::from_str(lines.last().unwrap()).expect("a JSON log line");
+    assert_eq!(line["reason"], "overloaded", "{line}");
+    // Target 1, margin 0.2, and no noise measured yet: the law aimed at 0.8.
+    let aim = line["aim"].as_f64().expect("the aim, a number");
+    assert!((aim - 0.8).abs() < 1e-9, "{line}");
 }
 
 #[test]

@@ -493,6 +493,7 @@ async fn daemon_lowers(server: &RedisServer, name: &str, from: f64, to: f64) {
             signal: Some(2.0),
             law: "aimd",
             reason: "overloaded".into(),
+            aim: 0.9,
         }])
         .await
         .unwrap();

@@ -87,6 +87,7 @@ fn change(name: &str, rps: f64) -> KnobChange {
         signal: Some(0.5),
         law: "aimd",
         reason: "overloaded".into(),
+        aim: 0.9,
     }
 }
 

@@ -19,6 +19,7 @@ fn change(name: &str, old: Option<regulator::Knobs>, new: regulator::Knobs) -> K
         signal: Some(0.4),
         law: "aimd",
         reason: "overloaded".into(),
+        aim: 0.9,
     }
 }
 
