@@ -25,6 +25,10 @@ async def test_the_event_loop_keeps_running_while_a_call_waits(server):
     client = await ra.Client.connect(server.url)
     bucket = client.token_bucket("slow", rps=1, burst=1, window=1)
     await bucket.consume()
+    # The bucket refills on whole seconds of Redis's clock: this wait ends just after one
+    # refill and takes its token, so the next wait lasts most of a second, wherever in a
+    # second the test started (a wait begun near a boundary would be over in milliseconds).
+    assert (await bucket.wait(1, max_wait=2.0)).allowed
     ticks = 0
 
     async def tick() -> None:
@@ -34,12 +38,15 @@ async def test_the_event_loop_keeps_running_while_a_call_waits(server):
             await asyncio.sleep(0.001)
 
     ticker = asyncio.ensure_future(tick())
+    started = time.monotonic()
     try:
         d = await bucket.wait(1, max_wait=2.0)
     finally:
         ticker.cancel()
+    waited = time.monotonic() - started
     assert d.allowed
-    assert ticks > 50, f"the loop ticked only {ticks} times during the wait"
+    assert waited > 0.3, f"the wait lasted only {waited:.3f} s"
+    assert ticks > 50, f"the loop ticked only {ticks} times during a {waited:.3f} s wait"
 
 
 @pytest.mark.asyncio
@@ -61,6 +68,9 @@ async def test_async_errors_are_the_same_exceptions(server, dead_url):
         await client.token_bucket("orders", rps=5).consume(-1)
     bucket = client.token_bucket("one", rps=1, burst=1, window=1)
     await bucket.consume()
+    # Just after a whole second's refill (this wait takes its token), the next is most of a
+    # second away.
+    assert (await bucket.wait(1, max_wait=2.0)).allowed
     with pytest.raises(regulator.MaxWaitExceeded):
         await bucket.wait(1, max_wait=0.01)
     with pytest.raises(regulator.Unreachable):
