@@ -245,7 +245,7 @@ impl PolicyState {
                     signal: signal.ok(),
                     law: policy.throttle.control.law(),
                     reason: step.reason.to_owned(),
-                    aim: step.aim,
+                    aim: member.controller.aim(),
                 });
             }
         }

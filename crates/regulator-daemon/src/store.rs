@@ -37,8 +37,8 @@ pub struct KnobChange {
     pub law: &'static str,
     /// Why: "overloaded", "headroom", "no data: min"...
     pub reason: String,
-    /// The signal the law aimed at (see [`Step::aim`](crate::control::Step::aim)); logged,
-    /// not stored.
+    /// The signal the law aimed at (see
+    /// [`Controller::aim`](crate::control::Controller::aim)); logged, not stored.
     pub aim: f64,
 }
 

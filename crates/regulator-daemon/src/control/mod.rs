@@ -103,9 +103,6 @@ pub struct Step {
     pub change: Change,
     /// Why, in a word or two, for the history entry and the log.
     pub reason: &'static str,
-    /// The signal the law aimed at: the target, or for the predictive law its margin under
-    /// it (wider when the signal is noisy), so that "above aim" can be read in the log.
-    pub aim: f64,
 }
 
 /// One throttle's controller. Clones share the policy's settings, and a clone of a fresh
@@ -178,8 +175,11 @@ impl Controller {
         }
     }
 
-    /// The signal the policy aims at: its target, or for the predictive law `margin` under it.
-    fn aim(&self) -> f64 {
+    /// The signal the policy aims at: its target, or for the predictive law `margin` under it
+    /// (wider when the signal is noisy), as of the last tick; logged with each knob change so
+    /// that "above aim" can be read.
+    #[must_use]
+    pub fn aim(&self) -> f64 {
         let margin = self.predictive.as_ref().map_or(0.0, |p| p.margin());
         match self.settings.direction {
             Direction::HigherIsWorse => self.settings.target * (1.0 - margin),
@@ -314,7 +314,7 @@ impl Controller {
         if let (Some(p), Some(before)) = (&mut self.predictive, before) {
             p.proposed(now, knobs.rps, before);
         }
-        self.step(current, knobs, reason)
+        Self::step(current, knobs, reason)
     }
 
     /// A tick whose signal is within the deadband: a hold, or for the predictive law a step
@@ -336,12 +336,12 @@ impl Controller {
         if let Some(p) = &mut self.predictive {
             p.proposed(now, knobs.rps, before);
         }
-        self.step(current, knobs, "undoing an escalated cut")
+        Self::step(current, knobs, "undoing an escalated cut")
     }
 
     /// `rps` kept (inside the bounds), burst and window as they are.
     fn hold(&self, current: Knobs, rps: f64, reason: &'static str) -> Step {
-        self.step(
+        Self::step(
             current,
             self.bounded(rps, current.burst, current.window),
             reason,
@@ -405,7 +405,7 @@ impl Controller {
             OnNoData::Defaults => "no data: defaults",
             OnNoData::Min => "no data: min",
         };
-        self.step(current, knobs, reason)
+        Self::step(current, knobs, reason)
     }
 
     fn cooling(&self, now: Duration) -> bool {
@@ -467,7 +467,7 @@ impl Controller {
         knobs
     }
 
-    fn step(&self, current: Knobs, knobs: Knobs, reason: &'static str) -> Step {
+    fn step(current: Knobs, knobs: Knobs, reason: &'static str) -> Step {
         let change = if knobs.rps > current.rps {
             Change::Up
         } else if knobs.rps < current.rps {
@@ -479,7 +479,6 @@ impl Controller {
             knobs,
             change,
             reason,
-            aim: self.aim(),
         }
     }
 }
