@@ -712,6 +712,28 @@ mod tests {
     }
 
     #[test]
+    fn the_live_schedule_file_is_the_threads_family_in_80_s_phases() {
+        let live = Scenario::parse(
+            include_str!("../scenarios/threads-live.yaml"),
+            "threads-live.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let family = Scenario::built_in("family-threads").expect("built in");
+        assert_eq!(live.name, "threads-live");
+        assert_eq!(
+            live.steps(),
+            vec![Duration::from_secs(80), Duration::from_secs(160)]
+        );
+        assert_eq!(live.duration, Duration::from_secs(240));
+        assert_eq!(
+            format!("{:?}", live.policy),
+            format!("{:?}", family.policy),
+            "the same policy as the family"
+        );
+        assert_eq!(live.plant, family.plant, "the same plant as the family");
+    }
+
+    #[test]
     fn five_families_are_five_plants_the_sixth_a_fleet_and_bad_plants_are_refused() {
         let kinds: Vec<&str> = FAMILIES
             .iter()
