@@ -303,6 +303,9 @@ impl PredictiveState {
         };
         let careful = laws::predictive(rps, applied, pressure, params);
         if overloaded {
+            let careful = self
+                .saturated_cut(rps, pressure, params)
+                .map_or(careful, |cut| careful.min(cut));
             self.streak = self.streak.saturating_add(1);
             let binding = |cut: f64| slack.map_or(cut, |served| cut.min(ESCALATION * served));
             if self.streak > 1
@@ -358,6 +361,21 @@ impl PredictiveState {
             }
             _ => careful,
         }
+    }
+
+    /// The cut for a deep overload (past [`DEEP_OVERLOAD`]) under a limit that binds (the
+    /// rate served between [`BOUND`] × the limit and the limit: the fleet sends what it may,
+    /// and no backlog drains under the knob), sized from the rate served and no deeper than
+    /// [`ESCALATION`] × it; none without a rate served or outside that case. The rate served
+    /// and the signal are counted over the same range window, so they describe the same
+    /// queries, while the limit a cut is otherwise sized from is the highest the signal may
+    /// reflect: after a capacity drop, one the backend no longer sees (a pool saturated at
+    /// its new capacity waited out a signal window at 1.9 × the target with no cut).
+    fn saturated_cut(&self, rps: f64, pressure: f64, params: laws::Predictive) -> Option<f64> {
+        let served = self.served?;
+        let binding = served >= BOUND * rps && served <= rps;
+        (binding && pressure >= DEEP_OVERLOAD)
+            .then(|| laws::predictive(rps, served, pressure, params).max(ESCALATION * served))
     }
 
     /// What the rates served over the window say of the demand, for a tick at `rps` whose

@@ -648,7 +648,9 @@ fn an_overload_under_a_limit_that_does_not_bind_is_cut_under_the_rate_served() {
 
 #[test]
 fn a_binding_limit_is_cut_as_without_the_rate_served() {
-    // The fleet sends what the limit allows: the rate served changes nothing.
+    // The fleet sends what the limit allows: the rate served changes nothing, as each cut
+    // here is sized from a knob close enough to the rate served that the limit's cut is the
+    // deeper one (unlike the next test's).
     let ticks = [
         (0.22, 115.0),
         (0.22, 118.0),
@@ -661,6 +663,44 @@ fn a_binding_limit_is_cut_as_without_the_rate_served() {
     let seeing = slack_run(Some(0.0), &ticks);
     assert_eq!(blind, seeing);
     assert_eq!(seeing.last().unwrap().change, Change::Down);
+}
+
+/// The predictive law at 120 rps for two ticks in the deadband, then at 40 (a cut the
+/// signal's window still holds the 120 of) with the signal at twice the target and `served`
+/// the rate served then (none: no rate served at all); its step.
+fn saturated_run(served: Option<f64>) -> Step {
+    let mut p = policy(PREDICTIVE);
+    p.bounds.min_rps = 1.0;
+    p.signal.query = "q(rate(x[1m]))".into();
+    let mut c = Controller::new(&p, secs(10));
+    let high = Knobs {
+        rps: 120.0,
+        ..c.initial()
+    };
+    c.tick_served(high, 0.22, served.map(|_| 118.0), secs(10));
+    c.tick_served(high, 0.22, served.map(|_| 118.0), secs(20));
+    let low = Knobs { rps: 40.0, ..high };
+    c.tick_served(low, 0.5, served, secs(30))
+}
+
+#[test]
+fn a_deep_overload_under_a_binding_limit_is_cut_from_the_rate_served() {
+    let blind = saturated_run(None);
+    assert_eq!(
+        blind.knobs.rps, 40.0,
+        "sized from the 120 the signal may reflect, the cut is above the knob: {blind:?}"
+    );
+    // The backend serves 39/s under the limit of 40: it binds, and nothing drains.
+    let seeing = saturated_run(Some(39.0));
+    assert!(
+        (seeing.knobs.rps - 0.7 * 39.0).abs() < 1e-9,
+        "from the rate served, no deeper than 0.7 × it: {seeing:?}"
+    );
+    // 45/s served under a limit of 40 is a backlog draining: the limit's own cut stands.
+    assert_eq!(saturated_run(Some(45.0)).knobs.rps, 40.0);
+    // 30/s under 40: the limit does not bind, and the first cut of an overload is the
+    // limit's (see the test above).
+    assert_eq!(saturated_run(Some(30.0)).knobs.rps, 40.0);
 }
 
 #[test]
