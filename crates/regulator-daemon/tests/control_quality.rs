@@ -374,3 +374,77 @@ fn the_rate_served_is_what_holds_the_threads_family() {
         "with the rate served {with:.3?}, without {without:.3?}"
     );
 }
+
+/// Seeds of `threads-live` (the threads family on the live limitlion service's 80 s phases)
+/// judged as `live_services.rs` judges that service: every phase from 10 intervals after its
+/// step (15 after start), the share of intervals whose p99 is within 1.2 × the target and the
+/// good queries over the SLO capacity. Per seed: whether it meets the live test's floors (75%,
+/// 80%) and its goals (90%, 80%).
+fn live_schedule(seeds: std::ops::RangeInclusive<u64>) -> Vec<(bool, bool)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../regulator-sim/scenarios/threads-live.yaml");
+    let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let target = s.policy.throttle.signal.target;
+    let mut bounds = vec![0.0];
+    bounds.extend(s.steps().iter().map(std::time::Duration::as_secs_f64));
+    bounds.push(s.duration.as_secs_f64());
+    seeds
+        .map(|seed| {
+            let mut law = Daemon::new("default", &s.policy.throttle, s.policy.interval);
+            let trace = sim::run(&s, &mut law, seed);
+            let (mut floors, mut goals) = (true, true);
+            for (i, phase) in bounds.windows(2).enumerate() {
+                let settle = if i == 0 { 30.0 } else { 20.0 };
+                let settled: Vec<_> = trace
+                    .periods
+                    .iter()
+                    .filter(|p| p.end > phase[0] + settle && p.end <= phase[1])
+                    .collect();
+                assert!(
+                    !settled.is_empty(),
+                    "seed {seed} phase {i}: no settled interval"
+                );
+                let n = settled.len() as f64;
+                let within = settled
+                    .iter()
+                    .filter(|p| p.p99.is_none_or(|p99| p99 <= 1.2 * target))
+                    .count() as f64
+                    / n;
+                let share = settled
+                    .iter()
+                    .map(|p| (p.served - p.timeouts) / p.length / p.slo_capacity)
+                    .sum::<f64>()
+                    / n;
+                eprintln!(
+                    "threads-live seed {seed} phase {i}: {:.1}% within 1.2 x target, {:.1}% of \
+                     the SLO capacity",
+                    100.0 * within,
+                    100.0 * share
+                );
+                floors &= within >= 0.75 && share >= 0.8;
+                goals &= within >= 0.9 && share >= 0.8;
+            }
+            (floors, goals)
+        })
+        .collect()
+}
+
+#[test]
+fn the_live_limitlion_schedule_meets_the_live_tests_floors_in_28_of_30_seeds() {
+    // LOSES: the goal is every seed. Two seeds miss the live test's floors and five its goals
+    // (2026-12-07: before the saturated cut, four and nine): seed 1 with 73% of intervals
+    // within 1.2 x target, seed 5 at 73% of the SLO capacity (an escalation cascade, then a
+    // slow climb).
+    let seeds = live_schedule(1..=30);
+    let floors = seeds.iter().filter(|(f, _)| !f).count();
+    let goals = seeds.iter().filter(|(_, g)| !g).count();
+    eprintln!("threads-live: {floors} of 30 seeds under the floors, {goals} under the goals");
+    assert!(
+        floors <= 2,
+        "{floors} of 30 seeds under the live test's floors"
+    );
+    assert!(
+        goals <= 5,
+        "{goals} of 30 seeds under the live test's goals"
+    );
+}
