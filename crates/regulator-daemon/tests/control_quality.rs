@@ -323,12 +323,13 @@ fn the_neighbour_family_holds_its_floors() {
 
 #[test]
 fn the_threads_family_holds_its_floors() {
-    // LOSES: in the halved phase, compliance 88-94% (goal 95%) and overshoot up to 17% (goal
+    // LOSES: in the halved phase, compliance 90% (goal 95%) and overshoot up to 12.5% (goal
     // 10%): at 24 rps in whole-second grants this pool's p99 sits at 0.8-1.0 × the target,
-    // so its noise crosses it.
+    // so its noise crosses it. (Before the saturated cut of 2026-12-07: 88%, 94.7% goodput,
+    // recovery 9, overshoot 17%.)
     let within = family(
         "family-threads",
-        [GOALS, loses(0.86, 0.92, 10, 0.18), GOALS],
+        [GOALS, loses(0.89, 0.95, 10, 0.13), GOALS],
     );
     feasible("family-threads", within);
 }
@@ -430,21 +431,20 @@ fn live_schedule(seeds: std::ops::RangeInclusive<u64>) -> Vec<(bool, bool)> {
 }
 
 #[test]
-fn the_live_limitlion_schedule_meets_the_live_tests_floors_in_28_of_30_seeds() {
-    // LOSES: the goal is every seed. Two seeds miss the live test's floors and five its goals
-    // (2026-12-07: before the saturated cut, four and nine): seed 1 with 73% of intervals
-    // within 1.2 x target, seed 5 at 73% of the SLO capacity (an escalation cascade, then a
-    // slow climb).
+fn the_live_limitlion_schedule_meets_the_live_tests_goals_in_29_of_30_seeds() {
+    // LOSES: the goal is every seed. Seed 5 serves 73% of the SLO capacity in the halved
+    // phase (an escalation cascade to 18 rps, then a slow climb); 2026-12-07, before the
+    // saturated cut, 4 seeds missed the live test's floors and 9 its goals.
     let seeds = live_schedule(1..=30);
     let floors = seeds.iter().filter(|(f, _)| !f).count();
     let goals = seeds.iter().filter(|(_, g)| !g).count();
     eprintln!("threads-live: {floors} of 30 seeds under the floors, {goals} under the goals");
     assert!(
-        floors <= 2,
+        floors <= 1,
         "{floors} of 30 seeds under the live test's floors"
     );
     assert!(
-        goals <= 5,
+        goals <= 1,
         "{goals} of 30 seeds under the live test's goals"
     );
 }

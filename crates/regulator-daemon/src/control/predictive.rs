@@ -303,9 +303,11 @@ impl PredictiveState {
         };
         let careful = laws::predictive(rps, applied, pressure, params);
         if overloaded {
-            let careful = self
-                .saturated_cut(rps, pressure, params)
-                .map_or(careful, |cut| careful.min(cut));
+            // Sized from the highest limit the signal may reflect, a cut may not cut at all.
+            let careful = match self.saturated_cut(rps, pressure, params) {
+                Some(cut) if careful >= rps => careful.min(cut),
+                _ => careful,
+            };
             self.streak = self.streak.saturating_add(1);
             let binding = |cut: f64| slack.map_or(cut, |served| cut.min(ESCALATION * served));
             if self.streak > 1
@@ -364,16 +366,16 @@ impl PredictiveState {
     }
 
     /// The cut for a deep overload (past [`DEEP_OVERLOAD`]) under a limit that binds (the
-    /// rate served between [`BOUND`] × the limit and the limit: the fleet sends what it may,
-    /// and no backlog drains under the knob), sized from the rate served and no deeper than
-    /// [`ESCALATION`] × it; none without a rate served or outside that case. The rate served
-    /// and the signal are counted over the same range window, so they describe the same
-    /// queries, while the limit a cut is otherwise sized from is the highest the signal may
-    /// reflect: after a capacity drop, one the backend no longer sees (a pool saturated at
-    /// its new capacity waited out a signal window at 1.9 × the target with no cut).
+    /// rate served at least [`BOUND`] × the limit), sized from the rate served and no deeper
+    /// than [`ESCALATION`] × it; none without a rate served or outside that case. The law
+    /// takes it when the cut sized from the highest limit the signal may reflect would not
+    /// cut at all: after a capacity drop, that limit is one the backend no longer sees (a
+    /// pool saturated at its new capacity waited out a signal window at 1.9 × the target with
+    /// no cut). The rate served and the signal are counted over the same range window, so
+    /// they describe the same queries.
     fn saturated_cut(&self, rps: f64, pressure: f64, params: laws::Predictive) -> Option<f64> {
         let served = self.served?;
-        let binding = served >= BOUND * rps && served <= rps;
+        let binding = served >= BOUND * rps;
         (binding && pressure >= DEEP_OVERLOAD)
             .then(|| laws::predictive(rps, served, pressure, params).max(ESCALATION * served))
     }

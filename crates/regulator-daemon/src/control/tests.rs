@@ -665,42 +665,45 @@ fn a_binding_limit_is_cut_as_without_the_rate_served() {
     assert_eq!(seeing.last().unwrap().change, Change::Down);
 }
 
-/// The predictive law at 120 rps for two ticks in the deadband, then at 40 (a cut the
-/// signal's window still holds the 120 of) with the signal at twice the target and `served`
-/// the rate served then (none: no rate served at all); its step.
-fn saturated_run(served: Option<f64>) -> Step {
+/// The predictive law at `before` rps for two ticks in the deadband, then at 40 (a cut the
+/// signal's window still holds the `before` of) with the signal at twice the target and
+/// `served` the rate served then (none: no rate served at all); its step.
+fn saturated_run(before: f64, served: Option<f64>) -> Step {
     let mut p = policy(PREDICTIVE);
     p.bounds.min_rps = 1.0;
     p.signal.query = "q(rate(x[1m]))".into();
     let mut c = Controller::new(&p, secs(10));
     let high = Knobs {
-        rps: 120.0,
+        rps: before,
         ..c.initial()
     };
-    c.tick_served(high, 0.22, served.map(|_| 118.0), secs(10));
-    c.tick_served(high, 0.22, served.map(|_| 118.0), secs(20));
+    let rate = served.map(|_| 0.98 * before);
+    c.tick_served(high, 0.22, rate, secs(10));
+    c.tick_served(high, 0.22, rate, secs(20));
     let low = Knobs { rps: 40.0, ..high };
     c.tick_served(low, 0.5, served, secs(30))
 }
 
 #[test]
 fn a_deep_overload_under_a_binding_limit_is_cut_from_the_rate_served() {
-    let blind = saturated_run(None);
+    let blind = saturated_run(120.0, None);
     assert_eq!(
         blind.knobs.rps, 40.0,
         "sized from the 120 the signal may reflect, the cut is above the knob: {blind:?}"
     );
-    // The backend serves 39/s under the limit of 40: it binds, and nothing drains.
-    let seeing = saturated_run(Some(39.0));
+    // The backend serves 39/s under the limit of 40: it binds.
+    let seeing = saturated_run(120.0, Some(39.0));
     assert!(
         (seeing.knobs.rps - 0.7 * 39.0).abs() < 1e-9,
         "from the rate served, no deeper than 0.7 × it: {seeing:?}"
     );
-    // 45/s served under a limit of 40 is a backlog draining: the limit's own cut stands.
-    assert_eq!(saturated_run(Some(45.0)).knobs.rps, 40.0);
     // 30/s under 40: the limit does not bind, and the first cut of an overload is the
-    // limit's (see the test above).
-    assert_eq!(saturated_run(Some(30.0)).knobs.rps, 40.0);
+    // limit's (see the tests above).
+    assert_eq!(saturated_run(120.0, Some(30.0)).knobs.rps, 40.0);
+    // With 40 in force all along the limit's own cut (to 40 / 2) stands.
+    let (blind, seeing) = (saturated_run(40.0, None), saturated_run(40.0, Some(39.0)));
+    assert_eq!(seeing, blind);
+    assert!((seeing.knobs.rps - 20.0).abs() < 1e-9, "{seeing:?}");
 }
 
 #[test]
