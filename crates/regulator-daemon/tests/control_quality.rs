@@ -323,13 +323,14 @@ fn the_neighbour_family_holds_its_floors() {
 
 #[test]
 fn the_threads_family_holds_its_floors() {
-    // LOSES: in the halved phase, compliance 90% (goal 95%) and overshoot up to 12.5% (goal
+    // LOSES: in the halved phase, compliance 92% (goal 95%) and overshoot up to 12.5% (goal
     // 10%): at 24 rps in whole-second grants this pool's p99 sits at 0.8-1.0 × the target,
     // so its noise crosses it. (Before the saturated cut of 2026-12-07: 88%, 94.7% goodput,
-    // recovery 9, overshoot 17%.)
+    // recovery 9, overshoot 17%; with it, before a cut from the rate served held off
+    // escalations: 90%, 96.5%, 8, 12.5%.)
     let within = family(
         "family-threads",
-        [GOALS, loses(0.89, 0.95, 10, 0.13), GOALS],
+        [GOALS, loses(0.92, 0.95, 10, 0.13), GOALS],
     );
     feasible("family-threads", within);
 }
@@ -431,20 +432,14 @@ fn live_schedule(seeds: std::ops::RangeInclusive<u64>) -> Vec<(bool, bool)> {
 }
 
 #[test]
-fn the_live_limitlion_schedule_meets_the_live_tests_goals_in_29_of_30_seeds() {
-    // LOSES: the goal is every seed. Seed 5 serves 73% of the SLO capacity in the halved
-    // phase (an escalation cascade to 18 rps, then a slow climb); 2026-12-07, before the
-    // saturated cut, 4 seeds missed the live test's floors and 9 its goals.
+fn the_live_limitlion_schedule_meets_the_live_tests_goals_in_all_30_seeds() {
+    // 2026-12-07, before the saturated cut, 4 seeds missed the live test's floors and 9 its
+    // goals; with it, seed 5 still missed (an escalation right after the cut from the rate
+    // served cascaded to 18 rps, 73% of the SLO capacity, then climbed slowly).
     let seeds = live_schedule(1..=30);
     let floors = seeds.iter().filter(|(f, _)| !f).count();
     let goals = seeds.iter().filter(|(_, g)| !g).count();
     eprintln!("threads-live: {floors} of 30 seeds under the floors, {goals} under the goals");
-    assert!(
-        floors <= 1,
-        "{floors} of 30 seeds under the live test's floors"
-    );
-    assert!(
-        goals <= 1,
-        "{goals} of 30 seeds under the live test's goals"
-    );
+    assert_eq!(floors, 0, "seeds under the live test's floors");
+    assert_eq!(goals, 0, "seeds under the live test's goals");
 }

@@ -49,7 +49,9 @@ const CEILING_MEMORY: Duration = Duration::from_secs(900);
 const DEEP_OVERLOAD: f64 = 1.5;
 /// A cut on a worse signal past [`DEEP_OVERLOAD`], after an earlier cut in the same
 /// overload, goes at least this far below the knob in force, as AIMD would: the model read
-/// the capped signal as a small excess and its cut was not enough.
+/// the capped signal as a small excess and its cut was not enough. Not within the lag and
+/// range window after a cut from the rate served: that cut was not read from the signal
+/// (see [`PredictiveState::saturated_cut`]).
 const ESCALATION: f64 = 0.7;
 /// ... when the signal rose since that cut (which had the lag to show) by more than the
 /// first and less than the second share: it creeps toward a cap. A signal that climbs
@@ -119,6 +121,8 @@ pub(super) struct PredictiveState {
     pending: Option<Pending>,
     /// The rate served over the signal's window, as this tick measured it.
     served: Option<f64>,
+    /// When the law last cut from the rate served (see [`PredictiveState::saturated_cut`]).
+    saturated: Option<Duration>,
 }
 
 /// One recent tick: the rate served then, and the lowest and highest limits its signal may
@@ -145,6 +149,7 @@ pub(super) struct Memory {
     ceiling: Option<(f64, Duration)>,
     streak: u32,
     undo: Option<f64>,
+    saturated: Option<Duration>,
 }
 
 impl PredictiveState {
@@ -176,6 +181,7 @@ impl PredictiveState {
             ceiling: None,
             pending: None,
             served: None,
+            saturated: None,
         }
     }
 
@@ -209,6 +215,7 @@ impl PredictiveState {
             self.ceiling = p.before.ceiling;
             self.streak = p.before.streak;
             self.undo = p.before.undo;
+            self.saturated = p.before.saturated;
         }
     }
 
@@ -219,6 +226,7 @@ impl PredictiveState {
             ceiling: self.ceiling,
             streak: self.streak,
             undo: self.undo,
+            saturated: self.saturated,
         }
     }
 
@@ -303,25 +311,7 @@ impl PredictiveState {
         };
         let careful = laws::predictive(rps, applied, pressure, params);
         if overloaded {
-            // Sized from the highest limit the signal may reflect, a cut may not cut at all.
-            let careful = match self.saturated_cut(rps, pressure, params) {
-                Some(cut) if careful >= rps => careful.min(cut),
-                _ => careful,
-            };
-            self.streak = self.streak.saturating_add(1);
-            let binding = |cut: f64| slack.map_or(cut, |served| cut.min(ESCALATION * served));
-            if self.streak > 1
-                && creeping
-                && pressure >= DEEP_OVERLOAD
-                && careful > rps * ESCALATION
-            {
-                self.undo = Some(careful);
-                return binding(rps * ESCALATION);
-            }
-            if self.streak == 1 {
-                self.undo = None;
-            }
-            return binding(careful);
+            return self.cut(rps, (careful, pressure), params, (slack, creeping), now);
         }
         match self.ceiling {
             // Well under a rate known to overload, with headroom over the last ticks: the
@@ -363,6 +353,52 @@ impl PredictiveState {
             }
             _ => careful,
         }
+    }
+
+    /// The cut for an overloaded tick at `rps`: the model's `careful` cut at `pressure`, the
+    /// cut from the rate served where that would not cut (see
+    /// [`PredictiveState::saturated_cut`]), or an escalation (see [`ESCALATION`]); never over
+    /// [`ESCALATION`] × the rate served where the limit does not bind (`slack`, see [`SLACK`]).
+    fn cut(
+        &mut self,
+        rps: f64,
+        (careful, pressure): (f64, f64),
+        params: laws::Predictive,
+        (slack, creeping): (Option<f64>, bool),
+        now: Duration,
+    ) -> f64 {
+        // Sized from the highest limit the signal may reflect, a cut may not cut at all.
+        let careful = match self.saturated_cut(rps, pressure, params) {
+            Some(cut) if careful >= rps && cut < careful => {
+                // The model's cut an earlier escalation went under was sized from a limit
+                // the backend no longer sees: no stepping back toward it.
+                self.saturated = Some(now);
+                self.undo = None;
+                cut
+            }
+            _ => careful,
+        };
+        self.streak = self.streak.saturating_add(1);
+        let binding = |cut: f64| slack.map_or(cut, |served| cut.min(ESCALATION * served));
+        // A cut from the rate served counts the queries the signal counts: a signal that
+        // still creeps before that cut can show (lag and range window) speaks of the backlog
+        // the limit before it built, not of a cut too small.
+        let settling = self
+            .saturated
+            .is_some_and(|at| now.saturating_sub(at) < self.lag.saturating_add(self.span));
+        if self.streak > 1
+            && creeping
+            && !settling
+            && pressure >= DEEP_OVERLOAD
+            && careful > rps * ESCALATION
+        {
+            self.undo = Some(careful);
+            return binding(rps * ESCALATION);
+        }
+        if self.streak == 1 {
+            self.undo = None;
+        }
+        binding(careful)
     }
 
     /// The cut for a deep overload (past [`DEEP_OVERLOAD`]) under a limit that binds (the

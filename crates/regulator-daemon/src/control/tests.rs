@@ -595,6 +595,41 @@ fn an_escalated_cut_is_stepped_back_toward_the_models_cut_while_the_signal_is_on
     assert!(k.rps > escalated, "{} after {escalated}", k.rps);
 }
 
+#[test]
+fn a_cut_from_the_rate_served_is_not_escalated_while_it_shows_nor_stepped_back_from() {
+    // A pool saturated at its new capacity under a fleet that sent what the limit allowed:
+    // the signal creeps up while its range window (10 s) still holds the backlog of the
+    // limits before. The rate served says how deep to cut; an escalation on top (30% off the
+    // knob a tick) would cascade far under what the pool serves.
+    let (mut c, mut k) = predictive_at(400.0);
+    let mut now = secs(0);
+    let mut tick = |k: Knobs, signal: f64, served: Option<f64>| {
+        now += secs(2);
+        c.tick_served(k, signal, served, now)
+    };
+    // The model's cut (400 / 1.6), then an escalation (the signal crept 10%, no rate served):
+    // 0.7 × 250, under the model's 400 / 1.76.
+    k = tick(k, 0.40, None).knobs;
+    k = tick(k, 0.44, None).knobs;
+    assert!((k.rps - 175.0).abs() < 1e-9, "{k:?}");
+    // 180/s served under 175: the limit binds, and the cut comes from the rate served.
+    k = tick(k, 0.47, Some(180.0)).knobs;
+    assert!((k.rps - 0.7 * 180.0).abs() < 1e-9, "{k:?}");
+    // Two seconds on, still creeping: the cut from the rate served again, not 0.7 × 126.
+    k = tick(k, 0.52, Some(170.0)).knobs;
+    assert!((k.rps - 0.7 * 170.0).abs() < 1e-9, "{k:?}");
+    // On aim from now on: the model's cut the escalation went under (227) was sized from a
+    // limit the pool no longer serves, and the law does not step back toward it.
+    for _ in 0..40 {
+        let next = tick(k, 0.22, Some(0.98 * k.rps));
+        assert_ne!(
+            next.reason, "undoing an escalated cut",
+            "{next:?} from {k:?}"
+        );
+        k = next.knobs;
+    }
+}
+
 /// The predictive law given `(signal, rate served)` (the rate only if `served` is some), over
 /// ticks of 10 s from a limit of 120 on a signal over `rate(..[1m])`, and their steps.
 fn slack_run(served: Option<f64>, ticks: &[(f64, f64)]) -> Vec<Step> {
