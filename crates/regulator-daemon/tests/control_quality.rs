@@ -323,14 +323,15 @@ fn the_neighbour_family_holds_its_floors() {
 
 #[test]
 fn the_threads_family_holds_its_floors() {
-    // LOSES: in the halved phase, compliance 92% (goal 95%) and overshoot up to 12.5% (goal
+    // LOSES: in the halved phase, compliance 92% (goal 95%) and overshoot up to 10.4% (goal
     // 10%): at 24 rps in whole-second grants this pool's p99 sits at 0.8-1.0 × the target,
     // so its noise crosses it. (Before the saturated cut of 2026-12-07: 88%, 94.7% goodput,
     // recovery 9, overshoot 17%; with it, before a cut from the rate served held off
-    // escalations: 90%, 96.5%, 8, 12.5%.)
+    // escalations: 90%, 96.5%, 8, 12.5%; and before it applied past the target, not only
+    // past 1.5 × it: 92%, 95.3%, 8, 12.5%.)
     let within = family(
         "family-threads",
-        [GOALS, loses(0.92, 0.95, 10, 0.13), GOALS],
+        [GOALS, loses(0.92, 0.97, 10, 0.11), GOALS],
     );
     feasible("family-threads", within);
 }

@@ -401,18 +401,18 @@ impl PredictiveState {
         binding(careful)
     }
 
-    /// The cut for a deep overload (past [`DEEP_OVERLOAD`]) under a limit that binds (the
-    /// rate served at least [`BOUND`] × the limit), sized from the rate served and no deeper
-    /// than [`ESCALATION`] × it; none without a rate served or outside that case. The law
-    /// takes it when the cut sized from the highest limit the signal may reflect would not
-    /// cut at all: after a capacity drop, that limit is one the backend no longer sees (a
-    /// pool saturated at its new capacity waited out a signal window at 1.9 × the target with
-    /// no cut). The rate served and the signal are counted over the same range window, so
-    /// they describe the same queries.
+    /// The cut for a signal past the target under a limit that binds (the rate served at
+    /// least [`BOUND`] × the limit), sized from the rate served and no deeper than
+    /// [`ESCALATION`] × it; none without a rate served or outside that case. The law takes it
+    /// when the cut sized from the highest limit the signal may reflect would not cut at
+    /// all: after a capacity drop, that limit is one the backend no longer sees (a pool
+    /// saturated at its new capacity waited out a signal window at 1.9 × the target with no
+    /// cut, another at 1.5 ×). The rate served and the signal are counted over the same range
+    /// window, so they describe the same queries.
     fn saturated_cut(&self, rps: f64, pressure: f64, params: laws::Predictive) -> Option<f64> {
         let served = self.served?;
         let binding = served >= BOUND * rps;
-        (binding && pressure >= DEEP_OVERLOAD)
+        (binding && pressure > 1.0)
             .then(|| laws::predictive(rps, served, pressure, params).max(ESCALATION * served))
     }
 

@@ -701,9 +701,9 @@ fn a_binding_limit_is_cut_as_without_the_rate_served() {
 }
 
 /// The predictive law at `before` rps for two ticks in the deadband, then at 40 (a cut the
-/// signal's window still holds the `before` of) with the signal at twice the target and
-/// `served` the rate served then (none: no rate served at all); its step.
-fn saturated_run(before: f64, served: Option<f64>) -> Step {
+/// signal's window still holds the `before` of) with the signal at `excess` × the target
+/// and `served` the rate served then (none: no rate served at all); its step.
+fn saturated_run(before: f64, excess: f64, served: Option<f64>) -> Step {
     let mut p = policy(PREDICTIVE);
     p.bounds.min_rps = 1.0;
     p.signal.query = "q(rate(x[1m]))".into();
@@ -716,27 +716,38 @@ fn saturated_run(before: f64, served: Option<f64>) -> Step {
     c.tick_served(high, 0.22, rate, secs(10));
     c.tick_served(high, 0.22, rate, secs(20));
     let low = Knobs { rps: 40.0, ..high };
-    c.tick_served(low, 0.5, served, secs(30))
+    c.tick_served(low, excess * 0.25, served, secs(30))
 }
 
 #[test]
-fn a_deep_overload_under_a_binding_limit_is_cut_from_the_rate_served() {
-    let blind = saturated_run(120.0, None);
+fn an_overload_under_a_binding_limit_is_cut_from_the_rate_served() {
+    let blind = saturated_run(120.0, 2.0, None);
     assert_eq!(
         blind.knobs.rps, 40.0,
         "sized from the 120 the signal may reflect, the cut is above the knob: {blind:?}"
     );
     // The backend serves 39/s under the limit of 40: it binds.
-    let seeing = saturated_run(120.0, Some(39.0));
+    let seeing = saturated_run(120.0, 2.0, Some(39.0));
     assert!(
         (seeing.knobs.rps - 0.7 * 39.0).abs() < 1e-9,
         "from the rate served, no deeper than 0.7 × it: {seeing:?}"
     );
+    // A shallow overload too: 20% past the target, the rate served over the signal.
+    let shallow = saturated_run(120.0, 1.2, Some(39.0));
+    assert!(
+        (shallow.knobs.rps - 39.0 / 1.2).abs() < 1e-9,
+        "from the rate served: {shallow:?}"
+    );
+    // On the target, past the aim only: no cut from the rate served.
+    assert_eq!(saturated_run(120.0, 1.0, Some(39.0)).knobs.rps, 40.0);
     // 30/s under 40: the limit does not bind, and the first cut of an overload is the
     // limit's (see the tests above).
-    assert_eq!(saturated_run(120.0, Some(30.0)).knobs.rps, 40.0);
+    assert_eq!(saturated_run(120.0, 2.0, Some(30.0)).knobs.rps, 40.0);
     // With 40 in force all along the limit's own cut (to 40 / 2) stands.
-    let (blind, seeing) = (saturated_run(40.0, None), saturated_run(40.0, Some(39.0)));
+    let (blind, seeing) = (
+        saturated_run(40.0, 2.0, None),
+        saturated_run(40.0, 2.0, Some(39.0)),
+    );
     assert_eq!(seeing, blind);
     assert!((seeing.knobs.rps - 20.0).abs() < 1e-9, "{seeing:?}");
 }
