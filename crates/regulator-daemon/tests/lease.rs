@@ -578,7 +578,10 @@ async fn two_leased_processes_with_equal_demand_get_equal_shares() {
     ];
     wait_started(&server, &["a", "b"]).await;
     let anchor = anchor_empty(&server, NAME, 2000.0);
-    wait_redis_time(&server, anchor + 4.3).await;
+    // Eight windows: over four, a fresh-clone CI run measured 4261 and 3739 (a 12% gap) where
+    // local runs give 0-6%; the shares are of the whole run, so a window one process spent
+    // descheduled weighs half as much over eight.
+    wait_redis_time(&server, anchor + 8.3).await;
     let _: () = server.cmd(&["SET", "stop", "1"]);
     let [a, b] = children.map(report);
     let windows = (refreshed(&server, NAME) - anchor).round() as u64;
