@@ -385,7 +385,7 @@ impl PredictiveState {
         // the limit before it built, not of a cut too small.
         let settling = self
             .saturated
-            .is_some_and(|at| now.saturating_sub(at) < self.lag.saturating_add(self.span));
+            .is_some_and(|at| now.saturating_sub(at) < self.shown());
         if self.streak > 1
             && creeping
             && !settling
@@ -570,6 +570,12 @@ impl PredictiveState {
                 None => Some((rps, rps)),
                 Some((lo, hi)) => Some((f64::min(lo, rps), f64::max(hi, rps))),
             })
+    }
+
+    /// How long after a change the signal has shown it in full: the lag, plus the query's
+    /// range window.
+    fn shown(&self) -> Duration {
+        self.lag.saturating_add(self.span)
     }
 
     /// How far back the signal may reach: twice the lag, plus the query's range window.
