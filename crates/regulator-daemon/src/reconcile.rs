@@ -113,6 +113,45 @@ struct Member {
     last: Option<(Duration, Step)>,
 }
 
+impl Member {
+    /// This tick's step from knobs `current`, in whole holders for a concurrency, and the
+    /// reason the signal was missing if the step was taken on its absence. A quick retry
+    /// after a failed write (within half an `interval` of the last step) re-issues the step
+    /// it could not confirm rather than stepping again: one interval never moves a throttle
+    /// twice.
+    fn step(
+        &mut self,
+        knob: Knob,
+        (signal, served): (&Result<f64, NoData>, Option<f64>),
+        current: regulator::Knobs,
+        now: Duration,
+        interval: Duration,
+    ) -> (Step, Option<&'static str>) {
+        let recent = self
+            .last
+            .filter(|(at, _)| now.saturating_sub(*at) < interval / 2)
+            .map(|(_, step)| step);
+        let (step, no_data) = match (recent, signal) {
+            (Some(step), _) => (step, None),
+            (None, Ok(value)) => (
+                self.controller.tick_served(current, *value, served, now),
+                None,
+            ),
+            (None, Err(no_data)) => (self.controller.no_data(current), Some(no_data.reason())),
+        };
+        if recent.is_none() {
+            self.last = Some((now, step));
+        }
+        let step = whole_levels(knob, step, current);
+        if recent.is_none() && signal.is_ok() {
+            // The law's proposal is what the store keeps, in whole holders for a
+            // concurrency: next tick, that is the value that shows it was written.
+            self.controller.stored_as(step.knobs.rps);
+        }
+        (step, no_data)
+    }
+}
+
 /// One policy's running state: a controller per throttle, kept across ticks and reloads
 /// that leave the policy unchanged.
 pub struct PolicyState {
@@ -195,29 +234,12 @@ impl PolicyState {
                     (member.controller.initial(), None)
                 }
             };
-            // A quick retry after a failed write re-issues the step it could not confirm
-            // rather than stepping again: one interval never moves a throttle twice.
-            let recent = member
-                .last
-                .filter(|(at, _)| ctx.now.saturating_sub(*at) < policy.interval / 2)
-                .map(|(_, step)| step);
-            let step = if let Some(step) = recent {
-                step
-            } else {
-                let step = match &signal {
-                    Ok(value) => member
-                        .controller
-                        .tick_served(current, *value, served, ctx.now),
-                    Err(no_data) => {
-                        report.no_data += 1;
-                        *reasons.entry(no_data.reason()).or_default() += 1;
-                        member.controller.no_data(current)
-                    }
-                };
-                member.last = Some((ctx.now, step));
-                step
-            };
-            let step = whole_levels(policy.throttle.knob, step, current);
+            let (step, no_data) =
+                member.step(knob, (&signal, served), current, ctx.now, policy.interval);
+            if let Some(reason) = no_data {
+                report.no_data += 1;
+                *reasons.entry(reason).or_default() += 1;
+            }
             // The controller keeps knobs inside validated bounds; this is the last guard
             // before Redis, so a bug there can never reach the workers.
             if let Err(e) = step.knobs.validate() {

@@ -197,6 +197,14 @@ impl Controller {
         )
     }
 
+    /// The last tick's knobs are stored with `rps` (a concurrency in whole holders): the
+    /// predictive law then counts its proposal as written when the store shows that value.
+    pub fn stored_as(&mut self, rps: f64) {
+        if let Some(p) = &mut self.predictive {
+            p.stored_as(rps);
+        }
+    }
+
     /// One tick with a usable signal. `current` are the knobs in force (the initial ones if
     /// none are stored or they are unusable); `now` is time since any fixed origin.
     pub fn tick(&mut self, current: Knobs, signal: f64, now: Duration) -> Step {

@@ -29,7 +29,8 @@ const NOISE_TICKS: usize = 21;
 /// The predictive law aims this many times the signal's noise under the target.
 const NOISE_SPREAD: f64 = 2.5;
 
-/// At most this many knob changes are remembered (the history spans lag + range window).
+/// At most this many knob changes are remembered one by one (the history spans 2 × lag +
+/// range window); older ones still in that span are kept as their range.
 const HISTORY: usize = 512;
 /// Below this share of the last rate that overloaded, a healthy signal is trusted at once:
 /// the law pairs it with the knob in force now, not the lowest the signal may reflect, so a
@@ -86,6 +87,9 @@ pub(super) struct PredictiveState {
     floor: Option<f64>,
     /// `rps` values in force and since when, oldest first, as far back as the law looks.
     history: VecDeque<(Duration, f64)>,
+    /// The lowest and highest `rps` dropped from a full history while the signal may still
+    /// reflect them, and until when the last of them was in force.
+    dropped: Option<(Duration, f64, f64)>,
     /// How long after a change the signal starts to show it.
     lag: Duration,
     /// The query's range window: the signal averages this long.
@@ -116,8 +120,8 @@ pub(super) struct PredictiveState {
     /// The highest `rps` an overload was lately blamed on (what the backend could not take),
     /// and since when.
     ceiling: Option<(f64, Duration)>,
-    /// The last proposal, until the stored knobs show it was written: when, its `rps`, and
-    /// the memory it changed (last cut, ceiling) as it was before.
+    /// The last proposal, until the stored knobs show it was written: when, its `rps` as
+    /// stored, and the memory it changed as it was before (see [`Memory`]).
     pending: Option<Pending>,
     /// The rate served over the signal's window, as this tick measured it.
     served: Option<f64>,
@@ -142,13 +146,16 @@ struct Pending {
     before: Memory,
 }
 
-/// What a proposal may change of the law's memory: its last cut and its ceiling.
+/// What a proposal may change of the law's memory: its last cut, its ceiling, the cuts of
+/// the overload going on, the step back toward an escalated cut's model cut and when it last
+/// stepped, and its last cut from the rate served.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Memory {
     last_cut: Option<(Duration, f64)>,
     ceiling: Option<(f64, Duration)>,
     streak: u32,
     undo: Option<f64>,
+    last_undo: Option<Duration>,
     saturated: Option<Duration>,
 }
 
@@ -164,6 +171,7 @@ impl PredictiveState {
             gain,
             floor,
             history: VecDeque::new(),
+            dropped: None,
             lag,
             span,
             changes: VecDeque::new(),
@@ -213,8 +221,11 @@ impl PredictiveState {
         } else {
             self.last_cut = p.before.last_cut;
             self.ceiling = p.before.ceiling;
-            self.streak = p.before.streak;
+            // A cut that was not written is not one of the overload's; a healthy tick ended
+            // the overload whether or not its raise was written.
+            self.streak = self.streak.min(p.before.streak);
             self.undo = p.before.undo;
+            self.last_undo = p.before.last_undo;
             self.saturated = p.before.saturated;
         }
     }
@@ -226,6 +237,7 @@ impl PredictiveState {
             ceiling: self.ceiling,
             streak: self.streak,
             undo: self.undo,
+            last_undo: self.last_undo,
             saturated: self.saturated,
         }
     }
@@ -240,10 +252,20 @@ impl PredictiveState {
         });
     }
 
+    /// The last proposal is stored as `rps` (the store rounds a concurrency to whole
+    /// holders): that is the value [`PredictiveState::confirm`] looks for.
+    pub(super) fn stored_as(&mut self, rps: f64) {
+        if let Some(p) = &mut self.pending {
+            p.rps = rps;
+        }
+    }
+
     /// Takes in a tick's signal before the law steps: `pressure` is the signal over the
     /// target (oriented, above 1 overloaded), `current` the `rps` in force.
     pub(super) fn see(&mut self, signal: f64, pressure: f64, current: f64, now: Duration) {
-        if pressure.is_finite() && pressure >= 0.0 {
+        // A signal of zero (no queries, an idle queue) says nothing of a queue's floor; taken
+        // for one, it would hold the floor at its least for good.
+        if pressure.is_finite() && pressure > 0.0 {
             self.lowest = self.lowest.min(pressure);
         }
         let (lo, hi) = self.applied(now).unwrap_or((current, current));
@@ -262,7 +284,7 @@ impl PredictiveState {
         // one piece of news, whatever the true lag.
         let (lo, hi) = self.applied(now).unwrap_or((rps, rps));
         let overloaded = pressure > 1.0 - margin;
-        // Headroom must hold over the whole span: a quiet spell between bursts of demand says
+        // Headroom must hold over the whole window: a quiet spell between bursts of demand says
         // nothing of the next burst.
         let since = now.saturating_sub(self.window());
         while self.recent.front().is_some_and(|(at, _)| *at < since) {
@@ -562,10 +584,15 @@ impl PredictiveState {
     fn applied(&self, now: Duration) -> Option<(f64, f64)> {
         let start = now.saturating_sub(self.window());
         let i = self.history.partition_point(|(since, _)| *since <= start);
+        let dropped = self
+            .dropped
+            .filter(|(until, ..)| *until > start)
+            .map(|(_, lo, hi)| [lo, hi]);
         self.history
             .iter()
             .skip(i.saturating_sub(1))
             .map(|(_, rps)| *rps)
+            .chain(dropped.into_iter().flatten())
             .fold(None, |range, rps| match range {
                 None => Some((rps, rps)),
                 Some((lo, hi)) => Some((f64::min(lo, rps), f64::max(hi, rps))),
@@ -597,7 +624,22 @@ impl PredictiveState {
                 .get(1)
                 .is_some_and(|(since, _)| *since <= oldest)
         {
-            self.history.pop_front();
+            let Some((_, rps)) = self.history.pop_front() else {
+                break;
+            };
+            // Dropped for room while still in the window: kept as a range, so that the
+            // pairing stays as pessimistic as the window asks.
+            if let Some(&(until, _)) = self.history.front()
+                && until > oldest
+            {
+                self.dropped = Some(match self.dropped {
+                    Some((_, lo, hi)) => (until, lo.min(rps), hi.max(rps)),
+                    None => (until, rps, rps),
+                });
+            }
+        }
+        if self.dropped.is_some_and(|(until, ..)| until <= oldest) {
+            self.dropped = None;
         }
     }
 }

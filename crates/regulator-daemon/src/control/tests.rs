@@ -376,8 +376,9 @@ fn the_predictive_law_settles_under_the_target_without_crossing_it() {
 #[test]
 fn the_predictive_law_does_not_cut_twice_for_one_overload() {
     // The signal lags the knobs by 20 s: an overload seen at t=10 is still seen at t=20,
-    // although the knob was cut at t=10. The second tick pairs it with the knob in force
-    // when it was measured (100), predicts the same rate, and does not cut again.
+    // although the knob was cut at t=10. The same signal is no news: the second tick holds.
+    // A slightly worse one is paired with the knob in force when it was measured (100), so
+    // the law cuts only by what is new (to 100 / 2.04), not again from the cut knob.
     let mut p = policy(PREDICTIVE);
     p.control = Control::Predictive {
         margin: 0.1,
@@ -395,6 +396,11 @@ fn the_predictive_law_does_not_cut_twice_for_one_overload() {
     assert!(first.rps < 100.0);
     let second = c.tick(first, 0.5, secs(20));
     assert_eq!(second.knobs.rps, first.rps, "{second:?}");
+    let worse = c.tick(first, 0.51, secs(25));
+    assert!(
+        (worse.knobs.rps - 100.0 * 0.25 / 0.51).abs() < 1e-9,
+        "{worse:?} after {first:?}"
+    );
 }
 
 #[test]
@@ -514,7 +520,7 @@ fn range_window_is_the_longest_range_of_the_query() {
 }
 
 /// A controller on a 2 s interval over `rate(..[10s])`, no cooldown, at `rps`, after one
-/// tick on target.
+/// tick with headroom (0.2, under the aim) whose raise was not written.
 fn predictive_at(rps: f64) -> (Controller, Knobs) {
     let mut p = policy(PREDICTIVE);
     p.signal.query = "histogram_quantile(0.99, rate(x_bucket[10s]))".into();
@@ -542,7 +548,7 @@ fn a_signal_creeping_past_one_and_a_half_times_the_target_gets_cuts_of_thirty_pe
     }
     // The model's first cut: the signal over the target, 1.6.
     assert!((cuts[0] - 1.0 / 1.6).abs() < 1e-9, "{cuts:?}");
-    assert!(cuts[1..].iter().all(|r| *r <= 0.7 + 1e-9), "{cuts:?}");
+    assert!(cuts[1..].iter().all(|r| (r - 0.7).abs() < 1e-9), "{cuts:?}");
 }
 
 #[test]
@@ -578,21 +584,136 @@ fn an_escalated_cut_is_stepped_back_toward_the_models_cut_while_the_signal_is_on
         k = c.tick(k, signal, now).knobs;
     }
     let escalated = k.rps;
+    // The model's cut the escalations went under: from 400 at the last signal, 0.47.
+    let model = 400.0 * 0.25 / 0.47;
     // Just under the aim (0.9 × 0.25), inside the deadband, from now on: the knob climbs back
     // by 12% a window (2 × 2 s lag + 10 s range = 14 s), never past the model's cut.
     let mut steps = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..60 {
         now += secs(2);
         let next = c.tick(k, 0.22, now);
         if next.knobs.rps > k.rps {
             assert_eq!(next.reason, "undoing an escalated cut");
-            steps.push(next.knobs.rps / k.rps);
+            steps.push((now, next.knobs.rps / k.rps));
         }
         k = next.knobs;
     }
-    assert!(!steps.is_empty(), "no step back from {escalated}");
-    assert!(steps.iter().all(|r| *r <= 1.12 + 1e-9), "{steps:?}");
+    assert!(steps.len() >= 2, "{steps:?} from {escalated}");
+    assert!(steps.iter().all(|(_, r)| *r <= 1.12 + 1e-9), "{steps:?}");
+    assert!(
+        steps
+            .windows(2)
+            .all(|w| w[1].0.saturating_sub(w[0].0) >= secs(14)),
+        "more than one step a window: {steps:?}"
+    );
     assert!(k.rps > escalated, "{} after {escalated}", k.rps);
+    assert!(
+        k.rps <= model + 1e-9,
+        "{} past the model's cut {model}",
+        k.rps
+    );
+}
+
+#[test]
+fn a_step_back_that_was_never_written_is_taken_again_at_the_next_tick() {
+    let (mut c, mut k) = predictive_at(400.0);
+    let mut now = secs(0);
+    for signal in [0.40, 0.44, 0.47] {
+        now += secs(2);
+        k = c.tick(k, signal, now).knobs;
+    }
+    // On the aim until the first step back toward the model's cut.
+    let step = loop {
+        assert!(now < secs(120), "no step back from {k:?}");
+        now += secs(2);
+        let next = c.tick(k, 0.22, now);
+        if next.knobs.rps > k.rps {
+            break next;
+        }
+        k = next.knobs;
+    };
+    assert_eq!(step.reason, "undoing an escalated cut");
+    // Its write failed: the store still holds `k`. The step never happened, so the law
+    // does not wait a window for it; it takes it again.
+    now += secs(2);
+    let again = c.tick(k, 0.22, now);
+    assert_eq!(again.reason, "undoing an escalated cut", "{again:?}");
+    assert_eq!(again.knobs.rps, step.knobs.rps);
+}
+
+#[test]
+fn a_raise_that_was_never_written_still_ends_the_overload() {
+    // Two cuts of one overload (400 → 250 → 175, the second escalated), then headroom whose
+    // raises are never written (the store keeps 175). A new overload, under a limit more
+    // than 1.25 × the rate served, then gets the model's cut (175 / 2.4): the cap at 0.7 ×
+    // the rate served is for the cuts after the first of one overload, and the headroom
+    // ended the last one whether or not its raises were written.
+    let (mut c, mut k) = predictive_at(400.0);
+    let mut now = secs(0);
+    for signal in [0.40, 0.44] {
+        now += secs(2);
+        k = c.tick_served(k, signal, Some(k.rps), now).knobs;
+    }
+    assert!((k.rps - 175.0).abs() < 1e-9, "{k:?}");
+    // Past the cuts' window (14 s), so that the headroom raises at once.
+    now += secs(16);
+    for _ in 0..3 {
+        now += secs(2);
+        let raise = c.tick_served(k, 0.1, Some(k.rps), now);
+        assert!(raise.knobs.rps > k.rps, "{raise:?}");
+    }
+    now += secs(2);
+    let cut = c.tick_served(k, 0.6, Some(80.0), now).knobs;
+    assert!((cut.rps - 175.0 / 2.4).abs() < 1e-9, "{cut:?}");
+}
+
+#[test]
+fn knobs_beyond_the_remembered_history_are_still_paired_with_the_signal() {
+    // A signal that lags an hour, ticked every second: its window (2 h) holds far more knob
+    // changes than are remembered one by one. A knob of 1000 set 10 minutes ago, then 600
+    // changes between 100 and 101: an overload now may still reflect the 1000, so the cut
+    // paired with it (1000 / 2 = 500) does not cut at all.
+    let mut p = policy(PREDICTIVE);
+    p.control = Control::Predictive {
+        margin: 0.1,
+        gain: 0.5,
+        floor: None,
+        lag: Some(secs(3600)),
+    };
+    p.cooldown = Duration::ZERO;
+    let mut c = Controller::new(&p, secs(1));
+    let at = |rps: f64| Knobs { rps, ..c.initial() };
+    let (high, low, higher) = (at(1000.0), at(100.0), at(101.0));
+    c.tick(high, 0.2, secs(0));
+    for i in 1..=600 {
+        c.tick(if i % 2 == 0 { low } else { higher }, 0.2, secs(i));
+    }
+    let overloaded = c.tick(low, 0.5, secs(601));
+    assert_eq!(overloaded.knobs.rps, 100.0, "{overloaded:?}");
+}
+
+#[test]
+fn an_unusable_signal_changes_nothing_the_law_does_next() {
+    // A NaN signal is held on as unusable; the law reads it, as a signal of zero, as a
+    // pressure of 0, which says nothing of the queue's floor: taken for it, the floor would
+    // sit at its least (0.1) for good, and the raise after it would come from there, not
+    // from the floor the law starts from.
+    let raise = |nan: bool| {
+        let mut c = Controller::new(&policy(PREDICTIVE), secs(10));
+        let mut k = Knobs {
+            rps: 100.0,
+            ..c.initial()
+        };
+        k = c.tick(k, 0.15, secs(0)).knobs;
+        if nan {
+            let held = c.tick(k, f64::NAN, secs(5));
+            assert_eq!(held.knobs.rps, k.rps, "{held:?}");
+        }
+        c.tick(k, 0.15, secs(40)).knobs
+    };
+    let (with, without) = (raise(true), raise(false));
+    assert!(with.rps > 100.0, "{with:?}");
+    assert_eq!(with.rps, without.rps);
 }
 
 #[test]

@@ -138,6 +138,40 @@ async fn a_concurrency_policy_writes_whole_holders_both_ways() {
     assert!(!text.contains(r#"knob="rps""#), "{text}");
 }
 
+const CONCURRENCY_PREDICTIVE: &str = r"
+throttles:
+  - name: search-api
+    knob: concurrency
+    defaults: { concurrency: 20 }
+    bounds: { min_concurrency: 2, max_concurrency: 50 }
+    signal: { query: 'latency', target: 0.25 }
+";
+
+/// The store keeps a concurrency in whole holders, so the predictive law's cut of 20 to
+/// 8.33 is stored as 8. The law must count that cut as written: a signal still creeping up
+/// past 1.5 × the target a lag later is then a second cut in the same overload, escalated to
+/// 0.7 × the knob (5.6, stored as 5). Were the rounded value taken for a failed write, the
+/// law would forget its first cut and cut once more by its model only (to 7.9, stored as 7).
+#[tokio::test]
+async fn a_concurrency_rounded_to_whole_holders_counts_as_the_cut_the_law_made() {
+    let w = World::new();
+    let mut s = state(CONCURRENCY_PREDICTIVE);
+    w.source.set(Ok(vec![sample(0.6, &[])]));
+    w.tick(&mut s, Mode::Write, 1).await.unwrap();
+    assert_eq!(
+        w.store.rps("search-api"),
+        Some(8.0),
+        "20 / 2.4 = 8.33, rounded down"
+    );
+    w.source.set(Ok(vec![sample(0.63, &[])]));
+    w.tick(&mut s, Mode::Write, 2).await.unwrap();
+    assert_eq!(
+        w.store.rps("search-api"),
+        Some(5.0),
+        "0.7 × 8 = 5.6, rounded down"
+    );
+}
+
 #[tokio::test]
 async fn a_knob_set_by_hand_is_where_control_continues() {
     let w = World::new();
